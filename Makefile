@@ -1,0 +1,35 @@
+# make demo   - set up and run the main job on the embedded local DPU (no cluster needed)
+# make test   - set up, start the real services the tests need, lint, run every test
+# make lint   - ruff + mypy
+# make bench  - print the performance figures
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit bench cluster-up cluster-down clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[ssh,drmaa,test,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dpu_slurm tests examples bench
+	$(VENV)/bin/mypy dpu_slurm
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not slurm" tests
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

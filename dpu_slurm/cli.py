@@ -1,0 +1,208 @@
+"""The ``dpu`` command: the Processor's methods for the shell and for cron.
+
+Exit codes: 0 ok; 1 a job or task failed (or is not finished when waited for); 2 usage or
+config error.
+"""
+from __future__ import annotations
+
+import argparse
+import code
+import json
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import __version__
+from .config import load_file
+from .errors import DPUError
+from .processor import Processor
+from .session import JobView
+
+OK, FAILED, USAGE = 0, 1, 2
+
+BANNER = """\
+               Welcome to the Astro-WISE Environment
+
+Initializing Distributed Processing Unit...
+"""
+
+
+def _options(pairs: Sequence[str]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DPUError(f"option {pair!r} is not KEY=VALUE (e.g. i=WFI d=2000-04-28)")
+        out[key] = value
+    return out
+
+
+def _view(v: JobView) -> Dict[str, Any]:
+    return {"jobid": v.job.id, "dpu": v.job.dpu, "sequence": v.job.sequence, "status": v.status,
+            "counters": dict(zip("NEASU", v.counts.letters, strict=True)), "processes": v.job.nproc,
+            "ok": v.ok, "error": v.job.error or None}
+
+
+def _failed(views: List[JobView]) -> bool:
+    return any(v.status == "NOT SUBMITTED" or (v.status == "FINISHED" and not v.ok) for v in views)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpu", description="Run AWEPIPE task sequences on a "
+                                "Distributed Processing Unit (SLURM, PBS, Grid Engine or this machine).",
+                                epilog="Exit codes: 0 ok, 1 a job or task failed, 2 usage or config error.")
+    p.add_argument("--version", action="version", version=f"dpu_slurm {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dpu", help="DPU name (default: DPU_NAME or your saved choice)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("run", parents=[common], help="submit a sequence as one job")
+    r.add_argument("sequence", help="e.g. ReadNoise or Bias>HotPixels (quote the >)")
+    r.add_argument("options", nargs="*", metavar="KEY=VALUE", help="task options, short or long names")
+    r.add_argument("--time", type=float, dest="dpu_time", help="expected seconds per process")
+    r.add_argument("--mem", type=int, dest="dpu_mem", help="MB per process")
+    r.add_argument("--aweversion", dest="dpu_aweversion", help="installed version on the DPU")
+    r.add_argument("--no-send-code", dest="send_code", action="store_false",
+                   help="use the DPU's installed code instead of shipping yours")
+    r.add_argument("--wait", action="store_true", help="wait until the job finishes")
+    r.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+
+    for name, text in (("status", "status and N/E/A/S/U counters"), ("logs", "the jobs' log lines")):
+        s = sub.add_parser(name, parents=[common], help=text)
+        s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs")
+    w = sub.add_parser("wait", parents=[common], help="wait until jobs finish (for scripts)")
+    w.add_argument("jobids", nargs="+", type=int)
+    w.add_argument("--timeout", type=float)
+    sub.add_parser("jobids", parents=[common], help="your job identifiers on the DPU")
+    res = sub.add_parser("result", parents=[common], help="committed results of a job")
+    res.add_argument("jobid", type=int)
+    c = sub.add_parser("cancel", parents=[common], help="cancel a job that is not yet running")
+    c.add_argument("jobids", nargs="+", type=int)
+    c.add_argument("--force", action="store_true", help="also kill running processes (they end A)")
+    sub.add_parser("sequences", parents=[common], help="the task sequences the DPU recognises")
+    o = sub.add_parser("options", parents=[common], help="the options of a sequence")
+    o.add_argument("sequence")
+    sub.add_parser("dpus", parents=[common], help="the known DPUs")
+    sel = sub.add_parser("select", parents=[common], help="save a DPU as your default")
+    sel.add_argument("name")
+    cfg = sub.add_parser("config", parents=[common], help="cluster config tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="check")
+    chk = cfg_sub.add_parser("check", help="validate DPU YAML files")
+    chk.add_argument("files", nargs="+")
+    sub.add_parser("shell", parents=[common], help="a Python prompt with `dpu` ready")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DPUError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+        print(f"dpu: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dpu: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        return _config_check(args.files, args.json)
+    out = sys.stderr if args.json else sys.stdout
+    dpu = Processor(args.dpu, out=out, session_log=False)
+    try:
+        return _command(dpu, args)
+    finally:
+        dpu.close()
+
+
+def _emit(args: argparse.Namespace, data: Any) -> None:
+    if args.json:
+        print(json.dumps(data, indent=1))
+
+
+def _command(dpu: Processor, args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "run":
+        job_id = dpu.run(args.sequence, dpu_time=args.dpu_time, dpu_mem=args.dpu_mem,
+                         dpu_aweversion=args.dpu_aweversion, send_code=args.send_code,
+                         return_jobid=True, **_options(args.options))
+        assert job_id is not None
+        if not args.wait:
+            _emit(args, {"jobid": job_id})
+            return OK
+        views = dpu.wait(job_id, timeout=args.timeout)
+        views = dpu.get_status(job_id)
+        _emit(args, [_view(v) for v in views])
+        return OK if all(v.ok for v in views) else FAILED
+    if cmd in ("status", "wait"):
+        if cmd == "wait":
+            views = dpu.wait(args.jobids, timeout=args.timeout)
+        views = dpu.get_status(args.jobids or None)
+        _emit(args, [_view(v) for v in views])
+        if cmd == "wait" and not all(v.status == "FINISHED" for v in views):
+            return FAILED
+        return FAILED if _failed(views) else OK
+    if cmd == "jobids":
+        ids = dpu.get_jobids()
+        _emit(args, ids) if args.json else print(" ".join(map(str, ids)))
+        return OK
+    if cmd == "logs":
+        lines = dpu.get_logs(args.jobids or None)
+        _emit(args, lines)
+        return OK
+    if cmd == "result":
+        objects = dpu.get_job_result(args.jobid)
+        _emit(args, objects) if args.json else print(json.dumps(objects, indent=1))
+        return OK if objects else FAILED
+    if cmd == "cancel":
+        for jid in args.jobids:
+            dpu.cancel_job(jid, force=args.force)
+        _emit(args, {"cancelled": args.jobids})
+        return OK
+    if cmd == "sequences":
+        idents = dpu.get_sequence_identifiers()
+        _emit(args, idents) if args.json else dpu.show_sequence_identifiers()
+        return OK
+    if cmd == "options":
+        _emit(args, dpu.get_sequence_options(args.sequence)) if args.json else \
+            dpu.show_sequence_options(args.sequence)
+        return OK
+    if cmd == "dpus":
+        _emit(args, dpu.get_dpu_identifiers()) if args.json else dpu.show_dpu_identifiers()
+        return OK
+    if cmd == "select":
+        name = dpu.select_dpu(args.name, persist=True)
+        _emit(args, {"dpu": name})
+        return OK
+    if cmd == "shell":
+        print(BANNER)
+        print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
+        code.interact(banner="dpu = " + repr(dpu), local={"dpu": dpu}, exitmsg="")
+        return OK
+    raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
+
+
+def _config_check(files: Sequence[str], as_json: bool) -> int:
+    status = OK
+    report = []
+    for name in files:
+        try:
+            cfg = load_file(name)  # type: ignore[arg-type]
+            report.append({"file": name, "ok": True, "dpu": cfg.name})
+            if not as_json:
+                print(f"{name}: ok (DPU {cfg.name}, scheduler {cfg.scheduler})")
+        except DPUError as exc:
+            status = USAGE
+            report.append({"file": name, "ok": False, "error": str(exc)})
+            if not as_json:
+                print(str(exc), file=sys.stderr)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""A run request -> its processes and the resources each one asks for."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from .catalog import Catalog
+from .config import DPUConfig
+from .errors import OptionError
+
+
+@dataclass
+class Plan:
+    """What one ``dpu.run`` call will submit."""
+
+    sequence: str
+    tasks: List[Dict[str, str]]
+    options: Dict[str, Any]
+    processes: List[Dict[str, Any]]
+    estimate: float            # expected seconds per process
+    time_limit: int            # seconds per process, enforced by the scheduler
+    mem: int                   # MB per process
+    partition: Optional[str]
+    aweversion: str
+    send_code: bool
+    dpu_options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nproc(self) -> int:
+        return len(self.processes)
+
+    def overrides(self) -> List[Dict[str, Any]]:
+        """Per-process options, without what every process shares (keeps job.json small)."""
+        return [{k: v for k, v in proc.items() if self.options.get(k, _MISSING) != v}
+                for proc in self.processes]
+
+
+_MISSING = object()
+
+
+def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[str, Any],
+              dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
+              dpu_aweversion: Optional[str] = None, send_code: bool = True) -> Plan:
+    seq = catalog.sequence(sequence)
+    values = catalog.parse(seq.identifier, given)
+    processes = catalog.split(seq.identifier, values)
+    if not processes:
+        raise OptionError(f"{seq.identifier}: these options select no process to run")
+    estimate = catalog.estimate(seq.identifier, values)
+    if dpu_time is not None:
+        estimate = _positive("dpu_time", dpu_time, "seconds")
+    mem = (int(_positive("dpu_mem", dpu_mem, "MB")) if dpu_mem is not None
+           else int(dpu.defaults.get("mem", 2000)))
+    limit = max(1, dpu.min_time, math.ceil(estimate * dpu.time_factor))
+    version = _aweversion(dpu, dpu_aweversion)
+    return Plan(
+        sequence=seq.identifier,
+        tasks=[{"name": t.name, "run": t.run} for t in seq.tasks],
+        options=values,
+        processes=processes,
+        estimate=estimate,
+        time_limit=limit,
+        mem=mem,
+        partition=pick_partition(dpu, limit, mem),
+        aweversion=version,
+        send_code=bool(send_code),
+        dpu_options={"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
+                     "send_code": bool(send_code)},
+    )
+
+
+def _positive(name: str, value: Any, unit: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise OptionError(f"{name} must be a positive number of {unit}, got {value!r}")
+    return float(value)
+
+
+def _aweversion(dpu: DPUConfig, asked: Optional[str]) -> str:
+    versions = dpu.awe_versions
+    if asked is None:
+        return dpu.default_aweversion or (next(iter(versions)) if versions else "")
+    if asked not in versions:
+        known = ", ".join(versions) or "none configured"
+        raise OptionError(f"dpu_aweversion {asked!r} is not installed on DPU {dpu.name!r}; "
+                          f"versions there: {known}")
+    return asked
+
+
+def pick_partition(dpu: DPUConfig, seconds: int, mem: int) -> Optional[str]:
+    """The first configured partition whose limits fit; None when the DPU lists none."""
+    if not dpu.partitions:
+        return None
+    for part in dpu.partitions:
+        if seconds <= part.get("max_time", math.inf) and mem <= part.get("max_mem", math.inf):
+            return str(part["name"])
+    listed = "; ".join(f"{p['name']} (time <= {p.get('max_time', 'any')} s, mem <= "
+                       f"{p.get('max_mem', 'any')} MB)" for p in dpu.partitions)
+    raise OptionError(f"no partition of DPU {dpu.name!r} takes {seconds} s and {mem} MB per process; "
+                      f"partitions: {listed}. Lower dpu_time/dpu_mem or split the job")

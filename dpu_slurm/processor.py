@@ -1,0 +1,268 @@
+"""The ``dpu`` object of the AWE prompt: the HOW-TO's methods and their printed lines."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Iterable, List, Optional, Union
+
+from .catalog import Catalog
+from .config import DPUConfig, default_dpu_name, discover, get_dpu, write_environment
+from .errors import DPUError, JobNotFound
+from .plan import make_plan
+from .session import DPUSession, JobView, awepipe_path, open_store
+from .store import Job
+
+JobIds = Union[int, Iterable[int], None]
+RECENT = 24 * 3600
+
+
+class SessionWriter:
+    """Prints ``[user] HH:MM:SS - message`` and keeps every line in the session's log file."""
+
+    def __init__(self, user: str, out: IO[str], logfile: Optional[Path]) -> None:
+        self.user, self.out, self.logfile = user, out, logfile
+        self._fh: Optional[IO[str]] = None
+
+    def __call__(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for line in message.splitlines() or [""]:
+            self.raw(f"[{self.user}] {stamp} - {line}")
+
+    def raw(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+        if self.logfile is not None:
+            if self._fh is None:
+                self._fh = open(self.logfile, "a", encoding="utf-8")
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+
+class Processor:
+    """Runs task sequences on a Distributed Processing Unit (DPU).
+
+    ``dpu = Processor()`` uses the DPU named by ``dpu_name`` (env DPU_NAME or ``dpu select``);
+    see ``help(dpu.run)`` and the README for the rest.
+    """
+
+    def __init__(self, dpu_name: Optional[str] = None, awepipe: Optional[Union[str, Path]] = None,
+                 out: Optional[IO[str]] = None, session_log: bool = True) -> None:
+        self._store = open_store()
+        self._awepipe = Path(awepipe) if awepipe is not None else awepipe_path()
+        self._catalog: Optional[Catalog] = None
+        self._session = DPUSession(get_dpu(dpu_name or default_dpu_name()), self._store)
+        self._started = time.time()
+        logfile = Path.cwd() / time.strftime("%Y%m%d_%H%M%S.log") if session_log else None
+        self._say = SessionWriter(self._session.user, out or sys.stdout, logfile)
+
+    def __repr__(self) -> str:
+        return f"<Processor dpu={self.dpu_name!r} user={self._session.user!r}>"
+
+    @property
+    def dpu_name(self) -> str:
+        return self._session.dpu.name
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.load(self._awepipe)
+        return self._catalog
+
+    def close(self) -> None:
+        self._session.close()
+        self._store.close()
+
+    # -- DPUs -------------------------------------------------------------------------------
+    def get_dpu_identifiers(self) -> List[str]:
+        """Names of all known DPUs."""
+        return sorted(discover()[0])
+
+    def show_dpu_identifiers(self) -> None:
+        dpus, problems = discover()
+        for name in sorted(dpus):
+            cfg = dpus[name]
+            mark = "*" if name == self.dpu_name else " "
+            where = cfg.host["hostname"] if cfg.host else "this machine"
+            self._say(f"{mark} {name:<16} {cfg.scheduler:<6} {where:<24} {cfg.description}")
+        for problem in problems:
+            self._say(f"  (skipped: {problem})")
+
+    def select_dpu(self, name: Optional[str] = None, persist: bool = False) -> str:
+        """Use DPU `name` from now on in this session (persist=True: also as your default)."""
+        if name is None:
+            names = self.get_dpu_identifiers()
+            if not sys.stdin.isatty():
+                raise DPUError(f"select_dpu() needs a name; known DPUs: {', '.join(names)}")
+            self.show_dpu_identifiers()
+            name = input("DPU name: ").strip()
+        cfg: DPUConfig = get_dpu(name)
+        self._session.close()
+        self._session = DPUSession(cfg, self._store, self._session.user)
+        if persist:
+            write_environment(dpu_name=cfg.name)
+        self._say(f"Selected DPU {cfg.name}" + (" (saved as your default)" if persist else ""))
+        return cfg.name
+
+    # -- sequences and options ---------------------------------------------------------------
+    def get_sequence_identifiers(self) -> List[str]:
+        """The task sequences this DPU recognises."""
+        return self.catalog.identifiers()
+
+    def show_sequence_identifiers(self) -> None:
+        for ident, seq in self.catalog.sequences.items():
+            doc = seq.tasks[0].doc if len(seq.tasks) == 1 else "chain of " + ", ".join(
+                t.name for t in seq.tasks)
+            self._say(f"{ident:<24} {doc}")
+
+    def get_sequence_options(self, sequence: str) -> List[List[str]]:
+        """``[[short names..., long names...]]`` of the options a sequence recognises."""
+        opts = self.catalog.sequence(sequence).options
+        return [[o.short for o in opts] + [o.long for o in opts]]
+
+    def show_sequence_options(self, sequence: str) -> None:
+        opts = self.catalog.sequence(sequence).options
+        self._say("Recognized options for the OptionsParser are:")
+        for o in opts:
+            self._say(f'"{o.short}" or "{o.long}" (default: {_default(o.default)})'
+                      + (f"  {o.help}" if o.help else ""))
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
+            dpu_aweversion: Optional[str] = None, send_code: bool = True,
+            return_jobid: bool = False, **options: Any) -> Optional[int]:
+        """Submit `sequence` with its options (short or long names) as one job.
+
+        dpu_time: expected seconds per process (overrides the tasks' estimate);
+        dpu_mem: MB per process; dpu_aweversion: installed version to use on the DPU;
+        send_code: ship your AWEPIPE code (default) or use the installed version;
+        return_jobid: return the job identifier.
+        """
+        args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in options.items()])
+        self._say(f"Calling: dpu.run({args})")
+        plan = make_plan(self.catalog, self._session.dpu, sequence, options, dpu_time, dpu_mem,
+                         dpu_aweversion, send_code)
+        self._say(f"Estimated process time : {plan.estimate:.0f} seconds")
+        job_id = self._session.submit(plan, self._awepipe)
+        suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
+        self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
+        return job_id if return_jobid else None
+
+    # -- jobs -------------------------------------------------------------------------------
+    def get_jobids(self) -> List[int]:
+        """Identifiers of your jobs on this DPU."""
+        return [j.id for j in self._store.jobs(dpu=self.dpu_name)]
+
+    def _jobs(self, jobids: JobIds) -> List[Job]:
+        if jobids is None:
+            recent = time.time() - RECENT
+            return [j for j in self._store.jobs(dpu=self.dpu_name)
+                    if j.finished is None or j.finished >= recent or j.created >= self._started]
+        ids = [jobids] if isinstance(jobids, int) else list(jobids)
+        for jid in ids:
+            if isinstance(jid, bool) or not isinstance(jid, int):
+                raise JobNotFound(f"job identifiers are integers, got {jid!r}")
+        jobs = self._store.jobs(ids=ids)
+        missing = sorted(set(ids) - {j.id for j in jobs})
+        if missing:
+            raise JobNotFound(f"no job with identifier {', '.join(map(str, missing))}; "
+                              "dpu.get_jobids() lists yours")
+        return jobs
+
+    def _session_for(self, job: Job) -> DPUSession:
+        if job.dpu == self.dpu_name:
+            return self._session
+        return DPUSession(get_dpu(job.dpu), self._store, self._session.user)
+
+    def get_status(self, jobids: JobIds = None) -> List[JobView]:
+        """One line per job: status and N/E/A/S/U counters. No argument: active and recent jobs."""
+        jobs = self._jobs(jobids)
+        views: List[JobView] = []
+        for dpu in sorted({j.dpu for j in jobs}):
+            session = self._session_for(next(j for j in jobs if j.dpu == dpu))
+            session.refresh()
+            views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
+        if not views:
+            self._say("No active or recent jobs on DPU " + self.dpu_name)
+        for view in sorted(views, key=lambda v: v.job.id):
+            self._say(f"Jobid {view.job.id} has status {view.status} N/E/A/S/U {view.counts.line()}")
+            if view.job.phase == "not_submitted":
+                self._say(f"  {view.job.error}")
+            for reason, count in self._session_for(view.job).reasons(view.job).items():
+                self._say(f"  {count} process(es): {reason}")
+        return views
+
+    def wait(self, jobids: JobIds = None, timeout: Optional[float] = None,
+             interval: float = 1.0) -> List[JobView]:
+        """Block until the jobs are FINISHED (or the timeout passes); returns their views."""
+        jobs = self._jobs(jobids)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            views: List[JobView] = []
+            for dpu in sorted({j.dpu for j in jobs}):
+                session = self._session_for(next(j for j in jobs if j.dpu == dpu))
+                session.refresh()
+                views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
+            if all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
+                return views
+            if end is not None and time.monotonic() >= end:
+                return views
+            time.sleep(interval)
+
+    def get_logs(self, jobids: JobIds = None) -> List[str]:
+        """The log lines of the jobs (no argument: active and recent jobs); also printed."""
+        lines: List[str] = []
+        jobs = self._jobs(jobids)
+        for dpu in {j.dpu for j in jobs}:
+            self._session_for(next(j for j in jobs if j.dpu == dpu)).refresh()
+        for job in jobs:
+            session = self._session_for(job)
+            procs = {p.idx: p for p in self._store.procs(job.id)}
+            for idx, text in session.logs(job).items():
+                proc = procs[idx]
+                stamp = time.strftime("%H:%M:%S")
+                head = f"{stamp} - " + "+" * 44
+                status = _job_status_code(proc.outcome) if proc.state == "DONE" else proc.state
+                lines += [head, f"{stamp} - Jobid {job.id} process {idx} job_status = {status}", head]
+                lines += text
+                if not text:
+                    lines.append(f"{stamp} - (no log yet: process is {proc.state.lower()})")
+        for line in lines:
+            self._say.raw(line)
+        return lines
+
+    def get_job_result(self, jobid: int) -> List[Any]:
+        """The main objects a job created, if its results were committed (option C=1)."""
+        job = self._jobs(jobid)[0]
+        session = self._session_for(job)
+        session.refresh()
+        results = session.results(job)
+        committed = [r for r in results.values() if r.get("committed")]
+        if not results:
+            self._say(f"Job {jobid} has no results yet (status: {session.views([job])[0].status})")
+            return []
+        if not committed:
+            self._say(f"Results of job {jobid} were not committed; run it again with C=1 "
+                      "(commit=True) to keep them")
+            return []
+        objects = [obj for idx in sorted(results) for obj in results[idx].get("objects", [])]
+        self._say(f"Job {jobid}: {len(objects)} committed object(s)")
+        return objects
+
+    def cancel_job(self, jobid: int, force: bool = False) -> None:
+        """Cancel a job that is not yet running (force=True also kills running processes)."""
+        job = self._jobs(jobid)[0]
+        session = self._session_for(job)
+        session.cancel(job, force)
+        view = session.views(self._store.jobs(ids=[job.id]))[0]
+        self._say(f"Cancelled job {jobid}: status {view.status} N/E/A/S/U {view.counts.line()}")
+
+
+def _default(value: Any) -> str:
+    return "" if value == "" else str(value)
+
+
+def _job_status_code(outcome: str) -> int:
+    return 0 if outcome and set(outcome) == {"N"} else 1
+
+
+__all__ = ["Processor", "SessionWriter"]

@@ -1,0 +1,93 @@
+"""The scheduler contract: render a script, submit, poll MANY jobs in one call, cancel.
+
+A new scheduler is one module here plus one template in templates/.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Mapping, Sequence, Tuple
+
+from ..config import DPUConfig
+from ..render import render
+from ..store import Job
+from ..transport import Transport
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, ENDED = "QUEUED", "RUNNING", "ENDED"
+
+
+@dataclass
+class Observation:
+    """What the scheduler says of one process."""
+
+    state: str            # QUEUED, RUNNING or ENDED
+    letter: str = ""      # when ENDED, the scheduler's verdict: N, E, A, S or U
+    reason: str = ""
+
+
+@dataclass
+class SubmitRequest:
+    """Everything a template and a submit command need; values are quoted by render."""
+
+    job_id: int
+    user: str
+    dpu: str
+    sequence: str
+    jobdir: str
+    nproc: int
+    time_limit: int
+    mem: int
+    partition: str | None
+    python: str
+    pythonpath: str
+    setup: List[str] = field(default_factory=list)
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return job_tag(self.user, self.job_id)
+
+
+def job_tag(user: str, job_id: int) -> str:
+    """The job name every scheduler sees: one filter finds all of a user's DPU jobs."""
+    return f"dpu.{user}.{job_id}"
+
+
+class Scheduler(ABC):
+    name: ClassVar[str]
+    # native state -> (QUEUED/RUNNING/ENDED, letter when ENDED)
+    STATE_MAP: ClassVar[Mapping[str, Tuple[str, str]]] = {}
+
+    def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
+        self.dpu = dpu
+        self.transport = transport
+
+    def script(self, req: SubmitRequest, **extra: object) -> str:
+        return render(f"{self.name}.sh.j2", **vars(req), tag=req.tag, dpu_config=self.dpu, **extra)
+
+    def observe(self, native: str, reason: str = "") -> Observation:
+        """Native state -> Observation; an unmapped state is U with a warning, never a crash."""
+        key = native.split()[0].rstrip("+").upper() if native.strip() else ""
+        mapped = self.STATE_MAP.get(key)
+        if mapped is None:
+            log.warning("%s: unknown native state %r; counting the process as U", self.name, native)
+            return Observation(ENDED, "U", f"unknown {self.name} state {native}")
+        state, letter = mapped
+        text = native if not reason else f"{native}: {reason}"
+        return Observation(state, letter, text if state == ENDED or reason else "")
+
+    @abstractmethod
+    def submit(self, req: SubmitRequest) -> List[str]:
+        """Queue every process of the job; return the native ids. Raise SubmitError."""
+
+    @abstractmethod
+    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        """One scheduler call for all these jobs: job id -> process index -> Observation.
+        Processes the scheduler no longer knows are left out."""
+
+    @abstractmethod
+    def cancel(self, job: Job, force: bool) -> None:
+        """Cancel queued processes; also kill running ones when force."""

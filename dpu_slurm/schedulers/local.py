@@ -1,0 +1,257 @@
+"""The embedded local DPU: a detached runner per job runs its processes on this machine.
+
+At most ``slots`` processes run at once across all jobs (one flock'ed slot file each), the time
+limit is enforced by the runner, memory by RLIMIT_AS. The runner keeps ``runner.json`` in the
+job folder; a job goes on after the prompt that submitted it exits.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any, Deque, Dict, List, Optional, Sequence
+
+from ..errors import SubmitError
+from ..store import Job
+from ..worker import write_json
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+
+RUNNER_FILE = "runner.json"
+PID_FILE = "runner.pid"
+KILL_GRACE = 3.0
+
+# The runner's own states, named like Slurm's so the table reads the same.
+STATE_MAP = {
+    "PENDING": (QUEUED, ""),
+    "RUNNING": (RUNNING, ""),
+    "COMPLETED": (ENDED, "N"),
+    "FAILED": (ENDED, "E"),
+    "TIMEOUT": (ENDED, "A"),
+    "KILLED": (ENDED, "A"),        # cancelled while running (force)
+    "CANCELLED": (ENDED, "S"),     # cancelled while queued
+}
+
+
+class LocalScheduler(Scheduler):
+    name = "local"
+    STATE_MAP = STATE_MAP
+
+    def slots(self) -> int:
+        return self.dpu.slots or os.cpu_count() or 1
+
+    def submit(self, req: SubmitRequest) -> List[str]:
+        jobdir = Path(req.jobdir)
+        script = jobdir / "job.sh"
+        script.write_text(self.script(req), encoding="utf-8")
+        write_json(jobdir / RUNNER_FILE, {"pid": None, "states": [["PENDING", ""]] * req.nproc})
+        here = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
+        argv = [sys.executable, "-m", "dpu_slurm.schedulers.local", str(jobdir), str(req.nproc),
+                str(req.time_limit), str(req.mem), str(self.slots()), str(self.slot_dir())]
+        with open(jobdir / "runner.log", "ab") as out:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                  cwd=str(jobdir), start_new_session=True, timeout=60)
+        pid_file = jobdir / PID_FILE
+        if proc.returncode != 0 or not pid_file.exists():
+            raise SubmitError(f"the local runner did not start (exit {proc.returncode}); "
+                              f"see {jobdir / 'runner.log'}")
+        return [pid_file.read_text().strip()]
+
+    def slot_dir(self) -> Path:
+        return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
+
+    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        files = self.transport.read_files([str(Path(j.jobdir) / RUNNER_FILE) for j in jobs])
+        out: Dict[int, Dict[int, Observation]] = {}
+        for job in jobs:
+            raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))
+            if raw is None:
+                continue
+            data = json.loads(raw)
+            alive = _alive(data.get("pid"), data.get("pstart"))
+            seen: Dict[int, Observation] = {}
+            for idx, (native, reason) in enumerate(data["states"]):
+                obs = self.observe(native, reason)
+                if obs.state != ENDED and not alive and data.get("pid"):
+                    continue  # the runner is gone: the worker's own record decides
+                seen[idx] = obs
+            out[job.id] = seen
+        return out
+
+    def cancel(self, job: Job, force: bool) -> None:
+        raw = self.transport.read_files([str(Path(job.jobdir) / RUNNER_FILE)])
+        data = json.loads(next(iter(raw.values())) or b"{}")
+        if _alive(data.get("pid"), data.get("pstart")):
+            os.kill(int(data["pid"]), signal.SIGTERM if force else signal.SIGUSR1)
+            _wait_for(lambda: not _alive(data["pid"], data.get("pstart")) or _settled(job, force), 10.0)
+
+
+def _settled(job: Job, force: bool) -> bool:
+    data = json.loads((Path(job.jobdir) / RUNNER_FILE).read_text())
+    open_states = {"PENDING", "RUNNING"} if force else {"PENDING"}
+    return not any(s in open_states for s, _ in data["states"])
+
+
+def _wait_for(cond: Any, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not cond():
+        time.sleep(0.05)
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _alive(pid: Any, pstart: Any) -> bool:
+    if not pid:
+        return False
+    start = _proc_start(int(pid))
+    return start is not None and (pstart is None or start == pstart)
+
+
+# -- the runner (python -m dpu_slurm.schedulers.local JOBDIR NPROC LIMIT MEM SLOTS SLOTDIR) ------
+
+class Runner:
+    def __init__(self, jobdir: Path, nproc: int, limit: int, mem: int, slots: int, slot_dir: Path):
+        self.jobdir, self.limit, self.mem = jobdir, limit, mem
+        self.states: List[List[str]] = [["PENDING", ""] for _ in range(nproc)]
+        self.pending: Deque[int] = deque(range(nproc))
+        self.running: Dict[int, Any] = {}
+        self.slots = [slot_dir / f"{k}.lock" for k in range(slots)]
+        slot_dir.mkdir(parents=True, exist_ok=True)
+        self.cancel_queued = self.kill_running = False
+        self.dirty, self.written = True, 0.0
+        self.pid, self.pstart = os.getpid(), _proc_start(os.getpid())
+
+    def _on_cancel(self, signum: int, frame: Any) -> None:
+        self.cancel_queued = True
+        self.kill_running = self.kill_running or signum == signal.SIGTERM
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.dirty and (force or now - self.written > 0.2):
+            write_json(self.jobdir / RUNNER_FILE,
+                       {"pid": self.pid, "pstart": self.pstart, "states": self.states})
+            self.dirty, self.written = False, now
+
+    def set(self, idx: int, state: str, reason: str = "") -> None:
+        self.states[idx] = [state, reason]
+        self.dirty = True
+
+    def take_slot(self) -> Optional[IO[bytes]]:
+        for path in self.slots:
+            fh = open(path, "ab")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fh
+            except OSError:
+                fh.close()
+        return None
+
+    def start(self, idx: int, slot: IO[bytes]) -> None:
+        mem = self.mem * 1024 * 1024
+
+        def limits() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+
+        out = open(self.jobdir / "out" / f"{idx}.out", "ab")
+        proc = subprocess.Popen(["/bin/bash", str(self.jobdir / "job.sh"), str(idx)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=str(self.jobdir), start_new_session=True, preexec_fn=limits)
+        out.close()
+        self.running[idx] = {"proc": proc, "slot": slot, "t0": time.monotonic(), "term": None, "why": ""}
+        self.set(idx, "RUNNING")
+
+    def stop(self, idx: int, state: str, why: str) -> None:
+        entry = self.running[idx]
+        if entry["term"] is None:
+            entry["term"], entry["why"], entry["state"] = time.monotonic(), why, state
+            _signal_group(entry["proc"].pid, signal.SIGTERM)
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        for idx, entry in list(self.running.items()):
+            proc = entry["proc"]
+            if proc.poll() is None:
+                if entry["term"] is None and now - entry["t0"] > self.limit:
+                    self.stop(idx, "TIMEOUT", f"killed after {_hms(self.limit)}")
+                elif entry["term"] is not None and now - entry["term"] > KILL_GRACE:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                continue
+            entry["slot"].close()
+            del self.running[idx]
+            if entry["term"] is not None:
+                self.set(idx, entry["state"], entry["why"])
+            elif proc.returncode == 0:
+                self.set(idx, "COMPLETED")
+            elif proc.returncode < 0:
+                self.set(idx, "FAILED", f"killed by signal {-proc.returncode}")
+            else:
+                self.set(idx, "FAILED", f"exit code {proc.returncode}")
+
+    def loop(self) -> None:
+        (self.jobdir / "out").mkdir(exist_ok=True)
+        signal.signal(signal.SIGUSR1, self._on_cancel)
+        signal.signal(signal.SIGTERM, self._on_cancel)
+        self.save(force=True)
+        while self.pending or self.running:
+            if self.cancel_queued:
+                while self.pending:
+                    self.set(self.pending.popleft(), "CANCELLED", "cancelled while queued")
+            if self.kill_running:
+                for idx in list(self.running):
+                    self.stop(idx, "KILLED", "cancelled while running")
+            while self.pending and len(self.running) < len(self.slots):
+                slot = self.take_slot()
+                if slot is None:
+                    break
+                self.start(self.pending.popleft(), slot)
+            self.reap()
+            self.save()
+            time.sleep(0.02 if self.pending and not self.running else 0.05)
+        self.save(force=True)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def main(argv: Sequence[str]) -> int:
+    jobdir = Path(argv[0])
+    nproc, limit, mem, slots = (int(x) for x in argv[1:5])
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:  # detach: the submitter reaps this parent at once, init adopts the runner
+        os.close(ready_w)
+        return 0 if os.read(ready_r, 16) == b"ok" else 1
+    os.close(ready_r)
+    os.setsid()
+    runner = Runner(jobdir, nproc, limit, mem, slots, Path(argv[5]))
+    runner.save(force=True)
+    (jobdir / PID_FILE).write_text(str(runner.pid))
+    os.write(ready_w, b"ok")
+    os.close(ready_w)
+    runner.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""One DPU in use: its config, transport, scheduler and the user's store wired together.
+
+This is the flow of DESIGN.md (plan -> bundle -> transport -> render -> scheduler -> store);
+the Processor, the command line and the web page all go through it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import bundle as bundles
+from .config import DPUConfig, current_user, dpu_home, packaged
+from .errors import CancelRefused, CatalogError, DPUError, SubmitError
+from .plan import Plan
+from .schedulers import Scheduler, SubmitRequest, for_dpu
+from .status import refresh
+from .store import Counts, Job, Proc, Store
+from .transport import Transport, connect
+from .worker import LOG, RESULT, process_dir, write_json
+
+
+def awepipe_path() -> Path:
+    """The user's AWEPIPE checkout (env AWEPIPE), else the example pipeline."""
+    if os.environ.get("AWEPIPE"):
+        path = Path(os.environ["AWEPIPE"]).expanduser()
+        if not path.is_dir():
+            raise CatalogError(f"AWEPIPE={os.environ['AWEPIPE']} is not a directory; point it at "
+                               "your pipeline checkout, or unset it to use the example pipeline")
+        return path
+    return packaged("examples") / "awepipe"
+
+
+def open_store() -> Store:
+    return Store(dpu_home() / "jobs.sqlite")
+
+
+def store_id(store: Store) -> str:
+    """A short id of this store, so two stores never share a job folder on a DPU."""
+    value = store.meta_get("store_id")
+    if value is None:
+        value = uuid.uuid4().hex[:8]
+        store.meta_set("store_id", value)
+    return value
+
+
+@dataclass
+class JobView:
+    """A job as the user sees it: status word and counters."""
+
+    job: Job
+    counts: Counts
+
+    @property
+    def status(self) -> str:
+        if self.job.phase == "not_submitted":
+            return "NOT SUBMITTED"
+        if self.job.phase == "recorded":
+            return "SUBMITTING"
+        if self.counts.done == self.job.nproc:
+            return "FINISHED"
+        if self.counts.running or self.counts.done:
+            return "RUNNING"
+        return "QUEUED"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "FINISHED" and self.counts.letters[0] == self.job.nproc * self.job.ntasks
+
+
+class DPUSession:
+    def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None) -> None:
+        self.dpu = dpu
+        self.store = store
+        self.user = user or current_user()
+        self._transport: Optional[Transport] = None
+        self._scheduler: Optional[Scheduler] = None
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = connect(self.dpu)
+        return self._transport
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            self._scheduler = for_dpu(self.dpu, self.transport)
+        return self._scheduler
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def workdir(self) -> str:
+        return self.transport.expand(self.dpu.target_workdir())
+
+    # -- submit -----------------------------------------------------------------------------
+    def submit(self, plan: Plan, awepipe: Path) -> int:
+        """Record, ship, render, submit. A refused job stays recorded as 'not submitted'."""
+        version = self.dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
+        if not plan.send_code and not version.get("path"):
+            raise DPUError(f"send_code=False runs the code installed on DPU {self.dpu.name!r}, but "
+                           f"its config names no path for version {plan.aweversion or '(none)'}; "
+                           "add awe_versions: {NAME: {path: ...}} or use send_code=True")
+        bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
+                                   plan.dpu_options, plan.nproc, len(plan.tasks))
+        try:
+            workdir = self.workdir()
+            jobdir = f"{workdir}/jobs/{job_id}.{store_id(self.store)}"
+            self.store.set_jobdir(job_id, jobdir, bundle.digest)
+            unpacked = self.transport.ensure_bundle(bundle, f"{workdir}/bundles")
+            paths = [f"{unpacked}/worker"]
+            paths.append(f"{unpacked}/code" if plan.send_code else str(version["path"]))
+            job_json = {"job_id": job_id, "user": self.user, "dpu": self.dpu.name,
+                        "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
+                        "processes": plan.overrides(), "created": time.time()}
+            self.transport.write_files({f"{jobdir}/job.json": json.dumps(job_json).encode()})
+            req = SubmitRequest(
+                job_id=job_id, user=self.user, dpu=self.dpu.name, sequence=plan.sequence,
+                jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
+                partition=plan.partition, python=self.dpu.python_for_jobs(),
+                pythonpath=":".join(paths), setup=list(version.get("setup", [])),
+                env=dict(self.dpu.env))
+            native = self.scheduler.submit(req)
+        except DPUError as exc:
+            self.store.not_submitted(job_id, str(exc))
+            if isinstance(exc, SubmitError):
+                raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
+            raise
+        except BaseException as exc:
+            self.store.not_submitted(job_id, f"{type(exc).__name__}: {exc}")
+            raise
+        self.store.submitted(job_id, native)
+        return job_id
+
+    # -- status ---------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> bool:
+        return refresh(self.store, self.scheduler, self.dpu, force=force)
+
+    def views(self, jobs: Sequence[Job]) -> List[JobView]:
+        counts = self.store.counts([j.id for j in jobs])
+        return [JobView(j, counts[j.id]) for j in jobs]
+
+    def reasons(self, job: Job) -> Dict[str, int]:
+        """Distinct reasons of processes that did not end N, with how many share each."""
+        out: Dict[str, int] = {}
+        for proc in self.store.procs(job.id):
+            if proc.state == "DONE" and proc.reason and set(proc.outcome) != {"N"}:
+                out[proc.reason] = out.get(proc.reason, 0) + 1
+        return out
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, job: Job, force: bool = False) -> None:
+        if job.phase != "submitted" or job.finished is not None:
+            raise DPUError(f"job {job.id} is {'finished' if job.finished else job.phase}; "
+                           "there is nothing to cancel")
+        self.refresh(force=True)
+        running = [p for p in self.store.procs(job.id, open_only=True) if p.state == "RUNNING"]
+        if running and not force:
+            raise CancelRefused(f"job {job.id} has {len(running)} running process(es); "
+                                "dpu.cancel_job(jobid, force=True) kills them (they end as A)")
+        self.scheduler.cancel(job, force)
+        self.refresh(force=True)
+
+    # -- logs and results -----------------------------------------------------------------
+    def read_process_files(self, job: Job, name: str,
+                           procs: Optional[List[Proc]] = None) -> Dict[int, Optional[bytes]]:
+        indices = [p.idx for p in (procs if procs is not None else self.store.procs(job.id))]
+        paths = {i: str(process_dir(job.jobdir, i) / name) for i in indices}  # type: ignore[arg-type]
+        raw = self.transport.read_files(list(paths.values())) if job.jobdir else {}
+        return {i: raw.get(p) for i, p in paths.items()}
+
+    def logs(self, job: Job) -> Dict[int, List[str]]:
+        return {i: (data.decode("utf-8", "replace").splitlines() if data else [])
+                for i, data in self.read_process_files(job, LOG).items()}
+
+    def results(self, job: Job) -> Dict[int, Any]:
+        return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
+
+
+__all__ = ["DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]

@@ -1,0 +1,156 @@
+"""Polling: one scheduler call for all active jobs of a DPU, merged with the workers' own records.
+
+Per process, the worker's final status record is the truth; what the scheduler says fills in
+when the worker could not write one (killed, never started, node lost).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .config import DPUConfig
+from .schedulers.base import QUEUED, RUNNING, Observation, Scheduler
+from .store import Job, Store
+from .worker import STATUS, process_dir
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE"
+Change = Tuple[int, str, str, str]
+
+
+@dataclass
+class Record:
+    """A worker's status.json."""
+
+    state: str                  # RUNNING or DONE
+    tasks: List[Optional[str]]  # per task: None (not started), RUNNING, or a letter
+    reason: str = ""
+
+
+def poll_settings(dpu: DPUConfig) -> Tuple[float, float, float]:
+    """(min interval, max interval, grace) in seconds; the local DPU is cheap to poll."""
+    cheap = dpu.scheduler == "local" and not dpu.is_remote
+    poll = dpu.poll
+    return (float(poll.get("min_interval", 0.0 if cheap else 5.0)),
+            float(poll.get("max_interval", 0.0 if cheap else 60.0)),
+            float(poll.get("grace", 30.0)))
+
+
+def due(store: Store, dpu: DPUConfig, now: float) -> bool:
+    """Whether the back-off allows a scheduler call now (shared by every client of this store)."""
+    last = float(store.meta_get(f"poll:{dpu.name}:last") or 0)
+    interval = float(store.meta_get(f"poll:{dpu.name}:interval") or 0)
+    return now - last >= interval
+
+
+def _backoff(store: Store, dpu: DPUConfig, changed: bool, now: float) -> None:
+    low, high, _ = poll_settings(dpu)
+    old = float(store.meta_get(f"poll:{dpu.name}:interval") or low)
+    interval = low if changed else min(high, max(low, old * 2 if old else low))
+    store.meta_set(f"poll:{dpu.name}:last", repr(now))
+    store.meta_set(f"poll:{dpu.name}:interval", repr(interval))
+
+
+def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = False) -> bool:
+    """Bring the store up to date for the DPU's active jobs; False when the back-off said wait."""
+    now = time.time()
+    jobs = [j for j in store.jobs(dpu=dpu.name, active=True) if j.phase == "submitted"]
+    if not jobs or (not force and not due(store, dpu, now)):
+        return False
+    observed = scheduler.poll(jobs)
+    open_procs = {j.id: store.procs(j.id, open_only=True) for j in jobs}
+    # One batched read of the worker records we need, whatever the number of jobs.
+    wanted: List[str] = []
+    for job in jobs:
+        seen = observed.get(job.id, {})
+        for proc in open_procs[job.id]:
+            obs = seen.get(proc.idx)
+            if obs is None or obs.state != QUEUED:
+                wanted.append(_record_path(job, proc.idx))
+    raw = scheduler.transport.read_files(wanted) if wanted else {}
+    _, _, grace = poll_settings(dpu)
+    changed = False
+    for job in jobs:
+        seen = observed.get(job.id, {})
+        young = now - (job.submitted or now) < grace
+        changes: List[Change] = []
+        for proc in open_procs[job.id]:
+            record = _parse(raw.get(_record_path(job, proc.idx)))
+            state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, young)
+            if (state, outcome, reason) != (proc.state, proc.outcome, proc.reason):
+                changes.append((proc.idx, state, outcome, reason))
+        if changes:
+            changed = True
+            store.update(job.id, changes)
+    _backoff(store, dpu, changed, now)
+    return True
+
+
+def _record_path(job: Job, idx: int) -> str:
+    return str(process_dir(job.jobdir, idx) / STATUS)  # type: ignore[arg-type]
+
+
+def _parse(raw: Optional[bytes]) -> Optional[Record]:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Record(data["state"], list(data["tasks"]), data.get("reason", ""))
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable worker status record; ignoring it")
+        return None
+
+
+def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
+           young: bool) -> Tuple[str, str, str]:
+    """(state, outcome letters, reason) of one process from the scheduler and the worker."""
+    if record is not None and record.state == DONE:
+        letters = "".join(t if t in ("N", "E", "A", "S") else "S" for t in record.tasks)
+        return DONE, letters, record.reason
+    if obs is not None and obs.state == RUNNING:
+        return RUNNING, "", ""
+    if obs is not None and obs.state == QUEUED:
+        return (RUNNING if record is not None else QUEUED), "", ""
+    if obs is None:
+        if young:
+            return (RUNNING if record is not None else QUEUED), "", ""
+        reason = "the scheduler no longer knows this process and its worker wrote no final status"
+        return DONE, _fill(record, ntasks, "U", "U"), reason
+    # The scheduler says it ended, but the worker did not finish its record.
+    if obs.letter == "S" and record is None:
+        return DONE, "S" * ntasks, obs.reason
+    if obs.letter == "N":  # "completed" with no record from the worker: cannot tell
+        return DONE, _fill(record, ntasks, "U", "U"), f"{obs.reason}; the worker wrote no final status"
+    letter = obs.letter if obs.letter in ("E", "A", "U") else "A"
+    return DONE, _fill(record, ntasks, letter, "S" if letter != "U" else "U"), obs.reason
+
+
+def _fill(record: Optional[Record], ntasks: int, current: str, rest: str) -> str:
+    """Finished tasks keep their letter; the one that was running gets `current`, later ones `rest`."""
+    tasks = list(record.tasks) if record is not None else [None] * ntasks
+    tasks += [None] * (ntasks - len(tasks))
+    out = []
+    placed = False
+    for t in tasks[:ntasks]:
+        if t in ("N", "E", "A", "S"):
+            out.append(str(t))
+        elif not placed:
+            out.append(current)
+            placed = True
+        else:
+            out.append(rest)
+    return "".join(out)
+
+
+def job_status(counts_done: int, running: int, nproc: int) -> str:
+    """QUEUED (nothing started), RUNNING (something started), FINISHED (every process ended)."""
+    if counts_done == nproc:
+        return "FINISHED"
+    if running or counts_done:
+        return "RUNNING"
+    return "QUEUED"
+

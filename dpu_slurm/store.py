@@ -1,0 +1,225 @@
+"""The sqlite job store: one file per user, WAL, a busy timeout and a schema version.
+
+A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
+native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .errors import DPUError, JobNotFound
+
+SCHEMA_VERSION = 1
+LETTERS = "NEASU"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    dpu         TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    sequence    TEXT NOT NULL,
+    options     TEXT NOT NULL,
+    dpu_options TEXT NOT NULL,
+    nproc       INTEGER NOT NULL,
+    ntasks      INTEGER NOT NULL,
+    phase       TEXT NOT NULL,
+    native_ids  TEXT NOT NULL DEFAULT '[]',
+    jobdir      TEXT NOT NULL DEFAULT '',
+    bundle      TEXT NOT NULL DEFAULT '',
+    error       TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL,
+    submitted   REAL,
+    finished    REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (dpu, finished);
+CREATE TABLE IF NOT EXISTS procs (
+    job_id  INTEGER NOT NULL REFERENCES jobs(id),
+    idx     INTEGER NOT NULL,
+    state   TEXT NOT NULL DEFAULT 'QUEUED',
+    outcome TEXT NOT NULL DEFAULT '',
+    reason  TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class Job:
+    id: int
+    dpu: str
+    user: str
+    sequence: str
+    options: Dict[str, Any]
+    dpu_options: Dict[str, Any]
+    nproc: int
+    ntasks: int
+    phase: str
+    native_ids: List[str]
+    jobdir: str
+    bundle: str
+    error: str
+    created: float
+    submitted: Optional[float]
+    finished: Optional[float]
+
+
+@dataclass
+class Proc:
+    idx: int
+    state: str      # QUEUED, RUNNING or DONE
+    outcome: str    # one letter of NEASU per task once DONE
+    reason: str
+
+
+@dataclass
+class Counts:
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    letters: Tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+
+    def line(self) -> str:
+        return "/".join(str(n) for n in self.letters)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        if not self._has_schema():
+            self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        with self.transaction():
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise DPUError(f"{self.path} was written by a newer dpu_slurm (schema {row[0]}, "
+                               f"this one knows {SCHEMA_VERSION}); upgrade dpu_slurm")
+
+    def _has_schema(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='procs'").fetchone() is not None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: writers queue on the busy timeout instead of failing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- writing --------------------------------------------------------------------------
+    def record(self, dpu: str, user: str, sequence: str, options: Dict[str, Any],
+               dpu_options: Dict[str, Any], nproc: int, ntasks: int) -> int:
+        """Record the intent to submit; returns the new job id (unique and increasing)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (dpu, user, sequence, options, dpu_options, nproc, ntasks, phase,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?, 'recorded', ?)",
+                (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), nproc, ntasks,
+                 time.time()))
+            job_id = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
+                           ((job_id, i) for i in range(nproc)))
+        return job_id
+
+    def set_jobdir(self, job_id: int, jobdir: str, bundle: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET jobdir=?, bundle=? WHERE id=?", (jobdir, bundle, job_id))
+
+    def submitted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=? WHERE id=?",
+                       (json.dumps(list(native_ids)), time.time(), job_id))
+
+    def not_submitted(self, job_id: int, error: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET phase='not_submitted', error=?, finished=? WHERE id=?",
+                       (error, time.time(), job_id))
+
+    def update(self, job_id: int, changes: Iterable[Tuple[int, str, str, str]]) -> None:
+        """Apply (idx, state, outcome, reason) changes; close the job when all are DONE."""
+        with self.transaction() as db:
+            db.executemany("UPDATE procs SET state=?, outcome=?, reason=? WHERE job_id=? AND idx=?",
+                           ((s, o, r, job_id, i) for i, s, o, r in changes))
+            left = db.execute("SELECT COUNT(*) FROM procs WHERE job_id=? AND state!='DONE'",
+                              (job_id,)).fetchone()[0]
+            if left == 0:
+                db.execute("UPDATE jobs SET finished=? WHERE id=? AND finished IS NULL",
+                           (time.time(), job_id))
+
+    def meta_get(self, key: str) -> Optional[str]:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- reading --------------------------------------------------------------------------
+    def job(self, job_id: int) -> Job:
+        rows = self.jobs(ids=[job_id])
+        if not rows:
+            raise JobNotFound(f"no job with identifier {job_id!r} in {self.path}; "
+                              "dpu.get_jobids() lists yours")
+        return rows[0]
+
+    def jobs(self, ids: Optional[Sequence[int]] = None, dpu: Optional[str] = None,
+             active: bool = False) -> List[Job]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []  # type: Tuple[str, List[Any]]
+        if ids is not None:
+            ids = [int(i) for i in ids]
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        if dpu is not None:
+            sql += " AND dpu=?"
+            args.append(dpu)
+        if active:
+            sql += " AND finished IS NULL AND phase IN ('recorded', 'submitted')"
+        rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
+        return [_job(r) for r in rows]
+
+    def procs(self, job_id: int, open_only: bool = False) -> List[Proc]:
+        sql = "SELECT idx, state, outcome, reason FROM procs WHERE job_id=?"
+        if open_only:
+            sql += " AND state!='DONE'"
+        return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,))]
+
+    def counts(self, job_ids: Sequence[int]) -> Dict[int, Counts]:
+        """Per job: processes queued/running/done and the N/E/A/S/U counters over task runs."""
+        out = {int(j): Counts() for j in job_ids}
+        if not out:
+            return out
+        letters = ", ".join(f"SUM(length(outcome) - length(replace(outcome, '{x}', '')))"
+                            for x in LETTERS)
+        marks = ",".join("?" * len(out))
+        sql = (f"SELECT job_id, SUM(state='QUEUED'), SUM(state='RUNNING'), SUM(state='DONE'), "  # noqa: S608
+               f"{letters} FROM procs WHERE job_id IN ({marks}) GROUP BY job_id")  # only ? vary
+        for row in self.db.execute(sql, list(out)):
+            out[row[0]] = Counts(row[1] or 0, row[2] or 0, row[3] or 0,
+                                 tuple(int(x or 0) for x in row[4:9]))  # type: ignore[arg-type]
+        return out
+
+
+def _job(row: Sequence[Any]) -> Job:
+    (jid, dpu, user, seq, opts, dopts, nproc, ntasks, phase, native, jobdir, bundle, error,
+     created, submitted, finished) = row
+    return Job(jid, dpu, user, seq, json.loads(opts), json.loads(dopts), nproc, ntasks, phase,
+               json.loads(native), jobdir, bundle, error, created, submitted, finished)

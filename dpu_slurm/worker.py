@@ -1,0 +1,163 @@
+"""Runs inside every job, on every scheduler: ``python -m dpu_slurm.worker JOBDIR INDEX``.
+
+Standard library only: it travels in the bundle and runs with whatever Python the nodes have.
+It runs the tasks of the sequence for process INDEX, writes the log as ``HH:MM:SS - message``,
+and writes ``status.json`` and ``result.json`` atomically (temp file + rename). The status it
+writes is the truth of last resort for every scheduler.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+STATUS = "status.json"
+RESULT = "result.json"
+LOG = "log"
+
+
+def process_dir(jobdir: Path, index: int) -> Path:
+    """Where process INDEX keeps its status, log, result and scratch space."""
+    return Path(jobdir) / "p" / str(index)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON so a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Context:
+    """What a task function receives: its options, a logger and a scratch folder."""
+
+    def __init__(self, job_id: int, index: int, task: str, options: Dict[str, Any],
+                 workdir: Path, log: Callable[[str], None]) -> None:
+        self.job_id = job_id
+        self.index = index
+        self.task = task
+        self.options = options
+        self.workdir = workdir
+        self.log = log
+
+
+class _Killed(BaseException):
+    """Raised in the task by SIGTERM: the scheduler is ending this process."""
+
+
+class Worker:
+    def __init__(self, jobdir: Path, index: int) -> None:
+        self.jobdir = Path(jobdir)
+        self.index = index
+        self.job = json.loads((self.jobdir / "job.json").read_text(encoding="utf-8"))
+        self.dir = process_dir(self.jobdir, index)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tasks: List[Optional[str]] = [None] * len(self.job["tasks"])
+        self.reason = ""
+        self.started = time.time()
+        self._log = open(self.dir / LOG, "a", encoding="utf-8", errors="backslashreplace")
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for line in str(message).splitlines() or [""]:
+            self._log.write(f"{stamp} - {line}\n")
+        self._log.flush()
+
+    def status(self, state: str) -> None:
+        write_json(self.dir / STATUS, {
+            "state": state, "tasks": self.tasks, "reason": self.reason,
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "started": self.started, "ended": time.time() if state == "DONE" else None,
+        })
+
+    def options(self) -> Dict[str, Any]:
+        overrides = self.job["processes"][self.index]
+        return {**self.job["options"], **overrides}
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, _on_term)
+        self.status("RUNNING")
+        options = self.options()
+        results: List[Any] = []
+        self.log(f"Job {self.job['job_id']} process {self.index} on {socket.gethostname()}: "
+                 f"{self.job['sequence']}")
+        try:
+            for pos, spec in enumerate(self.job["tasks"]):
+                self.tasks[pos] = "RUNNING"
+                self.status("RUNNING")
+                self.log(f"Starting task {spec['name']}")
+                letter, objects = self._run_task(spec, options)
+                self.tasks[pos] = letter
+                results.extend(objects)
+                if letter != "N":
+                    break
+        except _Killed:
+            self.reason = self.reason or "killed by the scheduler (SIGTERM)"
+            self._end_running("A")
+            self.log(f"Process ended: {self.reason}")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the records below be written whole
+        self.tasks = [t if t in ("N", "E", "A") else "S" for t in self.tasks]
+        committed = bool(options.get("commit"))
+        write_json(self.dir / RESULT, {"committed": committed, "objects": results if committed else [],
+                                       "count": len(results)})
+        code = 0 if all(t == "N" for t in self.tasks) else 1
+        self.log(f"job_status = {code}")
+        self.status("DONE")
+        self._log.close()
+        return code
+
+    def _end_running(self, letter: str) -> None:
+        self.tasks = [letter if t == "RUNNING" else t for t in self.tasks]
+
+    def _run_task(self, spec: Dict[str, str], options: Dict[str, Any]) -> tuple[str, List[Any]]:
+        module_name, _, func_name = spec["run"].partition(":")
+        workdir = self.dir / "work"
+        workdir.mkdir(exist_ok=True)
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+            ctx = Context(self.job["job_id"], self.index, spec["name"], dict(options), workdir, self.log)
+            objects = func(ctx)
+        except MemoryError:
+            self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"
+            self.log(self.reason)
+            return "A", []
+        except Exception:
+            self.reason = f"task {spec['name']} failed"
+            for line in traceback.format_exc().splitlines():
+                self.log(line)
+            return "E", []
+        if objects is None:
+            objects = []
+        try:
+            json.dumps(objects)
+        except (TypeError, ValueError) as exc:
+            self.reason = f"task {spec['name']} returned results that are not JSON: {exc}"
+            self.log(self.reason)
+            return "E", []
+        return "N", list(objects)
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    raise _Killed()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m dpu_slurm.worker JOBDIR INDEX", file=sys.stderr)
+        return 2
+    return Worker(Path(args[0]), int(args[1])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The Null task: exercises the DPU without any data."""
+import time
+
+
+def null(ctx):
+    opts = ctx.options
+    if opts["message"]:
+        ctx.log(f"Message: {opts['message']}")
+    ballast = bytearray(opts["allocate"] * 1024 * 1024) if opts["allocate"] else b""
+    if opts["sleep"]:
+        ctx.log(f"Sleeping {opts['sleep']} s")
+        time.sleep(opts["sleep"])
+    if opts["fail"]:
+        raise RuntimeError("Null task asked to fail (fail=True)")
+    ctx.log(f"Null done (process {ctx.index}, {len(ballast)} bytes held)")
+    return [{"class": "Null", "process": ctx.index, "message": opts["message"]}]

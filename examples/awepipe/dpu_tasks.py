@@ -1,0 +1,52 @@
+"""Task declarations of the example pipeline: what the DPU client reads.
+
+Nothing here imports the task code; ``run`` names the function the job imports.
+"""
+from awepipe.instruments import INSTRUMENTS
+
+from dpu_slurm.catalog import Option, Task
+
+INSTRUMENT = Option("i", "instrument", str, "", "instrument name: " + ", ".join(INSTRUMENTS))
+CHIP = Option("c", "chip", str, "", "one CCD; all CCDs of the instrument when empty")
+DATE = Option("d", "date", str, "", "night of the observations, YYYY-MM-DD")
+TEMPLATE = Option("tpl", "template", str, None, "template name")
+PARS = Option("p", "pars", dict, {}, "process parameters, e.g. {'max_iter': 5}")
+COMMIT = Option("C", "commit", bool, False, "commit the results so get_job_result returns them")
+CALIB = (INSTRUMENT, CHIP, DATE, TEMPLATE, PARS, COMMIT)
+
+
+def per_ccd(options):
+    """One process per CCD of the instrument, or one for the CCD asked for."""
+    name = options["instrument"]
+    if name not in INSTRUMENTS:
+        raise ValueError(f"unknown instrument {name!r}; known: {', '.join(INSTRUMENTS)} "
+                         "(give it with i=...)")
+    ccds = INSTRUMENTS[name]
+    if options["chip"]:
+        if options["chip"] not in ccds:
+            raise ValueError(f"{name} has no CCD {options['chip']!r}; its CCDs: {', '.join(ccds)}")
+        return [{}]
+    return [{"chip": ccd} for ccd in ccds]
+
+
+TASKS = [
+    Task("Null", run="awepipe.null:null", estimate=lambda o: 1 + o["sleep"],
+         doc="Does nothing (or sleeps, fails, echoes) - for testing the DPU itself.",
+         options=(
+             Option("s", "sleep", float, 0.0, "seconds to sleep"),
+             Option("x", "fail", bool, False, "raise an error instead of succeeding"),
+             Option("m", "message", str, "", "text logged and returned unchanged"),
+             Option("n", "count", int, 1, "number of processes"),
+             Option("mb", "allocate", int, 0, "MB of memory to allocate"),
+             COMMIT,
+         ),
+         split=lambda o: [{} for _ in range(max(1, o["count"]))]),
+    Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
+         doc="Read noise of each CCD from the difference of two bias frames."),
+    Task("Bias", run="awepipe.calib:master_bias", options=CALIB, split=per_ccd, estimate=20,
+         doc="Master bias: the median of the night's bias frames."),
+    Task("HotPixels", run="awepipe.calib:hot_pixels", options=CALIB, split=per_ccd, estimate=15,
+         doc="Hot pixel map from the master bias."),
+]
+
+SEQUENCES = ["Null>Null", "Bias>HotPixels", "Bias>ReadNoise"]
