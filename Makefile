@@ -25,8 +25,15 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm" tests
 
-test: $(STAMP) lint
+test: $(STAMP) lint cluster-up
 	$(PY) -m pytest -q tests
+
+# Real services for the integration tests (Debian packages, started by hand; idempotent).
+cluster-up:
+	bash harness/slurm-up.sh
+
+cluster-down:
+	bash harness/slurm-down.sh
 
 bench: $(STAMP)
 	$(PY) bench/run.py

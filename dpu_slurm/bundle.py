@@ -66,7 +66,9 @@ def build(awepipe: Optional[Path], cache: Path) -> Bundle:
     target = cache / f"{digest}.tar.gz"
     if not target.exists():
         tmp = cache / f".{digest}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
+        # filename="": gzip would otherwise record the temp file's name (with our pid) in its header.
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0,
+                                                   compresslevel=1) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for name, path in files:
                     info = tarfile.TarInfo(name)

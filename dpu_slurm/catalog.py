@@ -48,15 +48,15 @@ class Option:
 
     def coerce(self, value: Any) -> Any:
         """Return ``value`` as this option's type, or raise OptionError saying what fits."""
-        if value is None:
-            return None
+        if value is None:  # None means "not given": the default (which may itself be None)
+            return self.default
         try:
             out = _coerce(self.type, value)
         except (ValueError, SyntaxError, TypeError):
             out = _BAD
         if out is _BAD:
             raise OptionError(
-                f"option {self.short!r}/{self.long!r} takes a {self.type.__name__}; "
+                f"option {self.short!r}/{self.long!r} takes {_a(self.type.__name__)}; "
                 f"got {type(value).__name__} {_short_repr(value)}")
         try:
             json.dumps(out)
@@ -106,6 +106,10 @@ def _coerce(kind: type, value: Any) -> Any:
     if kind is list and isinstance(value, tuple):
         value = list(value)
     return value if isinstance(value, kind) else _BAD
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 def _short_repr(value: Any) -> str:

@@ -85,9 +85,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("dpus", parents=[common], help="the known DPUs")
     sel = sub.add_parser("select", parents=[common], help="save a DPU as your default")
     sel.add_argument("name")
-    cfg = sub.add_parser("config", parents=[common], help="cluster config tools")
+    cfg = sub.add_parser("config", help="cluster config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="check")
-    chk = cfg_sub.add_parser("check", help="validate DPU YAML files")
+    chk = cfg_sub.add_parser("check", parents=[common], help="validate DPU YAML files")
     chk.add_argument("files", nargs="+")
     sub.add_parser("shell", parents=[common], help="a Python prompt with `dpu` ready")
     return p

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,26 +145,42 @@ def _config_files() -> List[Path]:
     return files
 
 
-def discover() -> Tuple[Dict[str, DPUConfig], List[str]]:
-    """All DPUs on the search path, and one warning per file that could not be used."""
+def _discover() -> Tuple[Dict[str, DPUConfig], List[Tuple[Path, str]]]:
     found: Dict[str, DPUConfig] = {}
-    problems: List[str] = []
+    problems: List[Tuple[Path, str]] = []
     for path in _config_files():
         try:
             cfg = load_file(path)
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems.append((path, str(exc)))
             continue
         found.setdefault(cfg.name, cfg)
     return found, problems
 
 
+def discover() -> Tuple[Dict[str, DPUConfig], List[str]]:
+    """All DPUs on the search path, and one warning per file that could not be used."""
+    found, problems = _discover()
+    return found, [message for _, message in problems]
+
+
+def _declares(path: Path, name: str) -> bool:
+    """Whether a (broken) DPU file is about DPU `name`: by its file name or its name line."""
+    if path.stem == name:
+        return True
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^name:\s*['\"]?{re.escape(name)}['\"]?\s*(#.*)?$", text, re.M) is not None
+
+
 def get_dpu(name: str) -> DPUConfig:
-    dpus, problems = discover()
+    dpus, problems = _discover()
     if name in dpus:
         return dpus[name]
-    for problem in problems:  # a broken file may be the one the user means
-        if f"{name}" in problem:
+    for path, problem in problems:  # a broken file may be the one the user means
+        if _declares(path, name):
             raise ConfigError(problem)
     known = ", ".join(sorted(dpus)) or "none"
     raise ConfigError(f"unknown DPU {name!r}; known DPUs: {known}. Add a YAML file for it to one of: "
@@ -225,11 +242,22 @@ def load_file(path: Path) -> DPUConfig:
     if node is None:
         raise ConfigError(f"{path}: empty; a DPU file needs at least 'name' and 'scheduler'")
     _check(path, node, SCHEMA, "")
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # e.g. a !!python tag on a key: safe_load refuses to build it
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {getattr(exc, 'problem', None) or exc}") from None
     for key in REQUIRED:
         if key not in data:
             raise ConfigError(f"{path}:1: missing key '{key}' (required: {', '.join(REQUIRED)})")
     cfg = DPUConfig(path=path, **data)
+    try:
+        cfg.workdir.format(user="u", name="n", dpu_home="h")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{path}:{_line_of(node, 'workdir')}: workdir: {cfg.workdir!r} holds an "
+                          f"unknown or broken placeholder ({exc}); allowed: {{user}}, {{name}}, "
+                          "{dpu_home}") from None
     if cfg.awe_versions and cfg.default_aweversion and cfg.default_aweversion not in cfg.awe_versions:
         raise ConfigError(f"{path}: default_aweversion {cfg.default_aweversion!r} is not one of "
                           f"awe_versions: {', '.join(cfg.awe_versions)}")
@@ -286,7 +314,10 @@ def _check(path: Path, node: yaml.Node, spec: Any, where: str) -> None:
         return
     if not isinstance(node, yaml.ScalarNode):
         fail(f"must be {spec}, not a {_kind(node)}")
-    value = yaml.safe_load(yaml.serialize(node))
+    try:
+        value = yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError:
+        fail(f"must be {spec}; tags like {node.tag!r} are not allowed")
     ok = {
         _STR: isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)),
         _INT: isinstance(value, int) and not isinstance(value, bool),
@@ -295,6 +326,13 @@ def _check(path: Path, node: yaml.Node, spec: Any, where: str) -> None:
     }[spec]
     if not ok:
         fail(f"must be {spec}, got {node.value!r}")
+
+
+def _line_of(node: yaml.Node, key: str) -> int:
+    for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+        if key_node.value == key:
+            return int(key_node.start_mark.line) + 1
+    return 1
 
 
 def _join(where: str, key: str) -> str:

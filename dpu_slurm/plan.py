@@ -50,7 +50,7 @@ def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[st
     estimate = catalog.estimate(seq.identifier, values)
     if dpu_time is not None:
         estimate = _positive("dpu_time", dpu_time, "seconds")
-    mem = (int(_positive("dpu_mem", dpu_mem, "MB")) if dpu_mem is not None
+    mem = (math.ceil(_positive("dpu_mem", dpu_mem, "MB")) if dpu_mem is not None
            else int(dpu.defaults.get("mem", 2000)))
     limit = max(1, dpu.min_time, math.ceil(estimate * dpu.time_factor))
     version = _aweversion(dpu, dpu_aweversion)
@@ -71,7 +71,7 @@ def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[st
 
 
 def _positive(name: str, value: Any, unit: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise OptionError(f"{name} must be a positive number of {unit}, got {value!r}")
     return float(value)
 

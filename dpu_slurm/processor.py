@@ -1,6 +1,7 @@
 """The ``dpu`` object of the AWE prompt: the HOW-TO's methods and their printed lines."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from .errors import DPUError, JobNotFound
 from .plan import make_plan
 from .session import DPUSession, JobView, awepipe_path, open_store
 from .store import Job
+
+log = logging.getLogger(__name__)
 
 JobIds = Union[int, Iterable[int], None]
 RECENT = 24 * 3600
@@ -33,9 +36,20 @@ class SessionWriter:
         print(line, file=self.out, flush=True)
         if self.logfile is not None:
             if self._fh is None:
-                self._fh = open(self.logfile, "a", encoding="utf-8")
+                try:
+                    self._fh = open(self.logfile, "a", encoding="utf-8")
+                except OSError as exc:  # a read-only working folder must not break the session
+                    log.warning("cannot write the session log %s (%s); going on without it",
+                                self.logfile, exc.strerror)
+                    self.logfile = None
+                    return
             self._fh.write(line + "\n")
             self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class Processor:
@@ -71,6 +85,7 @@ class Processor:
     def close(self) -> None:
         self._session.close()
         self._store.close()
+        self._say.close()
 
     # -- DPUs -------------------------------------------------------------------------------
     def get_dpu_identifiers(self) -> List[str]:
@@ -180,6 +195,8 @@ class Processor:
         for dpu in sorted({j.dpu for j in jobs}):
             session = self._session_for(next(j for j in jobs if j.dpu == dpu))
             session.refresh()
+            if session.unreachable:
+                self._say(f"{session.unreachable}; showing the last known states")
             views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
         if not views:
             self._say("No active or recent jobs on DPU " + self.dpu_name)

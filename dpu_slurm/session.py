@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
 from .config import DPUConfig, current_user, dpu_home, packaged
-from .errors import CancelRefused, CatalogError, DPUError, SubmitError
+from .errors import CancelRefused, CatalogError, DPUError, SubmitError, Unreachable
 from .plan import Plan
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import refresh
@@ -79,6 +79,7 @@ class DPUSession:
         self.user = user or current_user()
         self._transport: Optional[Transport] = None
         self._scheduler: Optional[Scheduler] = None
+        self.unreachable = ""  # why the last poll could not reach the DPU, if it could not
 
     @property
     def transport(self) -> Transport:
@@ -108,8 +109,10 @@ class DPUSession:
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
                            "add awe_versions: {NAME: {path: ...}} or use send_code=True")
         bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
+                    "partition": plan.partition, "chunk": self.dpu.max_array_size}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
-                                   plan.dpu_options, plan.nproc, len(plan.tasks))
+                                   resolved, plan.nproc, len(plan.tasks))
         try:
             workdir = self.workdir()
             jobdir = f"{workdir}/jobs/{job_id}.{store_id(self.store)}"
@@ -141,7 +144,14 @@ class DPUSession:
 
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
-        return refresh(self.store, self.scheduler, self.dpu, force=force)
+        """Poll the DPU; when it cannot be reached, keep the last known states and say so."""
+        try:
+            polled = refresh(self.store, self.scheduler, self.dpu, force=force)
+        except Unreachable as exc:
+            self.unreachable = str(exc)
+            return False
+        self.unreachable = ""
+        return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
         counts = self.store.counts([j.id for j in jobs])
@@ -165,6 +175,7 @@ class DPUSession:
         if running and not force:
             raise CancelRefused(f"job {job.id} has {len(running)} running process(es); "
                                 "dpu.cancel_job(jobid, force=True) kills them (they end as A)")
+        self.store.cancelled(job.id)
         self.scheduler.cancel(job, force)
         self.refresh(force=True)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .config import DPUConfig
-from .schedulers.base import QUEUED, RUNNING, Observation, Scheduler
+from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
 from .store import Job, Store
 from .worker import STATUS, process_dir
 
@@ -73,6 +73,15 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
                 wanted.append(_record_path(job, proc.idx))
     raw = scheduler.transport.read_files(wanted) if wanted else {}
     _, _, grace = poll_settings(dpu)
+    # Processes the scheduler has forgotten and whose worker left no final record: ask its
+    # accounting (one more call, only when there are such processes).
+    forgotten = [job for job in jobs if now - (job.submitted or now) >= grace and any(
+        proc.idx not in observed.get(job.id, {}) and not _final(raw.get(_record_path(job, proc.idx)))
+        for proc in open_procs[job.id])]
+    if forgotten:
+        for job_id, seen in scheduler.history(forgotten).items():
+            for idx, obs in seen.items():
+                observed.setdefault(job_id, {}).setdefault(idx, obs)
     changed = False
     for job in jobs:
         seen = observed.get(job.id, {})
@@ -80,7 +89,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
         changes: List[Change] = []
         for proc in open_procs[job.id]:
             record = _parse(raw.get(_record_path(job, proc.idx)))
-            state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, young)
+            state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, young,
+                                            job.cancelled is not None)
             if (state, outcome, reason) != (proc.state, proc.outcome, proc.reason):
                 changes.append((proc.idx, state, outcome, reason))
         if changes:
@@ -92,6 +102,11 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
 
 def _record_path(job: Job, idx: int) -> str:
     return str(process_dir(job.jobdir, idx) / STATUS)  # type: ignore[arg-type]
+
+
+def _final(raw: Optional[bytes]) -> bool:
+    record = _parse(raw)
+    return record is not None and record.state == DONE
 
 
 def _parse(raw: Optional[bytes]) -> Optional[Record]:
@@ -106,23 +121,31 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
 
 
 def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
-           young: bool) -> Tuple[str, str, str]:
+           young: bool, cancelled: bool = False) -> Tuple[str, str, str]:
     """(state, outcome letters, reason) of one process from the scheduler and the worker."""
     if record is not None and record.state == DONE:
         letters = "".join(t if t in ("N", "E", "A", "S") else "S" for t in record.tasks)
-        return DONE, letters, record.reason
+        # A worker killed by the scheduler knows only that; the scheduler knows why (TIMEOUT...).
+        better = obs is not None and obs.state == ENDED and obs.letter == "A" and "A" in letters
+        return DONE, letters, obs.reason if better and obs is not None else record.reason
     if obs is not None and obs.state == RUNNING:
         return RUNNING, "", ""
     if obs is not None and obs.state == QUEUED:
         return (RUNNING if record is not None else QUEUED), "", ""
     if obs is None:
+        if cancelled:  # the user cancelled and the scheduler dropped it: we know why
+            if record is None:
+                return DONE, "S" * ntasks, "cancelled while queued"
+            return DONE, _fill(record, ntasks, "A", "S"), "cancelled while running"
         if young:
             return (RUNNING if record is not None else QUEUED), "", ""
         reason = "the scheduler no longer knows this process and its worker wrote no final status"
         return DONE, _fill(record, ntasks, "U", "U"), reason
     # The scheduler says it ended, but the worker did not finish its record.
-    if obs.letter == "S" and record is None:
-        return DONE, "S" * ntasks, obs.reason
+    if obs.letter == "S":  # cancelled: skipped if it never started, aborted if it had
+        if record is None:
+            return DONE, "S" * ntasks, obs.reason
+        return DONE, _fill(record, ntasks, "A", "S"), obs.reason
     if obs.letter == "N":  # "completed" with no record from the worker: cannot tell
         return DONE, _fill(record, ntasks, "U", "U"), f"{obs.reason}; the worker wrote no final status"
     letter = obs.letter if obs.letter in ("E", "A", "U") else "A"

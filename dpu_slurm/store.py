@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error       TEXT NOT NULL DEFAULT '',
     created     REAL NOT NULL,
     submitted   REAL,
-    finished    REAL
+    finished    REAL,
+    cancelled   REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs (dpu, finished);
 CREATE TABLE IF NOT EXISTS procs (
@@ -68,6 +69,7 @@ class Job:
     created: float
     submitted: Optional[float]
     finished: Optional[float]
+    cancelled: Optional[float] = None
 
 
 @dataclass
@@ -96,10 +98,8 @@ class Store:
         self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
                                   check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        self._setup()
         self.db.execute("PRAGMA synchronous = NORMAL")
-        if not self._has_schema():
-            self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self.transaction():
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -107,6 +107,21 @@ class Store:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise DPUError(f"{self.path} was written by a newer dpu_slurm (schema {row[0]}, "
                                f"this one knows {SCHEMA_VERSION}); upgrade dpu_slurm")
+
+    def _setup(self) -> None:
+        """WAL mode and the tables. Switching a new file to WAL does not wait on the busy
+        timeout, so two clients creating the store at once retry here instead of failing."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                if not self._has_schema():
+                    self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _has_schema(self) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='procs'").fetchone() is not None
@@ -153,6 +168,11 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET phase='not_submitted', error=?, finished=? WHERE id=?",
                        (error, time.time(), job_id))
+
+    def cancelled(self, job_id: int) -> None:
+        """Remember that the user cancelled: a queued process that then vanishes was skipped."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET cancelled=? WHERE id=?", (time.time(), job_id))
 
     def update(self, job_id: int, changes: Iterable[Tuple[int, str, str, str]]) -> None:
         """Apply (idx, state, outcome, reason) changes; close the job when all are DONE."""
@@ -220,6 +240,6 @@ class Store:
 
 def _job(row: Sequence[Any]) -> Job:
     (jid, dpu, user, seq, opts, dopts, nproc, ntasks, phase, native, jobdir, bundle, error,
-     created, submitted, finished) = row
+     created, submitted, finished, cancelled) = row
     return Job(jid, dpu, user, seq, json.loads(opts), json.loads(dopts), nproc, ntasks, phase,
-               json.loads(native), jobdir, bundle, error, created, submitted, finished)
+               json.loads(native), jobdir, bundle, error, created, submitted, finished, cancelled)

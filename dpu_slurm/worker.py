@@ -32,7 +32,7 @@ def write_json(path: Path, data: Any) -> None:
     """Write JSON so a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False)
+        json.dump(data, fh)  # ASCII escapes: a lone surrogate from a task cannot break the record
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -102,7 +102,7 @@ class Worker:
                 if letter != "N":
                     break
         except _Killed:
-            self.reason = self.reason or "killed by the scheduler (SIGTERM)"
+            self.reason = self.reason or _kill_reason(time.time() - self.started)
             self._end_running("A")
             self.log(f"Process ended: {self.reason}")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the records below be written whole
@@ -131,13 +131,20 @@ class Worker:
             self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"
             self.log(self.reason)
             return "A", []
-        except Exception:
+        except (Exception, SystemExit):  # sys.exit() in a task ends the task, not the records
             self.reason = f"task {spec['name']} failed"
             for line in traceback.format_exc().splitlines():
                 self.log(line)
             return "E", []
         if objects is None:
             objects = []
+        elif isinstance(objects, dict):  # one object; list() would keep only its keys
+            objects = [objects]
+        elif not isinstance(objects, (list, tuple)):
+            self.reason = (f"task {spec['name']} returned a {type(objects).__name__}; "
+                           "a task returns a list of objects (or None)")
+            self.log(self.reason)
+            return "E", []
         try:
             json.dumps(objects)
         except (TypeError, ValueError) as exc:
@@ -145,6 +152,14 @@ class Worker:
             self.log(self.reason)
             return "E", []
         return "N", list(objects)
+
+
+def _kill_reason(elapsed: float) -> str:
+    """Why SIGTERM came: at the time limit the job script exported, it was the limit."""
+    limit = int(os.environ.get("DPU_TIME_LIMIT", "0") or 0)
+    if limit and elapsed >= limit - 1:
+        return f"TIMEOUT: killed after {limit // 3600:02d}:{limit % 3600 // 60:02d}:{limit % 60:02d}"
+    return "killed by the scheduler (SIGTERM): cancelled, preempted or out of memory"
 
 
 def _on_term(signum: int, frame: Any) -> None:

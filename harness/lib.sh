@@ -94,3 +94,16 @@ tail_logs() {
         tail -n "$n" "$f" >&2 || true
     done
 }
+
+# Serialise harness scripts (e.g. several test workers calling slurm-up.sh at once).
+# The lock is released when the calling script exits. Daemons started while it is
+# held must not inherit fd 9 (start them with 9>&-), or they would keep it locked.
+harness_lock() {
+    local lockfile=/run/lock/dpu-slurm-harness.lock
+    mkdir -p /run/lock
+    exec 9>>"$lockfile"
+    if ! flock -n 9; then
+        log "waiting for another harness script to finish (lock $lockfile)"
+        flock -w "${1:-300}" 9 || die "timed out waiting for $lockfile"
+    fi
+}

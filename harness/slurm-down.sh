@@ -12,6 +12,7 @@ HARNESS_TAG=slurm-down
 . "$HERE/lib.sh"
 
 [[ $EUID -eq 0 ]] || die "must run as root"
+harness_lock
 START_NS=$(date +%s%N)
 
 # Keep these paths in sync with slurm-up.sh.

@@ -10,6 +10,8 @@
 #   --accounting / SLURM_ACCOUNTING=1  also run MariaDB + slurmdbd so `sacct` works
 #   SLURM_MIN_JOB_AGE=N                MinJobAge (default 5 s)
 #   SLURM_UP_TIMEOUT=N                 seconds to wait for the node to be usable (30)
+#   SLURM_KEEP_STATE=1                 after a crash (stale slurmctld pid file) keep the
+#                                      saved jobs instead of starting with -c
 #
 # Only processes whose pid files this harness controls are ever signalled.
 set -euo pipefail
@@ -24,12 +26,13 @@ for arg in "$@"; do
     case $arg in
         --accounting) ACCOUNTING=1 ;;
         --no-accounting) ACCOUNTING=0 ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $arg" ;;
     esac
 done
 [[ $ACCOUNTING == 1 ]] || ACCOUNTING=0
 [[ $EUID -eq 0 ]] || die "must run as root"
+harness_lock
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 START_NS=$(date +%s%N)
@@ -113,7 +116,7 @@ start_munge() {
     log "starting munged"
     # --force: take over a stale socket / lock left behind by a killed munged.
     ( cd / && runuser -u munge -- /usr/sbin/munged --force --pid-file="$MUNGE_PID" \
-        </dev/null >>/tmp/slurm-harness-munged.out 2>&1 ) \
+        </dev/null >>/tmp/slurm-harness-munged.out 2>&1 9>&- ) \
         || { tail_logs 20 "$MUNGE_LOG" /tmp/slurm-harness-munged.out; die "munged failed to start"; }
     wait_for 10 daemon_alive "$MUNGE_PID" munged \
         || { tail_logs 20 "$MUNGE_LOG"; die "munged did not write a live pid file"; }
@@ -144,13 +147,11 @@ gen_slurm_conf() {
     cat <<EOF
 # Written by $HERE/slurm-up.sh (test harness). Overwritten on every run.
 ClusterName=$CLUSTER
-SlurmctldHost=$HOST
+# Explicit loopback addresses: all traffic stays on 127.0.0.1 whatever the host name resolves to.
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
-SlurmdUser=root
 AuthType=auth/munge
-CryptoType=crypto/munge
 MpiDefault=none
-SwitchType=switch/none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -182,8 +183,8 @@ SlurmdTimeout=30
 MessageTimeout=10
 CompleteWait=0
 
-NodeName=$HOST CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:16
 PartitionName=long Nodes=$HOST Default=NO MaxTime=INFINITE State=UP
 EOF
 }
@@ -215,9 +216,11 @@ start_mariadb() {
     if ! clear_stale_pidfile "$MYSQL_PID" mariadbd; then
         log "starting mariadbd"
         # A killed mariadbd leaves its socket; mariadbd replaces it itself.
-        ( cd / && setsid /usr/sbin/mariadbd --user=mysql --pid-file="$MYSQL_PID" --socket="$MYSQL_SOCK" \
-            --log-error="$MYSQL_LOG" --skip-networking=0 --bind-address=127.0.0.1 \
-            </dev/null >/dev/null 2>&1 & )
+        # mariadbd does not daemonise: setsid -f forks it off into its own session, with
+        # no fd of ours (a caller capturing our output must not wait for mariadbd).
+        ( cd / && exec setsid -f /usr/sbin/mariadbd --user=mysql --pid-file="$MYSQL_PID" \
+            --socket="$MYSQL_SOCK" --log-error="$MYSQL_LOG" --bind-address=127.0.0.1 \
+            </dev/null >/dev/null 2>&1 9>&- )
         ACTIONS+=("started mariadbd")
     fi
     wait_for 30 mariadb-admin --protocol=socket -S "$MYSQL_SOCK" ping \
@@ -259,7 +262,13 @@ EOF
     chmod 0600 "$DBD_CONF"; chown root:root "$DBD_CONF"
 }
 
-dbd_ok() { [[ -n $(daemon_alive "$DBD_PID" slurmdbd) ]] && sacctmgr -n -P show cluster format=cluster >/dev/null; }
+DBD_CLUSTERS=$(mktemp)
+trap 'rm -f "$DBD_CLUSTERS"' EXIT
+# Also records the registered clusters (sacctmgr takes ~0.2 s: call it once).
+dbd_ok() {
+    daemon_alive "$DBD_PID" slurmdbd >/dev/null \
+        && sacctmgr -n -P show cluster format=cluster >"$DBD_CLUSTERS" 2>/dev/null
+}
 
 start_slurmdbd() {
     write_dbd_conf
@@ -271,7 +280,7 @@ start_slurmdbd() {
     fi
     if ! clear_stale_pidfile "$DBD_PID" slurmdbd; then
         log "starting slurmdbd"
-        ( cd / && slurmdbd </dev/null >/dev/null 2>&1 ) \
+        ( cd / && slurmdbd </dev/null >/dev/null 2>&1 9>&- ) \
             || { tail_logs 30 "$DBD_LOG"; die "slurmdbd failed to start"; }
         printf '%s\n' "$sha" >"$stamp"
         ACTIONS+=("started slurmdbd")
@@ -287,7 +296,7 @@ fi
 
 if [[ $ACCOUNTING == 1 ]]; then
     # Must come after slurm.conf names the cluster, before slurmctld registers.
-    if [[ -z $(sacctmgr -n -P show cluster "$CLUSTER" format=cluster 2>/dev/null) ]]; then
+    if ! grep -qx "$CLUSTER" "$DBD_CLUSTERS"; then
         log "registering cluster $CLUSTER with slurmdbd"
         sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "sacctmgr add cluster failed"
         ACTIONS+=("added cluster $CLUSTER to slurmdbd")
@@ -314,7 +323,7 @@ ensure_daemon() {   # ensure_daemon PROG PIDFILE LOG [START ARGS...]
     fi
     rm -f "$stamp"
     log "starting $prog $*"
-    ( cd / && "$prog" "$@" </dev/null >>"/tmp/slurm-harness-$prog.out" 2>&1 ) \
+    ( cd / && "$prog" "$@" </dev/null >>"/tmp/slurm-harness-$prog.out" 2>&1 9>&- ) \
         || { tail_logs 30 "$logf" "/tmp/slurm-harness-$prog.out"; return 1; }
     if ! wait_for 15 daemon_alive "$pidfile" "$prog"; then
         tail_logs 30 "$logf" "/tmp/slurm-harness-$prog.out"
@@ -343,17 +352,37 @@ if [[ -e $CTLD_PID ]] && ! daemon_alive "$CTLD_PID" slurmctld >/dev/null \
     ACTIONS+=("discarded stale slurmctld job state")
 fi
 
-if ! ensure_daemon slurmctld "$CTLD_PID" "$CTLD_LOG" "${CTLD_ARGS[@]}" || ! wait_for 15 ctld_ok; then
-    # Saved state from an earlier run (e.g. another hostname, a half-written state
-    # file) can keep slurmctld from starting: retry once with -c (clear job state).
-    log "slurmctld did not come up; retrying with -c (discarding saved job state)"
-    stop_daemon "$CTLD_PID" slurmctld 10
+# 0 once slurmctld answers; 1 as soon as it has died (fatal at start-up) or after 20 s.
+wait_ctld() {
+    local deadline=$(( $(date +%s) + 20 ))
+    until ctld_ok; do
+        daemon_alive "$CTLD_PID" slurmctld >/dev/null || return 1
+        (( $(date +%s) < deadline )) || return 1
+        sleep 0.2
+    done
+}
+
+# Move a daemon's state dir aside (keeping only the latest broken copy) and recreate it.
+set_state_aside() {
+    local dir=$1
+    rm -rf "$dir.broken"
+    [[ -d $dir ]] && mv "$dir" "$dir.broken"
+    install -d -m 0755 "$dir"
+    log "moved unusable state $dir to $dir.broken"
+}
+
+if ! ensure_daemon slurmctld "$CTLD_PID" "$CTLD_LOG" "${CTLD_ARGS[@]}" || ! wait_ctld; then
+    # Saved state from an earlier run (a half-written or corrupt state file, another
+    # cluster name, ...) can make slurmctld exit at start-up, even with -c (it still
+    # reads job_state). Retry once from an empty StateSaveLocation.
     tail_logs 15 "$CTLD_LOG"
-    rm -f "$CTLD_STATE/clustername"   # "ClusterName changed" is fatal otherwise
+    log "slurmctld did not come up; retrying from empty state"
+    stop_daemon "$CTLD_PID" slurmctld 10
+    set_state_aside "$CTLD_STATE"
     ensure_daemon slurmctld "$CTLD_PID" "$CTLD_LOG" -c \
         || die "slurmctld failed to start (log: $CTLD_LOG)"
-    wait_for 15 ctld_ok || { tail_logs 40 "$CTLD_LOG"; die "slurmctld does not answer 'scontrol ping'"; }
-    ACTIONS+=("cleared slurmctld state")
+    wait_ctld || { tail_logs 40 "$CTLD_LOG"; die "slurmctld does not answer 'scontrol ping' (log: $CTLD_LOG)"; }
+    ACTIONS+=("reset slurmctld state (old one in $CTLD_STATE.broken)")
 fi
 
 slurmd_started_at=0
@@ -361,7 +390,13 @@ if ! daemon_alive "$SLURMD_PID" slurmd >/dev/null \
    || [[ $(cat "$SLURMD_PID.conf-sha" 2>/dev/null) != "$CONF_SHA" ]]; then
     slurmd_started_at=$(date +%s)
 fi
-ensure_daemon slurmd "$SLURMD_PID" "$SLURMD_LOG" || die "slurmd failed to start (log: $SLURMD_LOG)"
+if ! ensure_daemon slurmd "$SLURMD_PID" "$SLURMD_LOG"; then
+    log "slurmd did not come up; retrying from an empty spool dir"
+    stop_daemon "$SLURMD_PID" slurmd 10
+    set_state_aside "$SLURMD_SPOOL"
+    ensure_daemon slurmd "$SLURMD_PID" "$SLURMD_LOG" -c || die "slurmd failed to start (log: $SLURMD_LOG)"
+    ACTIONS+=("reset slurmd spool (old one in $SLURMD_SPOOL.broken)")
+fi
 
 # ---------------------------------------------------------------- 6. wait for the node
 node_state() { sinfo -h -n "$HOST" -o %T 2>/dev/null | head -n1; }
@@ -397,6 +432,11 @@ node_usable() {
 # Not via wait_for: node_usable updates $resumed in this shell.
 deadline=$(( $(date +%s) + UP_TIMEOUT ))
 until node_usable; do
+    for d in slurmctld:"$CTLD_PID":"$CTLD_LOG" slurmd:"$SLURMD_PID":"$SLURMD_LOG"; do
+        IFS=: read -r prog pidf logf <<<"$d"
+        daemon_alive "$pidf" "$prog" >/dev/null \
+            || { tail_logs 40 "$logf"; die "$prog exited while waiting for node $HOST (log: $logf)"; }
+    done
     if (( $(date +%s) >= deadline )); then
         printf '\nsinfo:\n' >&2; sinfo -N -l >&2 || true
         scontrol show node "$HOST" >&2 || true

@@ -88,6 +88,10 @@ class Scheduler(ABC):
         """One scheduler call for all these jobs: job id -> process index -> Observation.
         Processes the scheduler no longer knows are left out."""
 
+    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        """What the scheduler's accounting remembers of ended processes (default: nothing)."""
+        return {}
+
     @abstractmethod
     def cancel(self, job: Job, force: bool) -> None:
         """Cancel queued processes; also kill running ones when force."""

@@ -178,6 +178,10 @@ class Runner:
         entry = self.running[idx]
         if entry["term"] is None:
             entry["term"], entry["why"], entry["state"] = time.monotonic(), why, state
+            # Say why before the worker can record its end: a poll that sees the worker's final
+            # record must also see TIMEOUT/KILLED here, not a RUNNING without a reason.
+            self.set(idx, state, why)
+            self.save(force=True)
             _signal_group(entry["proc"].pid, signal.SIGTERM)
 
     def reap(self) -> None:
@@ -196,6 +200,8 @@ class Runner:
                 self.set(idx, entry["state"], entry["why"])
             elif proc.returncode == 0:
                 self.set(idx, "COMPLETED")
+            elif proc.returncode == -signal.SIGKILL:  # not by us: the OOM killer or an admin
+                self.set(idx, "KILLED", "killed by signal 9 (SIGKILL), e.g. out of memory")
             elif proc.returncode < 0:
                 self.set(idx, "FAILED", f"killed by signal {-proc.returncode}")
             else:

@@ -1,0 +1,162 @@
+"""SLURM: one array job per DPU job (chunked by max_array_size), one squeue call per poll.
+
+States: https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES and
+https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import SchedulerError, SubmitError, Unreachable
+from ..store import Job
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+
+# native state -> (state, letter). A process cancelled or past a deadline before it started is
+# S; status.decide turns S into A when the worker's record shows it had started.
+STATE_MAP = {
+    "PENDING": (QUEUED, ""),
+    "REQUEUED": (QUEUED, ""),
+    "REQUEUE_FED": (QUEUED, ""),
+    "REQUEUE_HOLD": (QUEUED, ""),
+    "RESV_DEL_HOLD": (QUEUED, ""),
+    "CONFIGURING": (QUEUED, ""),     # nodes being allocated or booted: nothing runs yet
+    "RUNNING": (RUNNING, ""),
+    "COMPLETING": (RUNNING, ""),     # ending: the worker's record says how
+    "SUSPENDED": (RUNNING, ""),
+    "STOPPED": (RUNNING, ""),
+    "SIGNALING": (RUNNING, ""),
+    "STAGE_OUT": (RUNNING, ""),
+    "RESIZING": (RUNNING, ""),
+    "COMPLETED": (ENDED, "N"),
+    "FAILED": (ENDED, "E"),
+    "SPECIAL_EXIT": (ENDED, "E"),
+    "CANCELLED": (ENDED, "S"),
+    "DEADLINE": (ENDED, "S"),
+    "REVOKED": (ENDED, "S"),
+    "TIMEOUT": (ENDED, "A"),
+    "OUT_OF_MEMORY": (ENDED, "A"),
+    "NODE_FAIL": (ENDED, "A"),
+    "PREEMPTED": (ENDED, "A"),
+    "BOOT_FAIL": (ENDED, "A"),
+}
+_TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
+              "Connection refused", "Resource temporarily unavailable")
+_SEP = "|"
+
+
+def hms(seconds: int) -> str:
+    """Slurm's --time as [D-]HH:MM:SS, rounded up to whole minutes as Slurm enforces them."""
+    minutes = max(1, math.ceil(seconds / 60))
+    days, rest = divmod(minutes, 24 * 60)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+class SlurmScheduler(Scheduler):
+    name = "slurm"
+    STATE_MAP = STATE_MAP
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._accounting: Optional[bool] = None
+
+    # -- submit ---------------------------------------------------------------------------
+    def chunks(self, nproc: int) -> List[Tuple[int, int]]:
+        """(offset, count) per array job: array indices must stay below MaxArraySize."""
+        size = max(1, self.dpu.max_array_size)
+        return [(start, min(size, nproc - start)) for start in range(0, nproc, size)]
+
+    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
+        throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
+        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
+                                            array=f"0-{count - 1}{throttle}", time=hms(req.time_limit),
+                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                for k, (offset, count) in enumerate(self.chunks(req.nproc))}
+
+    def submit(self, req: SubmitRequest) -> List[str]:
+        scripts = self.scripts(req)
+        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
+        files[f"{req.jobdir}/out/.keep"] = b""
+        self.transport.write_files(files)
+        native: List[str] = []
+        for name in scripts:
+            res = self.transport.run(["sbatch", "--parsable", f"--chdir={req.jobdir}",
+                                      f"{req.jobdir}/{name}"])
+            if res.returncode != 0:
+                if native:  # a later chunk failed: take back the ones already queued
+                    self.transport.run(["scancel", *native])
+                msg = (res.stderr or res.stdout).strip() or f"exit code {res.returncode}"
+                raise SubmitError(f"sbatch refused it: {msg}",
+                                  transient=any(t in msg for t in _TRANSIENT))
+            native.append(res.stdout.strip().split(";")[0])
+        return native
+
+    # -- poll -----------------------------------------------------------------------------
+    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        owners = _owners(jobs)
+        res = self.transport.run(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r"], timeout=60)
+        if res.returncode != 0:
+            raise Unreachable(f"squeue failed on DPU {self.dpu.name!r}: "
+                              f"{(res.stderr or res.stdout).strip()}")
+        out: Dict[int, Dict[int, Observation]] = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(_SEP)
+            if len(parts) < 3 or parts[0] not in owners:
+                continue
+            job_id, offset = owners[parts[0]]
+            task = parts[1]
+            if not task.isdigit():
+                continue
+            reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
+            obs = self.observe(parts[2])
+            if reason and obs.state == QUEUED:
+                obs.reason = f"{parts[2]} ({reason})"
+            out.setdefault(job_id, {})[offset + int(task)] = obs
+        return out
+
+    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        """Ended processes from sacct (one call), when the cluster keeps accounting."""
+        if self._accounting is False or not jobs:
+            return {}
+        since = time.strftime("%Y-%m-%dT%H:%M:%S",
+                              time.localtime(min(j.submitted or j.created for j in jobs) - 60))
+        res = self.transport.run(["sacct", "-X", "-P", "-n", "-S", since,
+                                  "-o", "JobID,State,ExitCode"], timeout=60)
+        if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
+            self._accounting = False
+            return {}
+        self._accounting = True
+        owners = _owners(jobs)
+        limits = {j.id: int(j.dpu_options.get("time_limit") or 0) for j in jobs}
+        out: Dict[int, Dict[int, Observation]] = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(_SEP)
+            array_id, _, task = parts[0].partition("_")
+            if len(parts) < 3 or array_id not in owners or not task.isdigit():
+                continue
+            job_id, offset = owners[array_id]
+            state = parts[1].split()[0]
+            reason = f"exit code {parts[2]}" if state == "FAILED" else ""
+            if state == "TIMEOUT" and limits[job_id]:
+                reason = f"killed after {hms(limits[job_id])}"
+            out.setdefault(job_id, {})[offset + int(task)] = self.observe(state, reason)
+        return out
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, job: Job, force: bool) -> None:
+        argv = ["scancel"] + ([] if force else ["--state=PENDING"]) + list(job.native_ids)
+        res = self.transport.run(argv)
+        if res.returncode != 0:
+            raise SchedulerError(f"scancel failed: {(res.stderr or res.stdout).strip()}")
+
+
+def _owners(jobs: Sequence[Job]) -> Dict[str, Tuple[int, int]]:
+    """Native array id -> (DPU job id, index offset of that chunk)."""
+    owners: Dict[str, Tuple[int, int]] = {}
+    for job in jobs:
+        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
+        for k, native in enumerate(job.native_ids):
+            owners[native] = (job.id, k * size)
+    return owners

@@ -1,0 +1,197 @@
+"""The SLURM DPU against the real single-node SLURM that harness/slurm-up.sh starts."""
+import io
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dpu_slurm import Processor
+from dpu_slurm.errors import CancelRefused, SubmitError
+from dpu_slurm.schedulers.slurm import SlurmScheduler
+from dpu_slurm.transport.local import LocalTransport
+
+pytestmark = pytest.mark.slurm
+HARNESS = Path(__file__).resolve().parent.parent / "harness" / "slurm-up.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The harness brings SLURM up (a no-op when it already runs); tests never assume it."""
+    subprocess.run(["bash", str(HARNESS)], check=True, timeout=600)
+    return True
+
+
+def write_config(folder, name="testslurm", **extra):
+    cfg = {"name": name, "scheduler": "slurm", "workdir": str(folder / "work"), "time_factor": 1,
+           "min_time": 60, "max_array_size": 400,
+           "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
+           "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}
+    cfg.update(extra)
+    (folder / "cfg").mkdir(exist_ok=True)
+    (folder / "cfg" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture
+def dpu(slurm_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
+    monkeypatch.delenv("DPU_NAME", raising=False)
+    monkeypatch.delenv("AWEPIPE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path)
+    out = io.StringIO()
+    proc = Processor("testslurm", out=out, session_log=False)
+    proc.out = out
+    yield proc
+    for job_id in proc.get_jobids():  # leave the cluster empty for the next test
+        job = proc._store.job(job_id)
+        if job.native_ids:
+            subprocess.run(["scancel", *job.native_ids], check=False)
+    proc.close()
+
+
+def finished(dpu, job_id, timeout=120):
+    view = dpu.wait(job_id, timeout=timeout, interval=0.5)[0]
+    assert view.status == "FINISHED", f"job {job_id} still {view.status} after {timeout} s"
+    return view
+
+
+def squeue_ids():
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%F"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_readnoise_runs_as_one_array_job_and_ends_normal(dpu):
+    job_id = dpu.run("ReadNoise", i="WFI", d="2000-04-28", C=1, dpu_mem=100, return_jobid=True)
+    job = dpu._store.job(job_id)
+    assert len(job.native_ids) == 1, "8 processes must be one array job"
+    view = finished(dpu, job_id)
+    assert view.counts.letters == (8, 0, 0, 0, 0)
+    dpu.get_status(job_id)
+    assert f"Jobid {job_id} has status FINISHED N/E/A/S/U 8/0/0/0/0" in dpu.out.getvalue()
+    chips = sorted(obj["chip"] for obj in dpu.get_job_result(job_id))
+    assert chips == [f"ccd{n}" for n in range(50, 58)]
+    logs = "\n".join(dpu.get_logs(job_id))
+    assert re.search(r"The read noise \(ADU\) for ccd ccd53 is :\s+\d+\.\d\d", logs)
+
+
+def test_script_carries_time_memory_partition_and_tag(dpu):
+    job_id = dpu.run("Null", dpu_time=90, dpu_mem=123, return_jobid=True)
+    job = dpu._store.job(job_id)
+    out = subprocess.run(["scontrol", "show", "job", job.native_ids[0]], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"JobName=dpu.{job.user}.{job_id}" in out
+    assert "TimeLimit=00:02:00" in out  # 90 s rounds up to whole minutes
+    assert "Partition=debug" in out
+    assert re.search(r"mem=123M", out)
+    finished(dpu, job_id)
+
+
+def test_task_error_is_E_and_later_tasks_of_the_chain_S(dpu):
+    job_id = dpu.run("Null>Null", x=True, n=3, dpu_mem=50, return_jobid=True)
+    view = finished(dpu, job_id)
+    assert view.counts.letters == (0, 3, 0, 3, 0)
+    assert "RuntimeError: Null task asked to fail" in "\n".join(dpu.get_logs(job_id))
+
+
+def test_job_that_left_squeue_gets_its_status_from_the_worker_record(dpu):
+    job_id = dpu.run("Null", n=2, dpu_mem=50, return_jobid=True)
+    native = dpu._store.job(job_id).native_ids[0]
+    deadline = time.monotonic() + 120
+    while native in squeue_ids():  # MinJobAge is small in the harness: wait until slurm forgets it
+        assert time.monotonic() < deadline, "job never left squeue"
+        time.sleep(0.5)
+    assert all(p.state == "QUEUED" for p in dpu._store.procs(job_id)), "nothing polled before"
+    view = dpu.get_status(job_id)[0]
+    assert view.status == "FINISHED" and view.counts.letters == (2, 0, 0, 0, 0)
+
+
+def test_time_limit_kill_is_A_with_the_reason(dpu):
+    job_id = dpu.run("Null", s=600, dpu_time=1, dpu_mem=50, return_jobid=True)
+    view = finished(dpu, job_id, timeout=240)
+    assert view.counts.letters == (0, 0, 1, 0, 0)
+    reasons = " ".join(dpu._session.reasons(view.job))
+    assert "TIMEOUT: killed after 00:01:00" in reasons
+
+
+def test_cancel_queued_job_gives_S_and_running_needs_force(dpu):
+    blocker = dpu.run("Null", s=120, n=40, dpu_mem=50, return_jobid=True)
+    waiting = dpu.run("Null", n=3, dpu_mem=50, return_jobid=True)
+    deadline = time.monotonic() + 60
+    while not any(p.state == "RUNNING" for p in (dpu.get_status(blocker) and dpu._store.procs(blocker))):
+        assert time.monotonic() < deadline, "blocker never started"
+        time.sleep(0.5)
+    assert dpu.get_status(waiting)[0].status == "QUEUED"
+    dpu.cancel_job(waiting)
+    assert finished(dpu, waiting).counts.letters == (0, 0, 0, 3, 0)
+    with pytest.raises(CancelRefused, match="force=True"):
+        dpu.cancel_job(blocker)
+    dpu.cancel_job(blocker, force=True)
+    view = finished(dpu, blocker, timeout=60)
+    n, e, a, s, u = view.counts.letters
+    assert a >= 1 and n == e == u == 0 and a + s == 40
+
+
+def test_sbatch_refusal_is_recorded_as_not_submitted(dpu, tmp_path):
+    write_config(tmp_path, name="badpart", partitions=[{"name": "nosuchpartition"}])
+    dpu.select_dpu("badpart")
+    with pytest.raises(SubmitError, match="sbatch refused it"):
+        dpu.run("Null", dpu_mem=50)
+    job = dpu._store.jobs(dpu="badpart")[-1]
+    assert job.phase == "not_submitted" and "partition" in job.error.lower()
+    assert dpu.get_status(job.id)[0].status == "NOT SUBMITTED"
+
+
+HOSTILE = ("it's \"quoted\" $(touch {marker}) `touch {marker}`; touch {marker} \n"
+           "newline\tand unicode: \u00e9\u4e2d\U0001f52d \\ back" + "x" * 10_000)
+
+
+def test_hostile_option_values_reach_the_task_byte_exact(dpu, tmp_path):
+    marker = tmp_path / "pwned"
+    message = HOSTILE.format(marker=marker)
+    job_id = dpu.run("Null", m=message, C=1, dpu_mem=50, return_jobid=True)
+    assert finished(dpu, job_id).counts.letters == (1, 0, 0, 0, 0)
+    assert dpu.get_job_result(job_id)[0]["message"] == message
+    assert not marker.exists()
+
+
+def test_thousand_processes_in_one_job(dpu):
+    job_id = dpu.run("Null", n=1000, dpu_mem=20, return_jobid=True)
+    job = dpu._store.job(job_id)
+    assert len(job.native_ids) == 3  # max_array_size 400 -> chunks of 400, 400, 200
+    view = finished(dpu, job_id, timeout=900)
+    assert view.counts.letters == (1000, 0, 0, 0, 0)
+    results = json.loads(Path(job.jobdir, "p", "999", "status.json").read_text())
+    assert results["tasks"] == ["N"]
+
+
+def test_one_squeue_call_per_poll_whatever_the_number_of_jobs(dpu, monkeypatch):
+    ids = [dpu.run("Null", n=3, dpu_mem=20, return_jobid=True) for _ in range(12)]
+    calls = []
+    real = LocalTransport.run
+
+    def spy(self, argv, *args, **kwargs):
+        calls.append(list(argv))
+        return real(self, argv, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransport, "run", spy)
+    dpu.get_status(ids)
+    assert [c[0] for c in calls].count("squeue") == 1
+    assert all(len(c) < 10 for c in calls), "the command line must not grow with the job count"
+    for job_id in ids:
+        finished(dpu, job_id)
+
+
+def test_poll_back_off_spaces_scheduler_calls(dpu, tmp_path, monkeypatch):
+    write_config(tmp_path, name="slowpoll", poll={"min_interval": 30, "max_interval": 60})
+    dpu.select_dpu("slowpoll")
+    job_id = dpu.run("Null", dpu_mem=20, return_jobid=True)
+    calls = []
+    monkeypatch.setattr(SlurmScheduler, "poll", lambda self, jobs: calls.append(1) or {})
+    for _ in range(5):
+        dpu.get_status(job_id)
+    assert len(calls) == 1, "five status calls within the minimum interval make one squeue call"
