@@ -15,7 +15,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from .errors import DPUError, JobNotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# from version -> statements that bring a store to the next version
+MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"]}
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -107,6 +109,12 @@ class Store:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise DPUError(f"{self.path} was written by a newer dpu_slurm (schema {row[0]}, "
                                f"this one knows {SCHEMA_VERSION}); upgrade dpu_slurm")
+            else:
+                for version in range(int(row[0]), SCHEMA_VERSION):
+                    for statement in MIGRATIONS[version]:
+                        self.db.execute(statement)
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                                (str(SCHEMA_VERSION),))
 
     def _setup(self) -> None:
         """WAL mode and the tables. Switching a new file to WAL does not wait on the busy
