@@ -35,7 +35,7 @@ cluster-up:
 cluster-down:
 	bash harness/slurm-down.sh
 
-bench: $(STAMP)
+bench: $(STAMP) cluster-up
 	$(PY) bench/run.py
 
 clean:
