@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 from .config import DPUConfig
 from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
 from .store import Job, Store
+from .transport.base import Records
 from .worker import STATUS, process_dir
 
 log = logging.getLogger(__name__)
@@ -61,17 +62,18 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     jobs = [j for j in store.jobs(dpu=dpu.name, active=True) if j.phase == "submitted"]
     if not jobs or (not force and not due(store, dpu, now)):
         return False
-    observed = scheduler.poll(jobs)
     open_procs = {j.id: store.procs(j.id, open_only=True) for j in jobs}
-    # One batched read of the worker records we need, whatever the number of jobs.
-    wanted: List[str] = []
-    for job in jobs:
-        seen = observed.get(job.id, {})
-        for proc in open_procs[job.id]:
-            obs = seen.get(proc.idx)
-            if obs is None or obs.state != QUEUED:
-                wanted.append(_record_path(job, proc.idx))
-    raw = scheduler.transport.read_files(wanted) if wanted else {}
+    wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in jobs}
+    # ONE round trip: the scheduler's status command and every started process's record.
+    request = scheduler.poll_request(jobs)
+    if request is not None:
+        got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
+        observed = scheduler.parse_poll(jobs, got)
+    else:
+        observed = scheduler.poll(jobs)
+        got = scheduler.transport.gather(None, [], wanted, STATUS)
+    by_dir = {j.jobdir: j for j in jobs}
+    raw = {_record_path(by_dir[d], i): data for (d, i), data in got.records.items()}
     _, _, grace = poll_settings(dpu)
     # Processes the scheduler has forgotten and whose worker left no final record: ask its
     # accounting (one more call, only when there are such processes).

@@ -11,7 +11,6 @@ import yaml
 
 from dpu_slurm import Processor
 from dpu_slurm.errors import CancelRefused, SubmitError
-from dpu_slurm.schedulers.slurm import SlurmScheduler
 from dpu_slurm.transport.local import LocalTransport
 
 pytestmark = pytest.mark.slurm
@@ -191,7 +190,9 @@ def test_poll_back_off_spaces_scheduler_calls(dpu, tmp_path, monkeypatch):
     dpu.select_dpu("slowpoll")
     job_id = dpu.run("Null", dpu_mem=20, return_jobid=True)
     calls = []
-    monkeypatch.setattr(SlurmScheduler, "poll", lambda self, jobs: calls.append(1) or {})
+    real = LocalTransport.run
+    monkeypatch.setattr(LocalTransport, "run", lambda self, argv, *a, **k: (
+        calls.append(argv[0]), real(self, argv, *a, **k))[1])
     for _ in range(5):
         dpu.get_status(job_id)
-    assert len(calls) == 1, "five status calls within the minimum interval make one squeue call"
+    assert calls.count("squeue") == 1, "five status calls within the minimum interval: one squeue"

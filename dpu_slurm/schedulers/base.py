@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Mapping, Sequence, Tuple
+from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import DPUConfig
 from ..render import render
 from ..store import Job
 from ..transport import Transport
+from ..transport.base import Gathered
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ class Observation:
     state: str            # QUEUED, RUNNING or ENDED
     letter: str = ""      # when ENDED, the scheduler's verdict: N, E, A, S or U
     reason: str = ""
+
+
+@dataclass
+class PollRequest:
+    argv: Optional[List[str]]
+    files: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -83,10 +90,22 @@ class Scheduler(ABC):
     def submit(self, req: SubmitRequest) -> List[str]:
         """Queue every process of the job; return the native ids. Raise SubmitError."""
 
-    @abstractmethod
+    def poll_request(self, jobs: Sequence[Job]) -> Optional[PollRequest]:
+        """The status command and files that tell about all these jobs at once, so the
+        transport can fetch them with the workers' records in one round trip. None: this
+        scheduler polls by itself (poll() is called instead)."""
+        return None
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        raise NotImplementedError
+
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """One scheduler call for all these jobs: job id -> process index -> Observation.
         Processes the scheduler no longer knows are left out."""
+        req = self.poll_request(jobs)
+        if req is None:
+            raise NotImplementedError(f"{type(self).__name__} must define poll or poll_request")
+        return self.parse_poll(jobs, self.transport.gather(req.argv, req.files, {}, ""))
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """What the scheduler's accounting remembers of ended processes (default: nothing)."""

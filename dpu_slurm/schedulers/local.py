@@ -20,8 +20,9 @@ from typing import IO, Any, Deque, Dict, List, Optional, Sequence
 
 from ..errors import SubmitError
 from ..store import Job
+from ..transport.base import Gathered
 from ..worker import write_json
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
 
 RUNNER_FILE = "runner.json"
 PID_FILE = "runner.pid"
@@ -68,8 +69,11 @@ class LocalScheduler(Scheduler):
     def slot_dir(self) -> Path:
         return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
 
-    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        files = self.transport.read_files([str(Path(j.jobdir) / RUNNER_FILE) for j in jobs])
+    def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        return PollRequest(None, [str(Path(j.jobdir) / RUNNER_FILE) for j in jobs])
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        files = got.files
         out: Dict[int, Dict[int, Observation]] = {}
         for job in jobs:
             raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))

@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SchedulerError, SubmitError, Unreachable
 from ..store import Job
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+from ..transport.base import Gathered
+from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
 
 # native state -> (state, letter). A process cancelled or past a deadline before it started is
 # S; status.decide turns S into A when the worker's record shows it had started.
@@ -94,9 +95,14 @@ class SlurmScheduler(Scheduler):
         return native
 
     # -- poll -----------------------------------------------------------------------------
-    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+    def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        # --me and a fixed format: the command line is the same whatever the number of jobs.
+        return PollRequest(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r"])
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         owners = _owners(jobs)
-        res = self.transport.run(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r"], timeout=60)
+        res = got.completed
+        assert res is not None
         if res.returncode != 0:
             raise Unreachable(f"squeue failed on DPU {self.dpu.name!r}: "
                               f"{(res.stderr or res.stdout).strip()}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle
 
@@ -14,6 +14,19 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+# A batch of process records to read: job folder -> process indices still open.
+Records = Dict[str, List[int]]
+
+
+@dataclass
+class Gathered:
+    """What one gather() round trip brought back."""
+
+    completed: Optional[Completed]
+    files: Dict[str, Optional[bytes]]
+    records: Dict[Tuple[str, int], bytes]   # (job folder, index) -> record; absent if none yet
 
 
 class Transport(ABC):
@@ -32,6 +45,16 @@ class Transport(ABC):
         """Many small files in one round trip; a missing file reads as None."""
 
     @abstractmethod
+    def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
+               record_name: str) -> Gathered:
+        """In ONE round trip: run argv (a scheduler's status command), read files, and read
+        p/<index>/<record_name> of each listed process that has started."""
+
+    @abstractmethod
+    def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        """Delete unpacked bundles under root not in keep and unused for older_than seconds."""
+
+    @abstractmethod
     def ensure_bundle(self, bundle: Bundle, root: str) -> str:
         """Make the unpacked bundle exist at root/<digest>; return that folder."""
 
@@ -41,3 +64,9 @@ class Transport(ABC):
 
     def close(self) -> None:
         return None
+
+
+def started_indices(jobdir: str, wanted: List[int], listing: Sequence[str]) -> List[int]:
+    """The wanted indices that have a process folder (only started processes have one)."""
+    want = set(wanted)
+    return sorted(int(n) for n in listing if n.isdigit() and int(n) in want)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle, unpack
-from .base import Completed, Transport
+from .base import Completed, Gathered, Records, Transport, started_indices
 
 
 class LocalTransport(Transport):
@@ -39,8 +41,39 @@ class LocalTransport(Transport):
                 out[name] = None
         return out
 
+    def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
+               record_name: str) -> Gathered:
+        completed = self.run(argv) if argv else None
+        found: Dict[Tuple[str, int], bytes] = {}
+        for jobdir, wanted in records.items():
+            try:
+                listing = os.listdir(os.path.join(jobdir, "p"))
+            except OSError:
+                continue
+            for idx in started_indices(jobdir, wanted, listing):
+                try:
+                    found[(jobdir, idx)] = Path(jobdir, "p", str(idx), record_name).read_bytes()
+                except OSError:
+                    pass
+        return Gathered(completed, self.read_files(files), found)
+
+    def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        removed: List[str] = []
+        base = Path(root)
+        if not base.is_dir():
+            return removed
+        for entry in base.iterdir():
+            if entry.name.startswith(".") or entry.name in keep or not entry.is_dir():
+                continue
+            if time.time() - entry.stat().st_mtime >= older_than:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        return sorted(removed)
+
     def ensure_bundle(self, bundle: Bundle, root: str) -> str:
-        return str(unpack(bundle, Path(root)))
+        final = unpack(bundle, Path(root))
+        os.utime(final)  # "last used": dpu cleanup keeps recently used bundles
+        return str(final)
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)
