@@ -258,6 +258,13 @@ def load_file(path: Path) -> DPUConfig:
         raise ConfigError(f"{path}:{_line_of(node, 'workdir')}: workdir: {cfg.workdir!r} holds an "
                           f"unknown or broken placeholder ({exc}); allowed: {{user}}, {{name}}, "
                           "{dpu_home}") from None
+    # Jobs find the bundle and installed code through PYTHONPATH, which cannot carry a ':'.
+    for where, folder in [("workdir", cfg.workdir)] + [
+            (f"awe_versions.{name}.path", str(v.get("path", ""))) for name, v in cfg.awe_versions.items()]:
+        if ":" in folder:
+            line = _line_of(node, where.split(".")[0])
+            raise ConfigError(f"{path}:{line}: {where}: {folder!r} holds a ':', which PYTHONPATH "
+                              "cannot carry; choose a folder without ':'")
     if cfg.awe_versions and cfg.default_aweversion and cfg.default_aweversion not in cfg.awe_versions:
         raise ConfigError(f"{path}: default_aweversion {cfg.default_aweversion!r} is not one of "
                           f"awe_versions: {', '.join(cfg.awe_versions)}")

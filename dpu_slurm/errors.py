@@ -46,3 +46,7 @@ class SchedulerError(DPUError):
 
 class Unreachable(DPUError):
     """The DPU cannot be reached right now; nothing was changed."""
+
+
+class HostKeyError(DPUError):
+    """The SSH server's host key is unknown or changed; nothing was sent to it."""

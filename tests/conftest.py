@@ -1,0 +1,117 @@
+"""Shared fixtures: every test runs in its own DPU_HOME, config path and working directory."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
+import yaml
+
+from dpu_slurm.processor import Processor
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "awepipe"
+
+
+@dataclass
+class Env:
+    root: Path
+    home: Path      # DPU_HOME
+    config: Path    # DPU_CONFIG_PATH
+    cwd: Path
+    work: Path      # workdir of the test DPU
+
+    def write_dpu(self, name: str = "testlocal", **fields: Any) -> Path:
+        """A local DPU with quick limits; `fields` override or add keys."""
+        data: Dict[str, Any] = {"name": name, "scheduler": "local", "slots": 2, "time_factor": 1,
+                                "min_time": 1, "workdir": str(self.work / name)}
+        data.update(fields)
+        path = self.config / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    e = Env(tmp_path, tmp_path / "dpuhome", tmp_path / "config", tmp_path / "cwd", tmp_path / "work")
+    for folder in (e.home, e.config, e.cwd, e.work):
+        folder.mkdir()
+    monkeypatch.setenv("DPU_HOME", str(e.home))
+    monkeypatch.setenv("DPU_CONFIG_PATH", str(e.config))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # keep ~/.config/dpu out
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("DPU_NAME", raising=False)
+    monkeypatch.delenv("AWEPIPE", raising=False)
+    monkeypatch.chdir(e.cwd)
+    yield e
+    _stop_runners(tmp_path)
+
+
+def _stop_runners(root: Path) -> None:
+    """Stop local runners this test left alive (by their recorded pid, never by name)."""
+    pids: List[int] = []
+    for pid_file in root.rglob("runner.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"dpu_slurm.schedulers.local" in cmdline and str(pid_file.parent).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)  # the runner kills its running processes, then exits
+            pids.append(pid)
+    end = time.monotonic() + 8
+    while pids and time.monotonic() < end:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass
+class Session:
+    """A Processor on the test DPU and what it printed."""
+
+    dpu: Processor
+    out: io.StringIO
+
+    def printed(self) -> List[str]:
+        return self.out.getvalue().splitlines()
+
+
+@pytest.fixture
+def make_session(env: Env) -> Iterator[Callable[..., Session]]:
+    made: List[Processor] = []
+
+    def make(name: str = "testlocal", session_log: bool = False, **fields: Any) -> Session:
+        env.write_dpu(name, **fields)
+        out = io.StringIO()
+        proc = Processor(name, out=out, session_log=session_log)
+        made.append(proc)
+        return Session(proc, out)
+
+    yield make
+    for proc in made:
+        proc.close()
+
+
+@pytest.fixture
+def session(make_session: Callable[..., Session]) -> Session:
+    return make_session()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(step)

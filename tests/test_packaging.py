@@ -1,0 +1,58 @@
+"""A plain (non-editable) install carries the templates, configs and example pipeline, and works."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Env
+
+SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
+                              ".mypy_cache", ".ruff_cache", ".pytest_cache", "demo-output", "*.log")
+
+
+@pytest.mark.slow
+def test_wheel_holds_the_data_and_installs_into_a_fresh_venv(tmp_path: Path, env: Env) -> None:
+    pip_env = {**os.environ, "PIP_CACHE_DIR": str(tmp_path / "pip-cache")}  # keep ~/.cache out
+    src = tmp_path / "src"  # build from a copy: the build must not write into the checkout
+    shutil.copytree(REPO, src, ignore=SKIP)
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    str(src), "-w", str(wheels)], env=pip_env, check=True, timeout=300)
+    [wheel] = list(wheels.glob("dpu_slurm-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("dpu_slurm/templates/local.sh.j2", "dpu_slurm/templates/include/body.sh.j2",
+                   "dpu_slurm/cluster_configs/local.yaml", "dpu_slurm/examples/awepipe/dpu_tasks.py",
+                   "dpu_slurm/examples/awepipe/awepipe/calib.py", "dpu_slurm/worker.py"):
+        assert needed in names, needed
+    entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "dpu = dpu_slurm.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(wheel)], env=pip_env, check=True, timeout=600)
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    dpu = str(venv / "bin" / "dpu")
+    seqs = subprocess.run([dpu, "sequences", "--json"], cwd=env.cwd, env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert seqs.returncode == 0, seqs.stderr
+    assert {"Null", "ReadNoise", "Bias>HotPixels"} <= set(json.loads(seqs.stdout))
+    # the installed package, not this checkout, ran
+    code = "import dpu_slurm; print(dpu_slurm.__file__)"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", code],
+                           cwd=env.cwd, env=environ, capture_output=True, text=True, check=True)
+    assert where.stdout.startswith(str(venv))
+    # and a job runs on the packaged local DPU from the installed files
+    run = subprocess.run([dpu, "run", "--dpu", "local", "--wait", "--json", "Null", "m=installed", "C=1"],
+                         cwd=env.cwd, env=environ, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    [view] = json.loads(run.stdout)
+    assert view["counters"]["N"] == 1
