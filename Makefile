@@ -31,8 +31,10 @@ test: $(STAMP) lint cluster-up
 # Real services for the integration tests (Debian packages, started by hand; idempotent).
 cluster-up:
 	bash harness/slurm-up.sh
+	bash harness/sshd-up.sh >/dev/null
 
 cluster-down:
+	bash harness/sshd-down.sh
 	bash harness/slurm-down.sh
 
 bench: $(STAMP) cluster-up

@@ -90,6 +90,10 @@ def parser() -> argparse.ArgumentParser:
     chk = cfg_sub.add_parser("check", parents=[common], help="validate DPU YAML files")
     chk.add_argument("files", nargs="+")
     sub.add_parser("shell", parents=[common], help="a Python prompt with `dpu` ready")
+    cl = sub.add_parser("cleanup", parents=[common],
+                        help="remove code bundles on the DPU that no active job uses")
+    cl.add_argument("--days", type=float, default=7.0,
+                    help="keep bundles used within this many days (default 7)")
     return p
 
 
@@ -176,6 +180,11 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
     if cmd == "select":
         name = dpu.select_dpu(args.name, persist=True)
         _emit(args, {"dpu": name})
+        return OK
+    if cmd == "cleanup":
+        removed = dpu._session.cleanup(args.days)
+        _emit(args, {"removed": removed}) if args.json else print(
+            f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
         print(BANNER)

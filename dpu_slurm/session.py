@@ -179,6 +179,14 @@ class DPUSession:
         self.scheduler.cancel(job, force)
         self.refresh(force=True)
 
+    # -- housekeeping ---------------------------------------------------------------------
+    def cleanup(self, older_than_days: float = 7.0) -> List[str]:
+        """Remove code bundles on the DPU that no active job uses and none used lately."""
+        self.refresh()
+        keep = {j.bundle for j in self.store.jobs(dpu=self.dpu.name, active=True) if j.bundle}
+        return self.transport.remove_bundles(f"{self.workdir()}/bundles", keep,
+                                             older_than_days * 86400)
+
     # -- logs and results -----------------------------------------------------------------
     def read_process_files(self, job: Job, name: str,
                            procs: Optional[List[Proc]] = None) -> Dict[int, Optional[bytes]]:

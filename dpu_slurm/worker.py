@@ -157,7 +157,7 @@ class Worker:
 def _kill_reason(elapsed: float) -> str:
     """Why SIGTERM came: at the time limit the job script exported, it was the limit."""
     limit = int(os.environ.get("DPU_TIME_LIMIT", "0") or 0)
-    if limit and elapsed >= limit - 1:
+    if limit and elapsed >= max(limit - 2, 0.9 * limit):  # SLURM ends it at the limit, never before
         return f"TIMEOUT: killed after {limit // 3600:02d}:{limit % 3600 // 60:02d}:{limit % 60:02d}"
     return "killed by the scheduler (SIGTERM): cancelled, preempted or out of memory"
 
