@@ -119,7 +119,9 @@ class DPUSession:
             self.store.set_jobdir(job_id, jobdir, bundle.digest)
             unpacked = self.transport.ensure_bundle(bundle, f"{workdir}/bundles")
             paths = [f"{unpacked}/worker"]
-            paths.append(f"{unpacked}/code" if plan.send_code else str(version["path"]))
+            # {examples}: the example pipeline installed with dpu_slurm (the local DPU's "master")
+            installed = str(version.get("path", "")).replace("{examples}", str(packaged("examples")))
+            paths.append(f"{unpacked}/code" if plan.send_code else installed)
             job_json = {"job_id": job_id, "user": self.user, "dpu": self.dpu.name,
                         "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
                         "processes": plan.overrides(), "created": time.time()}

@@ -7,7 +7,8 @@
 # if the generated slurm.conf changed.
 #
 # Usage: harness/slurm-up.sh [--accounting]
-#   --accounting / SLURM_ACCOUNTING=1  also run MariaDB + slurmdbd so `sacct` works
+#   --accounting / SLURM_ACCOUNTING=1  (default) also run MariaDB + slurmdbd so `sacct` works;
+#   --no-accounting / SLURM_ACCOUNTING=0  without them
 #   SLURM_MIN_JOB_AGE=N                MinJobAge (default 5 s)
 #   SLURM_UP_TIMEOUT=N                 seconds to wait for the node to be usable (30)
 #   SLURM_KEEP_STATE=1                 after a crash (stale slurmctld pid file) keep the
@@ -21,7 +22,7 @@ HARNESS_TAG=slurm-up
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-ACCOUNTING=${SLURM_ACCOUNTING:-0}
+ACCOUNTING=${SLURM_ACCOUNTING:-1}
 for arg in "$@"; do
     case $arg in
         --accounting) ACCOUNTING=1 ;;

@@ -196,3 +196,20 @@ def test_poll_back_off_spaces_scheduler_calls(dpu, tmp_path, monkeypatch):
     for _ in range(5):
         dpu.get_status(job_id)
     assert calls.count("squeue") == 1, "five status calls within the minimum interval: one squeue"
+
+
+def test_process_without_worker_record_gets_its_end_from_sacct(dpu, tmp_path):
+    """The worker never ran (no such Python on the node): squeue forgets the job, no record
+    exists, and the harness's accounting (slurmdbd) says FAILED -> E, not U."""
+    write_config(tmp_path, name="nopython", python="/nonexistent/python3")
+    dpu.select_dpu("nopython")
+    job_id = dpu.run("Null", dpu_mem=50, return_jobid=True)
+    native = dpu._store.job(job_id).native_ids[0]
+    deadline = time.monotonic() + 120
+    while native in squeue_ids():
+        assert time.monotonic() < deadline, "job never left squeue"
+        time.sleep(0.5)
+    time.sleep(3)  # past the poll grace, and sacct has the end
+    view = finished(dpu, job_id, timeout=60)
+    assert view.counts.letters == (0, 1, 0, 0, 0)
+    assert any("FAILED" in reason for reason in dpu._session.reasons(view.job))
