@@ -27,6 +27,12 @@ if ! command -v sshd >/dev/null || ! command -v ssh-keygen >/dev/null || ! comma
              DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server openssh-client >/dev/null; }
 fi
 
+# Jobs of the remote user run a system Python (the machine's own may sit under /root, mode 0700).
+if [[ ! -x /usr/bin/python3 ]]; then
+    log "installing python3 for the remote user's jobs"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 >/dev/null
+fi
+
 install -d -m 0755 "$STATE" "$STATE/client"
 [[ -s $STATE/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/host_ed25519"
 [[ -s $STATE/client/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C dpu-tests -f "$STATE/client/id_ed25519"

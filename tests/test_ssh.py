@@ -307,3 +307,26 @@ def test_cleanup_keeps_bundles_of_active_jobs(remote):
     assert removed == [stale.name]
     assert (root / keep).is_dir()
     remote.cancel_job(active, force=True)
+
+
+def test_key_from_ssh_agent(remote, tmp_path, sshd):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline, "ssh-agent did not start"
+            time.sleep(0.05)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", sshd["SSHD_KEY"]], env=env, check=True)
+        os.environ["SSH_AUTH_SOCK"] = str(sock)
+        host = {k: v for k, v in remote.cfg["host"].items() if k != "identity_file"}
+        write_dpu(tmp_path, dict(remote.cfg, host=host))
+        t = SSHTransport(get_dpu("remote"))
+        assert t.endpoint.identity_files == []
+        assert t.run(["whoami"]).stdout.strip() == sshd["SSHD_USER"]
+        t.close()
+    finally:
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        agent.terminate()
+        agent.wait(10)
