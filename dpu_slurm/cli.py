@@ -115,7 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.files, args.json)
     out = sys.stderr if args.json else sys.stdout
-    dpu = Processor(args.dpu, out=out, session_log=False)
+    # The prompt keeps its YYYYmmdd_HHMMSS.log like an AWE session; one-shot commands do not.
+    dpu = Processor(args.dpu, out=out, session_log=args.command == "shell")
     try:
         return _command(dpu, args)
     finally:

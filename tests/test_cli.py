@@ -187,3 +187,18 @@ def test_shell_prints_the_banner_and_gives_a_ready_dpu(env: Env) -> None:
     assert "Welcome to the Astro-WISE Environment" in proc.stdout
     assert "Initializing Distributed Processing Unit..." in proc.stdout
     assert "IDS ['Null', 'ReadNoise']" in proc.stdout
+
+
+def test_shell_session_keeps_its_log_file_and_one_shot_commands_do_not(env: Env) -> None:
+    env.write_dpu()
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "sequences", "--dpu", "testlocal"],
+                   cwd=env.cwd, env=environ, capture_output=True, text=True, timeout=60, check=True)
+    assert list(env.cwd.glob("*.log")) == []
+    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+                          input="dpu.run('Null')\n", cwd=env.cwd, env=environ, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    logs = list(env.cwd.glob("[0-9]*_[0-9]*.log"))
+    assert len(logs) == 1
+    assert "Sending job with identifier 1 to DPU" in logs[0].read_text()
