@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy dpu_slurm
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not slurm" tests
+	$(PY) -m pytest -q -m "not slurm and not sshd and not sge and not pbs and not chromium" tests
 
 test: $(STAMP) lint cluster-up
 	$(PY) -m pytest -q tests
@@ -32,10 +32,14 @@ test: $(STAMP) lint cluster-up
 cluster-up:
 	bash harness/slurm-up.sh
 	bash harness/sshd-up.sh >/dev/null
+	bash harness/sge-up.sh
+	bash harness/torque-up.sh
 
 cluster-down:
 	bash harness/sshd-down.sh
 	bash harness/slurm-down.sh
+	bash harness/sge-down.sh
+	bash harness/torque-down.sh
 
 bench: $(STAMP) cluster-up
 	$(PY) bench/run.py

@@ -53,6 +53,7 @@ SCHEMA: Dict[str, Any] = {
     "env": ("map", _STR),
     "slots": _INT,
     "drmaa_library": _STR,
+    "bin_dir": _STR,
     "poll": {"min_interval": _NUM, "max_interval": _NUM, "grace": _NUM},
 }
 REQUIRED = ("name", "scheduler")
@@ -86,6 +87,7 @@ class DPUConfig:
     env: Dict[str, str] = field(default_factory=dict)
     slots: int = 0
     drmaa_library: str = ""
+    bin_dir: str = ""   # folder of the scheduler's commands (qsub, qstat...) when not on PATH
     poll: Dict[str, float] = field(default_factory=dict)
 
     @property

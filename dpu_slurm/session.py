@@ -94,6 +94,8 @@ class DPUSession:
         return self._scheduler
 
     def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
         if self._transport is not None:
             self._transport.close()
 

@@ -107,6 +107,10 @@ class Scheduler(ABC):
             raise NotImplementedError(f"{type(self).__name__} must define poll or poll_request")
         return self.parse_poll(jobs, self.transport.gather(req.argv, req.files, {}, ""))
 
+    def close(self) -> None:
+        """Release what the scheduler holds (a DRMAA session helper); most hold nothing."""
+        return None
+
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """What the scheduler's accounting remembers of ended processes (default: nothing)."""
         return {}

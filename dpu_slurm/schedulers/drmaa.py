@@ -1,0 +1,397 @@
+"""DRMAA 1.0 (PyPI ``drmaa``): one bulk job per chunk through runBulkJobs, control(TERMINATE) to cancel.
+
+Two choices, both forced by facts (see shared CLUSTERS.md and docs/schedulers-pbs-sge.md):
+
+* The DRMAA calls run in a helper process (``python -m dpu_slurm.schedulers.drmaa``), one per
+  scheduler instance and so one DRMAA session. Grid Engine's libdrmaa loads libjemalloc, which
+  fails in an already running Python ("cannot allocate memory in static TLS block") unless
+  GLIBC_TUNABLES=glibc.rtld.optional_static_tls=... was set when the process started: the helper
+  is started with it, so the user sets nothing.
+* Polling is not DRMAA. DRMAA 1.0 has no call listing many jobs: jobStatus is one round trip to
+  the scheduler per process (the per-job polling sites ban), and synchronize(JOB_IDS_SESSION_ALL,
+  0) says only whether everything of *this session* ended (a cron run is a new session). So the
+  poll is the DRM's own one-call listing (qstat for Grid Engine and PBS, squeue for Slurm), done
+  by that scheduler's CLI module; DRMAA's own end-of-job data (wait() of this session: exit
+  status, signal, aborted) fills in ``history`` at no scheduler cost.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import selectors
+import subprocess
+import sys
+import weakref
+from importlib.util import find_spec
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional, Sequence
+
+from ..config import DPUConfig, dpu_home
+from ..errors import ConfigError, SchedulerError, SubmitError
+from ..render import directive
+from ..store import Job
+from ..transport import Transport
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+from .pbs import chunks, owners, walltime
+
+log = logging.getLogger(__name__)
+
+# drmaa.JobState values (DRMAA 1.0 drmaa_job_ps) -> (state, letter). DONE is "ended" whatever
+# the exit code (the worker's record says how); FAILED is "ended abnormally": S when it never
+# started, A when its worker had (status.decide looks at the record).
+STATE_MAP = {
+    "UNDETERMINED": (ENDED, "U"),
+    "QUEUED_ACTIVE": (QUEUED, ""),
+    "SYSTEM_ON_HOLD": (QUEUED, ""),
+    "USER_ON_HOLD": (QUEUED, ""),
+    "USER_SYSTEM_ON_HOLD": (QUEUED, ""),
+    "RUNNING": (RUNNING, ""),
+    "SYSTEM_SUSPENDED": (RUNNING, ""),
+    "USER_SUSPENDED": (RUNNING, ""),
+    "USER_SYSTEM_SUSPENDED": (RUNNING, ""),
+    "DONE": (ENDED, "N"),
+    "FAILED": (ENDED, "S"),
+}
+TLS_TUNABLE = "glibc.rtld.optional_static_tls=4096"
+LIBRARIES = ("/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0", "/usr/lib/libdrmaa.so.1.0",
+             "/usr/lib64/libdrmaa.so.1", "/usr/local/lib/libdrmaa.so", "/usr/lib/slurm-drmaa/lib/libdrmaa.so",
+             "/usr/local/lib/pbs-drmaa/libdrmaa.so")
+_TASK = re.compile(r"^(\d+)(?:[._\[](\d+)\]?)?")
+CALL_TIMEOUT = 120.0
+
+
+def native_spec(dpu: DPUConfig, req: SubmitRequest) -> str:
+    """The job template's nativeSpecification, in the syntax of the DRM named by ``scheduler``."""
+    mem, limit = req.mem, req.time_limit
+    if dpu.scheduler == "slurm":
+        minutes = max(1, math.ceil(limit / 60))
+        parts = [f"--time={minutes}", f"--mem={mem}M"]
+        parts += [f"--partition={req.partition}"] if req.partition else []
+        parts += [f"--account={dpu.account}"] if dpu.account else []
+        parts += [f"--qos={dpu.qos}"] if dpu.qos else []
+    elif dpu.scheduler == "pbs":
+        parts = ["-l", f"walltime={walltime(limit)},mem={mem}mb"]
+        parts += ["-q", req.partition] if req.partition else []
+        parts += ["-A", dpu.account] if dpu.account else []
+    else:  # sge
+        parts = ["-l", f"h_rt={walltime(limit)},h_vmem={mem}M"]
+        parts += ["-q", req.partition] if req.partition else []
+        parts += ["-A", dpu.account] if dpu.account else []
+        parts += ["-tc", str(dpu.array_throttle)] if dpu.array_throttle else []
+    try:  # libdrmaa splits on blanks and unquotes nothing: only plain words may pass
+        words = [str(directive(p)) for p in parts]
+    except ValueError as exc:
+        raise ConfigError(f"{dpu.path}: {exc}") from None
+    return " ".join(words + list(dpu.extra_directives))
+
+
+def info_observation(info: Dict[str, Any]) -> Observation:
+    """An ended process from DRMAA's JobInfo (wait() of this session)."""
+    if info.get("wasAborted"):
+        return Observation(ENDED, "S", "aborted by the DRM (cancelled or killed)")
+    if info.get("hasSignal"):
+        return Observation(ENDED, "A", f"killed by signal {info.get('terminatedSignal') or '?'}")
+    if info.get("hasExited"):
+        code = int(info.get("exitStatus") or 0)
+        if code == 0:
+            return Observation(ENDED, "N", "exit status 0")
+        if code > 128:
+            return Observation(ENDED, "A", f"killed by signal {code - 128}")
+        return Observation(ENDED, "E", f"exit status {code}")
+    return Observation(ENDED, "U", "the DRM gave no exit status")
+
+
+def find_library(dpu: DPUConfig) -> str:
+    lib = dpu.drmaa_library or os.environ.get("DRMAA_LIBRARY_PATH", "")
+    if not lib:
+        lib = next((p for p in LIBRARIES if Path(p).exists()), "")
+    if not lib or not Path(lib).exists():
+        where = f"'{lib}' does not exist" if lib else "no libdrmaa found in " + ", ".join(LIBRARIES)
+        raise ConfigError(f"{dpu.path}: submit: drmaa needs the DRM's libdrmaa: {where}. Install it "
+                          "(Grid Engine on Debian: apt-get install gridengine-drmaa1.0) and name it "
+                          "with 'drmaa_library: /path/libdrmaa.so' in the DPU config (or set "
+                          "DRMAA_LIBRARY_PATH), or use 'submit: cli'")
+    return lib
+
+
+def helper_env(dpu: DPUConfig) -> Dict[str, str]:
+    """The helper's environment: libdrmaa's path, the static-TLS tunable, the SGE cell."""
+    env = dict(os.environ)
+    env["DRMAA_LIBRARY_PATH"] = find_library(dpu)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.rtld.optional_static_tls" not in tunables:
+        env["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, TLS_TUNABLE) if t)
+    if dpu.scheduler == "sge" and "SGE_ROOT" not in env and Path("/var/lib/gridengine/default").is_dir():
+        env.update(SGE_ROOT="/var/lib/gridengine", SGE_CELL=env.get("SGE_CELL", "default"))
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+class Helper:
+    """The helper process of one DRMAA session: JSON lines in, JSON lines out."""
+
+    def __init__(self, dpu: DPUConfig) -> None:
+        if find_spec("drmaa") is None:
+            raise ConfigError(f"{dpu.path}: submit: drmaa needs the Python package 'drmaa': "
+                              "pip install 'dpu_slurm[drmaa]', or use 'submit: cli'")
+        env = helper_env(dpu)
+        log_path = dpu_home() / "drmaa-helper.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, env=env, text=True,
+                                         bufsize=1, start_new_session=True)
+        self._finalizer = weakref.finalize(self, _stop, self.proc)
+        hello = self._read()
+        if "error" in hello:
+            self.close()
+            raise ConfigError(f"{dpu.path}: {hello['error']}")
+        self.drms = str(hello.get("drms", ""))
+
+    def call(self, op: str, **args: Any) -> Dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise SchedulerError(f"the DRMAA helper has exited; see {self.log_path}") from None
+        reply = self._read()
+        if "error" in reply:
+            if reply.get("kind") == "submit":
+                raise SubmitError(str(reply["error"]), transient=bool(reply.get("transient")))
+            raise SchedulerError(f"DRMAA {op}: {reply['error']}")
+        return reply
+
+    def _read(self) -> Dict[str, Any]:
+        stdout: Optional[IO[str]] = self.proc.stdout
+        assert stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(stdout, selectors.EVENT_READ)
+            if not sel.select(CALL_TIMEOUT):
+                raise SchedulerError(f"the DRMAA helper gave no answer in {CALL_TIMEOUT:.0f} s")
+        line = stdout.readline()
+        if not line:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SchedulerError("the DRMAA helper exited: " + " / ".join(tail))
+        return dict(json.loads(line))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End the helper: EOF makes it exit its DRMAA session; our own child, by its pid, if it hangs."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _cli_scheduler(dpu: DPUConfig, transport: Transport) -> Scheduler:
+    """The DRM's command-line module, used for its one-call poll (and accounting)."""
+    if dpu.scheduler == "slurm":
+        from .slurm import SlurmScheduler
+        return SlurmScheduler(dpu, transport)
+    if dpu.scheduler == "pbs":
+        from .pbs import PBSScheduler
+        return PBSScheduler(dpu, transport)
+    from .sge import SGEScheduler
+    return SGEScheduler(dpu, transport)
+
+
+class DRMAAScheduler(Scheduler):
+    name = "drmaa"
+    STATE_MAP = STATE_MAP
+
+    def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
+        super().__init__(dpu, transport)
+        if dpu.scheduler not in ("sge", "slurm", "pbs"):
+            raise ConfigError(f"{dpu.path}: submit: drmaa works with scheduler sge, slurm or pbs, "
+                              f"not {dpu.scheduler!r}")
+        self.cli = _cli_scheduler(dpu, transport)
+        self._helper: Optional[Helper] = None
+        self._ended: Dict[str, Observation] = {}  # native task id -> how it ended (this session)
+
+    @property
+    def helper(self) -> Helper:
+        """The session, opened at the first submit or cancel (a poll needs none)."""
+        if self._helper is None or not self._helper.alive:
+            self._helper = Helper(self.dpu)
+        return self._helper
+
+    def close(self) -> None:
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
+
+    # -- submit ---------------------------------------------------------------------------
+    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
+        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
+                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
+
+    def submit(self, req: SubmitRequest) -> List[str]:
+        scripts = self.scripts(req)
+        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
+        files[f"{req.jobdir}/out/.keep"] = b""
+        self.transport.write_files(files)
+        spec = native_spec(self.dpu, req)
+        native: List[str] = []
+        try:
+            sizes = chunks(req.nproc, self.dpu.max_array_size)
+            for k, (name, (_offset, count)) in enumerate(zip(scripts, sizes, strict=True)):
+                reply = self.helper.call(
+                    "submit", command="/bin/bash", args=[f"{req.jobdir}/{name}"], name=req.tag,
+                    native=spec, workdir=req.jobdir, output=f":{req.jobdir}/out/job-{k}.", count=count)
+                native.append(array_id(self.dpu.scheduler, reply["ids"][0]))
+        except SchedulerError as exc:
+            if native:  # a later chunk failed: take back the ones already queued
+                self.helper.call("control", ids=native, action="terminate")
+            raise SubmitError(f"DRMAA refused it: {exc}") from None
+        return native
+
+    # -- poll -----------------------------------------------------------------------------
+    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        seen = self.cli.poll(jobs)
+        if self.dpu.scheduler == "slurm":  # bulk indices start at 1, Slurm's poll counts from 0
+            seen = {j: {i - 1: o for i, o in procs.items()} for j, procs in seen.items()}
+        return seen
+
+    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        """How processes ended: this session's wait() data, then the DRM's accounting."""
+        if self._helper is not None and self._helper.alive:
+            for info in self._helper.call("reap")["infos"]:
+                self._ended[str(info["jobId"])] = info_observation(info)
+        out: Dict[int, Dict[int, Observation]] = {}
+        own = owners(jobs)
+        for task_id, obs in self._ended.items():
+            m = _TASK.match(task_id)
+            if m and m.group(1) in own and m.group(2):
+                job, offset, count = own[m.group(1)]
+                if 1 <= int(m.group(2)) <= count:
+                    out.setdefault(job.id, {})[offset + int(m.group(2)) - 1] = obs
+        if self.dpu.scheduler == "sge":
+            for job_id, procs in self.cli.history(jobs).items():
+                for idx, obs in procs.items():
+                    out.setdefault(job_id, {}).setdefault(idx, obs)
+        return out
+
+    def status(self, native_ids: Sequence[str]) -> Dict[str, Observation]:
+        """jobStatus of a few named processes (diagnosis: one DRM round trip each, never in a poll)."""
+        states = self.helper.call("status", ids=list(native_ids))["states"]
+        return {k: self.observe(v) for k, v in states.items()}
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, job: Job, force: bool) -> None:
+        """control(TERMINATE) of each bulk job: the session has checked nothing runs unless force."""
+        self.helper.call("control", ids=list(job.native_ids), action="terminate")
+
+
+def array_id(scheduler: str, task_id: str) -> str:
+    """A bulk job's id from one task's id.
+
+    SGE '12.1' -> '12', Slurm '12_1' -> '12', PBS '12[1].s' -> '12[].s'.
+    """
+    if scheduler == "pbs":
+        return re.sub(r"\[\d+\]", "[]", task_id)
+    m = _TASK.match(task_id)
+    return m.group(1) if m else task_id
+
+
+# -- the helper process (python -m dpu_slurm.schedulers.drmaa): JSON lines on stdin/stdout ------
+
+def _reply(out: IO[str], **data: Any) -> None:
+    out.write(json.dumps(data) + "\n")
+    out.flush()
+
+
+def _handle(drmaa: Any, session: Any, req: Dict[str, Any]) -> Dict[str, Any]:
+    op = req["op"]
+    if op == "submit":
+        jt = session.createJobTemplate()
+        try:
+            jt.remoteCommand, jt.args, jt.jobName = req["command"], req["args"], req["name"]
+            jt.nativeSpecification, jt.workingDirectory = req["native"], req["workdir"]
+            jt.outputPath = req["output"] + drmaa.JobTemplate.PARAMETRIC_INDEX + ".out"
+            jt.joinFiles = True
+            try:
+                ids = session.runBulkJobs(jt, 1, int(req["count"]), 1)
+            except drmaa.errors.DrmCommunicationException as exc:
+                return {"error": str(exc), "kind": "submit", "transient": True}
+            except Exception as exc:  # DeniedByDrm, InvalidAttributeValue, ...
+                return {"error": f"{type(exc).__name__}: {exc}", "kind": "submit"}
+        finally:
+            session.deleteJobTemplate(jt)
+        return {"ids": list(ids)}
+    if op == "control":
+        action = {"terminate": drmaa.JobControlAction.TERMINATE}[req["action"]]
+        for job_id in req["ids"]:
+            try:
+                session.control(job_id, action)
+            except drmaa.errors.InvalidJobException:
+                pass  # already gone
+        return {"ok": True}
+    if op == "status":
+        states: Dict[str, str] = {}
+        for job_id in req["ids"]:
+            try:
+                states[job_id] = str(session.jobStatus(job_id))
+            except drmaa.errors.InvalidJobException:
+                states[job_id] = "undetermined"
+        return {"states": states}
+    if op == "reap":  # finished jobs of this session, without waiting (no scheduler round trip)
+        infos: List[Dict[str, Any]] = []
+        for _ in range(100_000):
+            try:
+                info = session.wait(drmaa.Session.JOB_IDS_SESSION_ANY, drmaa.Session.TIMEOUT_NO_WAIT)
+            except (drmaa.errors.ExitTimeoutException, drmaa.errors.InvalidJobException):
+                break
+            except Exception as exc:  # SGE: code 24 for a job deleted while queued
+                if "code 24" not in str(exc):
+                    break
+                continue
+            infos.append({k: getattr(info, k) for k in ("jobId", "hasExited", "exitStatus",
+                                                         "hasSignal", "terminatedSignal", "wasAborted")})
+        return {"infos": infos}
+    return {"error": f"unknown operation {op!r}"}
+
+
+def serve(inp: IO[str], out: IO[str]) -> int:
+    try:
+        import drmaa
+        session = drmaa.Session()
+        session.initialize()
+    except (RuntimeError, OSError, ImportError) as exc:
+        _reply(out, error=f"cannot load libdrmaa ({os.environ.get('DRMAA_LIBRARY_PATH')}): {exc}",
+               kind="config")
+        return 1
+    except Exception as exc:  # e.g. DrmCommunicationException: no qmaster
+        _reply(out, error=f"cannot open a DRMAA session: {type(exc).__name__}: {exc}", kind="config")
+        return 1
+    _reply(out, ok=True, drms=str(session.drmsInfo), contact=str(session.contact))
+    try:
+        for line in inp:
+            if line.strip():
+                try:
+                    _reply(out, **_handle(drmaa, session, json.loads(line)))
+                except Exception as exc:  # report it, keep the session
+                    _reply(out, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        session.exit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.stdin, sys.stdout))

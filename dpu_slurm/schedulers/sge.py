@@ -1,0 +1,192 @@
+"""Grid Engine on the command line: ``qsub -t 1-N`` per chunk, ONE ``qstat -xml`` per poll.
+
+States: qstat(1) of Grid Engine 8.1 ("the status of the job"), table of job states in
+https://sources.debian.org/src/gridengine/8.1.9%2Bdfsg-13.1/doc/man/man1/qstat.1
+Pending tasks of an array are listed as one row with a range ("3-1000:1"), running ones one
+row each: the output grows with the running tasks, not with the size of the job.
+Task ids are 1-based: process = chunk offset + SGE_TASK_ID - 1.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import xml.etree.ElementTree as ET
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+from ..config import current_user
+from ..errors import SchedulerError, SubmitError, Unreachable
+from ..store import Job
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
+from .pbs import chunks, owners, walltime
+
+log = logging.getLogger(__name__)
+
+# native state -> (state, letter). Keys are upper-cased (base.observe does so): the pairs that
+# then coincide ('t' transferring / 'T' threshold-suspended, 's' / 'S' suspended) mean the same
+# to us. d = being deleted, E = error, h = hold, R = restarted, q/w = queued/waiting.
+STATE_MAP = {
+    "QW": (QUEUED, ""), "HQW": (QUEUED, ""), "HRWQ": (QUEUED, ""), "RQ": (QUEUED, ""),
+    "RQW": (QUEUED, ""),
+    "HR": (RUNNING, ""), "HT": (RUNNING, ""), "HRR": (RUNNING, ""), "HRT": (RUNNING, ""),  # held meanwhile
+    "R": (RUNNING, ""), "T": (RUNNING, ""), "RR": (RUNNING, ""), "RT": (RUNNING, ""),
+    "S": (RUNNING, ""), "TS": (RUNNING, ""), "TT": (RUNNING, ""), "RS": (RUNNING, ""),
+    "RTS": (RUNNING, ""), "RTT": (RUNNING, ""), "N": (RUNNING, ""), "P": (RUNNING, ""),
+    "DR": (RUNNING, ""), "DT": (RUNNING, ""), "DRR": (RUNNING, ""), "DRT": (RUNNING, ""),
+    "DS": (RUNNING, ""), "DRS": (RUNNING, ""),
+    "DQW": (QUEUED, ""), "DHQW": (QUEUED, ""),      # deleted while queued: gone at the next poll
+    "EQW": (ENDED, "E"), "EHQW": (ENDED, "E"), "EHRQW": (ENDED, "E"),  # cannot start: qstat -j says why
+    "Z": (ENDED, "S"),                              # zombie (qstat -s z): ended, record decides
+}
+_TRANSIENT = ("unable to contact qmaster", "can't unpack gdi request", "failed receiving gdi request",
+              "commlib error", "got no connection")
+_GONE = ("does not exist", "has already been deleted", "already in deletion")
+
+
+def task_ids(text: str) -> List[int]:
+    """Grid Engine's task list: '4', '1-10:1', '2,5-9:2' -> the task ids."""
+    out: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        out += range(int(first), int(last or first) + 1, int(step or 1))
+    return out
+
+
+def parse_xml(text: str) -> Iterator[Tuple[str, str, str, str]]:
+    """(job number, job name, state, task list) per job_list element of ``qstat -xml``."""
+    if not text.strip():
+        return
+    for elem in ET.fromstring(text).iter("job_list"):  # noqa: S314 - our own qstat's output
+        yield (elem.findtext("JB_job_number", ""), elem.findtext("JB_name", ""),
+               elem.findtext("state", ""), elem.findtext("tasks", ""))
+
+
+def parse_qacct(text: str) -> Iterator[Dict[str, str]]:
+    """Records of ``qacct -j``: blocks separated by '====' lines, 'key value' per line."""
+    record: Dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("====="):
+            if record:
+                yield record
+            record = {}
+            continue
+        key, _, value = line.partition(" ")
+        if key:
+            record[key] = value.strip()
+    if record:
+        yield record
+
+
+def accounting_observation(record: Dict[str, str]) -> Observation:
+    """An ended task's verdict from its accounting record (exit_status, failed)."""
+    status = int((record.get("exit_status") or "0").split()[0])
+    failed = (record.get("failed") or "0").strip()
+    if failed.split()[0] == "37" or (status > 128 and failed != "0"):
+        return Observation(ENDED, "A", f"killed by Grid Engine: failed {failed}, exit status {status}")
+    if status > 128:
+        return Observation(ENDED, "A", f"killed by signal {status - 128}")
+    if status > 0:
+        return Observation(ENDED, "E", f"exit status {status}")
+    if failed != "0":
+        return Observation(ENDED, "E", f"failed {failed}")
+    return Observation(ENDED, "N", "exit status 0")
+
+
+class SGEScheduler(Scheduler):
+    name = "sge"
+    STATE_MAP = STATE_MAP
+
+    def cmd(self, name: str) -> str:
+        return f"{self.dpu.bin_dir.rstrip('/')}/{name}" if self.dpu.bin_dir else name
+
+    def user(self) -> str:
+        return str((self.dpu.host or {}).get("user") or current_user())
+
+    # -- submit ---------------------------------------------------------------------------
+    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
+        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
+                                            walltime=walltime(req.time_limit),
+                                            throttle=self.dpu.array_throttle,
+                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
+
+    def submit(self, req: SubmitRequest) -> List[str]:
+        scripts = self.scripts(req)
+        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
+        files[f"{req.jobdir}/out/.keep"] = b""
+        self.transport.write_files(files)
+        native: List[str] = []
+        for name in scripts:
+            res = self.transport.run([self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"])
+            job_id = res.stdout.strip().split(".")[0]
+            if res.returncode != 0 or not job_id.isdigit():
+                if native:
+                    self.transport.run([self.cmd("qdel"), *native])
+                msg = " ".join((res.stderr + " " + res.stdout).split()) or f"exit code {res.returncode}"
+                raise SubmitError(f"qsub refused it: {msg}", transient=any(t in msg for t in _TRANSIENT))
+            native.append(job_id)
+        return native
+
+    # -- poll -----------------------------------------------------------------------------
+    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        res = self.transport.run([self.cmd("qstat"), "-u", self.user(), "-xml"], timeout=60)
+        if res.returncode != 0:
+            raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "
+                              f"{(res.stderr or res.stdout).strip()}")
+        try:
+            rows = list(parse_xml(res.stdout))
+        except ET.ParseError as exc:
+            raise Unreachable(f"qstat -xml printed something unreadable: {exc}") from None
+        return self.observations(jobs, rows)
+
+    def observations(self, jobs: Sequence[Job],
+                     rows: Sequence[Tuple[str, str, str, str]]) -> Dict[int, Dict[int, Observation]]:
+        own = owners(jobs)
+        out: Dict[int, Dict[int, Observation]] = {}
+        for number, _name, state, tasks in rows:
+            if number not in own:
+                continue
+            job, offset, count = own[number]
+            obs = self.observe(state)
+            if obs.state == ENDED and obs.letter == "E":
+                obs.reason = f"{state}: Grid Engine cannot start it (qstat -j {number} says why)"
+            for task in task_ids(tasks) if tasks else [1]:
+                if 1 <= task <= count:
+                    out.setdefault(job.id, {})[offset + task - 1] = obs
+        return out
+
+    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+        """Ended tasks from the accounting file (``qacct``), one call for all these jobs."""
+        if not jobs:
+            return {}
+        since = time.strftime("%Y%m%d%H%M", time.localtime(min(j.submitted or j.created for j in jobs) - 60))
+        res = self.transport.run([self.cmd("qacct"), "-o", self.user(), "-b", since, "-j"], timeout=60)
+        if res.returncode != 0:
+            return {}  # no accounting file yet, or accounting off: the worker's records decide
+        own = owners(jobs)
+        out: Dict[int, Dict[int, Observation]] = {}
+        for record in parse_qacct(res.stdout):
+            number = record.get("jobnumber", "")
+            task = (record.get("taskid") or "undefined").strip()
+            if number not in own:
+                continue
+            job, offset, count = own[number]
+            index = int(task) if task.isdigit() else 1
+            if 1 <= index <= count:
+                out.setdefault(job.id, {})[offset + index - 1] = accounting_observation(record)
+        return out
+
+    # -- cancel ---------------------------------------------------------------------------
+    def cancel(self, job: Job, force: bool) -> None:
+        """qdel of the job's arrays: the session has checked nothing runs unless force is given."""
+        res = self.transport.run([self.cmd("qdel"), *job.native_ids])
+        text = (res.stderr + res.stdout).strip()
+        bad = [line for line in text.splitlines()
+               if line.strip() and "registered the job" not in line and "has deleted" not in line
+               and not any(g in line for g in _GONE)]
+        if res.returncode != 0 and bad:
+            raise SchedulerError(f"qdel failed: {text}")
+
+
+__all__ = ["SGEScheduler", "STATE_MAP", "parse_xml", "parse_qacct", "task_ids", "QUEUED", "RUNNING"]

@@ -1,0 +1,98 @@
+"""Grid Engine on the command line (scheduler: sge, submit: cli) against the real Grid Engine
+that harness/sge-up.sh starts: qsub -t, one qstat -xml per poll, qdel."""
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dpu_slurm.errors import CancelRefused
+from dpu_slurm.transport.local import LocalTransport
+
+pytestmark = pytest.mark.sge
+HARNESS = Path(__file__).resolve().parent.parent / "harness" / "sge-up.sh"
+SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+
+@pytest.fixture(scope="session")
+def sge_cluster():
+    subprocess.run(["bash", str(HARNESS)], check=True, timeout=600)
+    return True
+
+
+@pytest.fixture
+def dpu(sge_cluster, make_session, monkeypatch):
+    for key, value in SGE_ENV.items():
+        monkeypatch.setenv(key, value)
+    made = make_session("testsge", scheduler="sge", min_time=60, max_array_size=3,
+                        poll={"min_interval": 0, "max_interval": 0, "grace": 3})
+    yield made.dpu
+    for job_id in made.dpu.get_jobids():
+        job = made.dpu._store.job(job_id)
+        if job.native_ids:
+            subprocess.run(["qdel", *job.native_ids], check=False, capture_output=True)
+
+
+def finished(dpu, job_id, timeout=180):
+    view = dpu.wait(job_id, timeout=timeout, interval=0.5)[0]
+    assert view.status == "FINISHED", f"job {job_id} still {view.status} after {timeout} s"
+    return view
+
+
+def test_success_in_array_chunks_with_one_qstat_per_poll(dpu, monkeypatch):
+    job_id = dpu.run("Null", n=5, m="hi", C=1, dpu_mem=400, return_jobid=True)
+    job = dpu._store.job(job_id)
+    assert len(job.native_ids) == 2 and all(n.isdigit() for n in job.native_ids)
+    calls = []
+    real = LocalTransport.run
+    monkeypatch.setattr(LocalTransport, "run",
+                        lambda self, argv, *a, **k: calls.append(list(argv)) or real(self, argv, *a, **k))
+    dpu.get_status(job_id)
+    assert [c[0] for c in calls].count("qstat") == 1
+    view = finished(dpu, job_id)
+    assert view.counts.letters == (5, 0, 0, 0, 0)
+    assert sorted(int(p.name) for p in Path(job.jobdir, "p").iterdir()) == list(range(5))
+    assert [r["message"] for r in dpu.get_job_result(job_id)] == ["hi"] * 5
+
+
+def test_task_error_is_E(dpu):
+    job_id = dpu.run("Null", x=True, dpu_mem=400, return_jobid=True)
+    assert finished(dpu, job_id).counts.letters == (0, 1, 0, 0, 0)
+
+
+def test_cancel_held_job_is_S_and_running_needs_force(dpu):
+    queue = f"all.q@{os.uname().nodename}"
+    subprocess.run(["qmod", "-d", queue], check=True, capture_output=True)  # nothing starts
+    try:
+        job_id = dpu.run("Null", n=2, dpu_mem=400, return_jobid=True)
+        assert dpu.get_status(job_id)[0].status == "QUEUED"
+        dpu.cancel_job(job_id)
+    finally:
+        subprocess.run(["qmod", "-e", queue], check=True, capture_output=True)
+    assert finished(dpu, job_id, timeout=60).counts.letters == (0, 0, 0, 2, 0)
+
+    running = dpu.run("Null", s=120, dpu_mem=400, return_jobid=True)
+    deadline = time.monotonic() + 60
+    record = Path(dpu._store.job(running).jobdir, "p", "0", "status.json")
+    while not record.exists():  # the worker started: a kill now is A
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    dpu.get_status(running)
+    with pytest.raises(CancelRefused):
+        dpu.cancel_job(running)
+    dpu.cancel_job(running, force=True)
+    assert finished(dpu, running, timeout=60).counts.letters == (0, 0, 1, 0, 0)
+
+
+def test_history_reads_the_accounting_file(dpu):
+    """A process the worker could not report on gets its end from qacct (one call)."""
+    job_id = dpu.run("Null", x=True, dpu_mem=400, return_jobid=True)
+    finished(dpu, job_id)
+    job = dpu._store.job(job_id)
+    scheduler = dpu._session_for(job).scheduler
+    deadline = time.monotonic() + 60
+    while not (seen := scheduler.history([job])).get(job_id):  # accounting is flushed every 15 s
+        assert time.monotonic() < deadline, "qacct never listed the job"
+        time.sleep(2)
+    assert (seen[job_id][0].letter, seen[job_id][0].reason) == ("E", "exit status 1")
