@@ -32,6 +32,7 @@ test: $(STAMP) lint cluster-up
 cluster-up:
 	bash harness/slurm-up.sh
 	bash harness/sshd-up.sh >/dev/null
+	bash harness/chromium-up.sh
 	bash harness/sge-up.sh
 	bash harness/torque-up.sh
 

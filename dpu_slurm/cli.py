@@ -11,11 +11,12 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, bulk
 from .config import load_file
 from .errors import DPUError
 from .processor import Processor
 from .session import JobView
+from .web import commands as web_commands
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -94,6 +95,19 @@ def parser() -> argparse.ArgumentParser:
                         help="remove code bundles on the DPU that no active job uses")
     cl.add_argument("--days", type=float, default=7.0,
                     help="keep bundles used within this many days (default 7)")
+    b = sub.add_parser("bulk", parents=[common], help="submit every run of a manifest once (for cron)",
+                       description="Submit the runs of a YAML manifest, each once: reruns skip the "
+                                   "entries already submitted.", epilog=bulk.EXIT_CODES)
+    b.add_argument("manifest", help="the YAML manifest (docs/bulk-and-web.md)")
+    b.add_argument("--dry-run", action="store_true", help="validate and render, submit nothing")
+    b.add_argument("--strict", action="store_true", help="submit nothing if any entry is bad")
+    b.add_argument("--max-queued", type=int, help="overrides the manifest's max_queued")
+    b.add_argument("--lock-timeout", type=float, default=3600.0,
+                   help="seconds to wait for an overlapping run (default 3600)")
+    b.add_argument("--forget", action="append", default=[], metavar="KEY",
+                   help="forget that KEY was submitted, so this run submits it again")
+    b.add_argument("-v", "--verbose", action="store_true", help="also list skipped and deferred entries")
+    web_commands.add_parsers(sub, common)   # web, queue, token
     return p
 
 
@@ -114,6 +128,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.files, args.json)
+    if args.command == "bulk":
+        return bulk.run(args)
+    if args.command in ("web", "queue", "token"):
+        return {"web": web_commands.serve, "queue": web_commands.queue,
+                "token": web_commands.token}[args.command](args)
     out = sys.stderr if args.json else sys.stdout
     # The prompt keeps its YYYYmmdd_HHMMSS.log like an AWE session; one-shot commands do not.
     dpu = Processor(args.dpu, out=out, session_log=args.command == "shell")

@@ -38,6 +38,7 @@ SCHEMA: Dict[str, Any] = {
     "flavor": ("enum", ("torque", "pbspro")),
     "host": _HOST,
     "workdir": _STR,
+    "job_index": _STR,
     "python": _STR,
     "awe_versions": ("map", {"setup": ("list", _STR), "path": _STR}),
     "default_aweversion": _STR,
@@ -72,6 +73,8 @@ class DPUConfig:
     flavor: str = "torque"
     host: Optional[Dict[str, Any]] = None
     workdir: str = ""
+    # shared folder of job cards the queue page reads (dpu_slurm/web/cards.py); {name}, {dpu_home}
+    job_index: str = ""
     python: str = ""
     awe_versions: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     default_aweversion: str = ""

@@ -21,6 +21,7 @@ from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
+from .web.cards import write_card
 from .worker import LOG, RESULT, process_dir, write_json
 
 
@@ -144,6 +145,8 @@ class DPUSession:
             self.store.not_submitted(job_id, f"{type(exc).__name__}: {exc}")
             raise
         self.store.submitted(job_id, native)
+        # The queue page's view of the job (every user's, see web/cards.py); never fails the submit.
+        write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id
 
     # -- status ---------------------------------------------------------------------------

@@ -15,9 +15,18 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from .errors import DPUError, JobNotFound
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
+# the web submission API (dpu_slurm/bulk.py, dpu_slurm/tokens.py own these tables).
+_V3 = [
+    "CREATE TABLE IF NOT EXISTS bulk_entries (key TEXT PRIMARY KEY, dpu TEXT NOT NULL,"
+    " manifest TEXT NOT NULL, state TEXT NOT NULL, job_id INTEGER, error TEXT NOT NULL DEFAULT '',"
+    " started REAL NOT NULL, updated REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, user TEXT NOT NULL,"
+    " label TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, last_used REAL)",
+]
 # from version -> statements that bring a store to the next version
-MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"]}
+MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3}
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -50,7 +59,7 @@ CREATE TABLE IF NOT EXISTS procs (
     reason  TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-"""
+""" + ";\n".join(_V3) + ";\n"
 
 
 @dataclass

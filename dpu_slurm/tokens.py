@@ -1,0 +1,81 @@
+"""Tokens of the web submission API (``dpu token create``): shown once, stored as a hash.
+
+A token is ``dpu_<id>_<secret>`` with 256 random bits of secret, so a plain SHA-256 is enough
+(nothing to brute-force, unlike a password); the id finds the row, the hash is compared in
+constant time. Tokens live in the user's own store: ``dpu web``, run by that user, accepts
+them and submits as that user, so the job shows in their ``dpu.get_jobids()``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .errors import DPUError
+from .store import Store
+
+_TOKEN = re.compile(r"^dpu_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass
+class TokenInfo:
+    id: str
+    user: str
+    label: str
+    created: float
+    last_used: Optional[float]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(store: Store, user: str, label: str = "") -> Tuple[str, TokenInfo]:
+    """A new token for `user`: returns the token (shown once, never stored) and its record."""
+    if len(label) > 200 or any(ord(ch) < 32 for ch in label):
+        raise DPUError("a token label is one line of at most 200 characters")
+    for _ in range(5):
+        tid = secrets.token_hex(4)
+        token = f"dpu_{tid}_{secrets.token_urlsafe(32)}"
+        now = time.time()
+        try:
+            with store.transaction() as db:
+                db.execute("INSERT INTO tokens (id, user, label, hash, created) VALUES (?, ?, ?, ?, ?)",
+                           (tid, user, label, _digest(token), now))
+        except sqlite3.IntegrityError:
+            continue  # the 32-bit id is taken: draw another
+        return token, TokenInfo(tid, user, label, now, None)
+    raise DPUError("could not draw a free token id; try again")
+
+
+def verify(store: Store, token: Optional[str]) -> Optional[TokenInfo]:
+    """The token's record when `token` is valid, else None (and nothing is told of why)."""
+    match = _TOKEN.match(token or "")
+    if match is None:
+        return None
+    row = store.db.execute("SELECT id, user, label, hash, created, last_used FROM tokens WHERE id=?",
+                           (match.group(1),)).fetchone()
+    if row is None or not hmac.compare_digest(row[3], _digest(token or "")):
+        return None
+    now = time.time()
+    with store.transaction() as db:
+        db.execute("UPDATE tokens SET last_used=? WHERE id=?", (now, row[0]))
+    return TokenInfo(row[0], row[1], row[2], row[4], now)
+
+
+def list_tokens(store: Store) -> List[TokenInfo]:
+    rows = store.db.execute("SELECT id, user, label, created, last_used FROM tokens ORDER BY created")
+    return [TokenInfo(*row) for row in rows]
+
+
+def revoke(store: Store, token_id: str) -> None:
+    with store.transaction() as db:
+        gone = db.execute("DELETE FROM tokens WHERE id=?", (token_id,)).rowcount
+    if not gone:
+        known = ", ".join(t.id for t in list_tokens(store)) or "none"
+        raise DPUError(f"no token with id {token_id!r}; your tokens: {known} (dpu token list)")

@@ -1,0 +1,115 @@
+"""POST /api/run: the seed's "submit your own jobs ... by using a webservice".
+
+``Authorization: Bearer <token>`` (from ``dpu token create``) and a JSON body::
+
+    {"sequence": "ReadNoise", "options": {"i": "WFI", "d": "2000-04-28"},
+     "dpu_options": {"dpu_time": 60, "dpu_mem": 500, "dpu_aweversion": "master", "send_code": true}}
+
+Answers 201 ``{"jobid": N, ...}``; 401 for a missing or wrong token (nothing is read further);
+400 with the prompt's own message for a bad sequence or option; 502/503 when the scheduler
+refuses or cannot be reached. The job is submitted as the user running ``dpu web``, into their
+store, so it shows in their ``dpu.get_jobids()``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from .. import tokens
+from ..catalog import Catalog
+from ..errors import DPUError, SubmitError, Unreachable
+from ..plan import make_plan
+from ..session import DPUSession, awepipe_path, store_id
+from .mirror import Mirror, job_url
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+FIELDS = ("sequence", "options", "dpu_options", "dpu")
+DPU_OPTIONS = ("dpu_time", "dpu_mem", "dpu_aweversion", "send_code")
+Answer = Tuple[int, Dict[str, Any]]
+
+
+class BadRequest(Exception):
+    """A request the API refuses before anything is submitted."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RunAPI:
+    def __init__(self, session: DPUSession, mirror: Mirror, awepipe: Optional[Path] = None) -> None:
+        self.session = session
+        self.mirror = mirror
+        self.awepipe = awepipe
+        self._catalog: Optional[Catalog] = None
+
+    def code(self) -> Tuple[Catalog, Path]:
+        """The pipeline's task declarations and its checkout (shipped with each job)."""
+        if self._catalog is None:
+            self.awepipe = self.awepipe or awepipe_path()
+            self._catalog = Catalog.load(self.awepipe)
+        return self._catalog, self.awepipe or awepipe_path()
+
+    def handle(self, authorization: str, body: bytes) -> Answer:
+        """The Authorization header and the body; the token is checked before the body is parsed."""
+        scheme, _, token = (authorization or "").partition(" ")
+        with self.mirror.lock:  # the store is shared with the page's refresh
+            info = tokens.verify(self.session.store, token.strip()) if scheme.lower() == "bearer" else None
+        if info is None or info.user != self.session.user:
+            return 401, {"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' with a "
+                                  "token from `dpu token create` (run by the user this server runs as)"}
+        try:
+            sequence, options, dpu_options = parse(body, self.session.dpu.name)
+            with self.mirror.lock:
+                catalog, awepipe = self.code()
+                plan = make_plan(catalog, self.session.dpu, sequence, options, **dpu_options)
+                job_id = self.session.submit(plan, awepipe)
+                store = store_id(self.session.store)
+        except BadRequest as exc:
+            return exc.status, {"error": str(exc)}
+        except (SubmitError, Unreachable) as exc:
+            transient = isinstance(exc, Unreachable) or getattr(exc, "transient", False)
+            return (503 if transient else 502), {"error": str(exc), "type": type(exc).__name__}
+        except DPUError as exc:  # the prompt's own messages: unknown sequence, bad option, ...
+            return 400, {"error": str(exc), "type": type(exc).__name__}
+        log.info("[%s] token %s: job %s (%s, %d processes) sent to DPU %s", info.user, info.id,
+                 job_id, plan.sequence, plan.nproc, self.session.dpu.name)
+        self.mirror.refresh(force=True)
+        return 201, {"jobid": job_id, "dpu": self.session.dpu.name, "user": info.user,
+                     "sequence": plan.sequence, "processes": plan.nproc,
+                     "url": job_url(f"{info.user}/{job_id}.{store}")}
+
+
+def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+    """(sequence, options, dpu options) of a request body, or BadRequest saying what is wrong."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(400, f"the body is not JSON ({exc}); send e.g. "
+                              '{"sequence": "Null", "options": {"m": "hello"}}') from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, "the body must be a JSON object with 'sequence' and 'options'")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise BadRequest(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    if data.get("dpu") not in (None, dpu):
+        raise BadRequest(400, f"this server submits to DPU {dpu!r}, not {data['dpu']!r}; "
+                              "use the dpu web of that DPU")
+    sequence = data.get("sequence")
+    if not isinstance(sequence, str) or not sequence:
+        raise BadRequest(400, "'sequence' is required: a sequence identifier like 'ReadNoise'")
+    options = data.get("options", {})
+    dpu_options = data.get("dpu_options", {})
+    for name, value in (("options", options), ("dpu_options", dpu_options)):
+        if not isinstance(value, dict):
+            raise BadRequest(400, f"'{name}' must be a JSON object, not {type(value).__name__}")
+    bad = sorted(set(dpu_options) - set(DPU_OPTIONS))
+    if bad:
+        raise BadRequest(400, f"unknown dpu option(s) {', '.join(bad)}; allowed: {', '.join(DPU_OPTIONS)}")
+    if not isinstance(dpu_options.get("send_code", True), bool):
+        raise BadRequest(400, "dpu option 'send_code' must be true or false")
+    return sequence, options, dpu_options

@@ -1,0 +1,306 @@
+"""Every user's jobs on one DPU, as the queue page and ``dpu queue`` show them.
+
+The jobs come from the job cards (cards.py) and from the server user's own store; their states
+from one scheduler call for every user's jobs plus the workers' status records, merged by the
+same code as ``dpu.get_status()`` (status.refresh) in an in-memory store that only this page uses.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from ..config import DPUConfig
+from ..errors import DPUError, Unreachable
+from ..schedulers import for_dpu
+from ..session import JobView
+from ..status import poll_settings, refresh
+from ..store import LETTERS, Job, Store
+from ..transport import Completed, Transport, connect
+from ..transport.base import Gathered, Records
+from ..worker import LOG, STATUS, process_dir
+from .cards import Card, Listed, index_dir, list_cards
+
+log = logging.getLogger(__name__)
+
+MAX_TIMED = 200     # worker records read per job to find when it started and ended
+LOG_TAIL = 200      # log lines per process on the job page
+LOG_PROCESSES = 50  # processes whose logs the job page shows
+STATUSES = ("QUEUED", "RUNNING", "FINISHED")
+
+
+class AllUsers(Transport):
+    """The page polls every user's DPU jobs: poll commands lose their 'mine only' filter.
+
+    Only the mirror's polling goes through this; submitting and cancelling never do.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @staticmethod
+    def widen(argv: Sequence[str]) -> List[str]:
+        words = list(argv)
+        if words and words[0] == "squeue":
+            words = [w for w in words if w != "--me"]
+        elif words and words[0] == "sacct" and "--allusers" not in words:
+            words.insert(1, "--allusers")
+        return words
+
+    def run(self, argv: Sequence[str], input: Optional[str] = None,
+            timeout: Optional[float] = 120.0) -> Completed:
+        return self.inner.run(self.widen(argv), input, timeout)
+
+    def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
+               record_name: str) -> Gathered:
+        return self.inner.gather(self.widen(argv) if argv else None, files, records, record_name)
+
+    def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
+        return self.inner.read_files(paths)
+
+    def write_files(self, files: Dict[str, bytes]) -> None:
+        raise DPUError("the queue page is read-only")
+
+    def ensure_bundle(self, bundle: Any, root: str) -> str:
+        raise DPUError("the queue page is read-only")
+
+    def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        raise DPUError("the queue page is read-only")
+
+    def expand(self, path: str) -> str:
+        return self.inner.expand(path)
+
+
+@dataclass
+class Row:
+    """One job as the page shows it: no paths, nothing but what the table and job page need."""
+
+    key: str
+    job_id: int
+    user: str
+    sequence: str
+    options: Dict[str, Any]
+    status: str
+    ok: bool
+    counters: Tuple[int, ...]
+    processes: int
+    queued: int
+    running: int
+    submitted: float
+    started: Optional[float]
+    ended: Optional[float]
+
+    def running_time(self, now: float) -> Optional[float]:
+        if self.started is None:
+            return None
+        return max(0.0, (self.ended or now) - self.started)
+
+    def summary(self) -> str:
+        """The options that say something, for the table (the job page shows all of them)."""
+        return " ".join(f"{k}={v}" for k, v in self.options.items() if v not in (None, "", {}, [], False))
+
+    def to_json(self, now: float) -> Dict[str, Any]:
+        return {"key": self.key, "url": job_url(self.key), "jobid": self.job_id, "user": self.user,
+                "sequence": self.sequence, "options": self.options, "summary": self.summary(),
+                "status": self.status, "ok": self.ok,
+                "counters": dict(zip(LETTERS, self.counters, strict=True)),
+                "processes": self.processes, "queued": self.queued, "running": self.running,
+                "submitted": self.submitted, "started": self.started, "ended": self.ended,
+                "running_time": self.running_time(now)}
+
+
+def job_url(key: str) -> str:
+    from urllib.parse import quote
+    return "/job/" + quote(key, safe="/")
+
+
+class Mirror:
+    """Every user's jobs on one DPU; thread-safe, refreshed at most every `interval` seconds."""
+
+    def __init__(self, dpu: DPUConfig, own: Optional[Store] = None, days: float = 7.0,
+                 transport: Optional[Transport] = None) -> None:
+        self.dpu = dpu
+        self.own = own            # the server user's store: its jobs show even without a card
+        self.days = days
+        self.transport = transport or connect(dpu)
+        self.scheduler = for_dpu(dpu, AllUsers(self.transport))
+        self.db = Store(Path(":memory:"))
+        self.cards: Dict[int, Card] = {}      # mirror id -> card
+        self.ids: Dict[str, int] = {}         # card key -> mirror id
+        self.read: Dict[str, float] = {}      # card path -> mtime when read
+        self.times: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
+        self.lock = threading.RLock()         # also guards `own` for the submission API
+        self.updated = 0.0
+        self.warnings: List[str] = []
+        self.interval = max(1.0, poll_settings(dpu)[0])
+
+    def close(self) -> None:
+        self.db.close()
+        self.transport.close()
+
+    # -- refreshing -----------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        with self.lock:
+            if not force and time.time() - self.updated < self.interval:
+                return
+            warnings: List[str] = []
+            try:
+                self._add_cards(warnings)
+            except (Unreachable, DPUError) as exc:
+                warnings.append(str(exc))
+            self._add_own()
+            try:
+                refresh(self.db, self.scheduler, self.dpu, force=True)
+                self._times()
+            except Unreachable as exc:
+                warnings.append(f"{exc}; showing the last known states")
+            self.warnings = warnings
+            self.updated = time.time()
+
+    def _add_cards(self, warnings: List[str]) -> None:
+        root = index_dir(self.dpu, self.transport)
+        listed, refused = list_cards(self.transport, root, time.time() - self.days * 86400)
+        if refused:
+            warnings.append(f"{len(refused)} job card(s) ignored: {refused[0]}")
+        new: List[Listed] = [c for c in listed if self.read.get(c.path) != c.mtime]
+        raw = self.transport.read_files([c.path for c in new]) if new else {}
+        for item in new:
+            self.read[item.path] = item.mtime
+            try:
+                card = Card.parse(raw.get(item.path) or b"")
+            except (ValueError, TypeError) as exc:
+                log.warning("unreadable job card %s: %s", item.path, exc)
+                continue
+            if card.user != item.user or card.dpu != self.dpu.name:
+                log.warning("job card %s names user %r / DPU %r; ignored", item.path, card.user, card.dpu)
+                continue
+            self._add(card)
+
+    def _add_own(self) -> None:
+        if self.own is None:
+            return
+        store = self.own.meta_get("store_id")
+        if store is None:
+            return  # this user never submitted a job
+        rows = self.own.db.execute("SELECT id, user FROM jobs WHERE dpu=? AND phase='submitted' AND "
+                                   "created>=?", (self.dpu.name, time.time() - self.days * 86400))
+        new = [jid for jid, user in rows if f"{user}/{jid}.{store}" not in self.ids]
+        for job in self.own.jobs(ids=new) if new else []:
+            self._add(Card.from_job(job, store))
+
+    def _add(self, card: Card) -> None:
+        if card.key in self.ids:
+            return
+        db = self.db
+        jid = db.record(self.dpu.name, card.user, card.sequence, card.options,
+                        {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks)
+        db.set_jobdir(jid, card.jobdir, "")
+        db.submitted(jid, card.native_ids)
+        with db.transaction() as conn:  # the card's own times: 'young' and 'submitted' use them
+            conn.execute("UPDATE jobs SET created=?, submitted=? WHERE id=?",
+                         (card.created, card.submitted, jid))
+        self.cards[jid] = card
+        self.ids[card.key] = jid
+
+    def _times(self) -> None:
+        """When each job started (its first process) and ended (its last), from worker records."""
+        wanted: Dict[int, List[str]] = {}
+        unsettled = [jid for jid in self.cards if self.times.get(jid, (None, None))[1] is None]
+        for job in self.db.jobs(ids=unsettled) if unsettled else []:
+            start, end = self.times.get(job.id, (None, None))
+            if start is not None and job.finished is None:
+                continue
+            procs = [p for p in self.db.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
+            wanted[job.id] = [str(process_dir(Path(job.jobdir), p.idx) / STATUS) for p in procs]
+        paths = [p for group in wanted.values() for p in group]
+        raw = self.transport.read_files(paths) if paths else {}
+        jobs = {j.id: j for j in self.db.jobs(ids=list(wanted))} if wanted else {}
+        for jid, group in wanted.items():
+            records = [_record(raw.get(p)) for p in group]
+            starts = [r["started"] for r in records if r.get("started")]
+            ends = [r["ended"] for r in records if r.get("ended")]
+            start = min(starts) if starts else self.times.get(jid, (None, None))[0]
+            finished = jobs[jid].finished
+            end = (max(ends) if ends else finished) if finished is not None else None
+            self.times[jid] = (start, end)
+
+    # -- reading --------------------------------------------------------------------------
+    def rows(self, user: str = "", status: str = "") -> List[Row]:
+        """Newest first, filtered by user and status."""
+        with self.lock:
+            jobs = self.db.jobs()
+            counts = self.db.counts([j.id for j in jobs])
+            out = []
+            for job in jobs:
+                view = JobView(job, counts[job.id])
+                if (user and job.user != user) or (status and view.status != status):
+                    continue
+                out.append(self._row(job, view))
+        out.sort(key=lambda r: (r.submitted, r.key), reverse=True)
+        return out
+
+    def users(self) -> List[str]:
+        with self.lock:
+            return sorted({c.user for c in self.cards.values()})
+
+    def _row(self, job: Job, view: JobView) -> Row:
+        card = self.cards[job.id]
+        start, end = self.times.get(job.id, (None, None))
+        mask = _masker(card.jobdir)
+        options = {k: _masked(v, mask) for k, v in card.options.items()}
+        return Row(card.key, card.job_id, card.user, card.sequence, options, view.status,
+                   view.ok, view.counts.letters, job.nproc, view.counts.queued, view.counts.running,
+                   card.submitted, start, end)
+
+    def job(self, key: str) -> Optional[Dict[str, Any]]:
+        """One job with its processes and the tail of their logs (paths masked), or None."""
+        with self.lock:
+            jid = self.ids.get(key)
+            if jid is None:
+                return None
+            job = self.db.job(jid)
+            row = self._row(job, JobView(job, self.db.counts([jid])[jid]))
+            procs = self.db.procs(jid)
+            paths = {p.idx: str(process_dir(Path(job.jobdir), p.idx) / LOG) for p in procs[:LOG_PROCESSES]}
+            raw = self.transport.read_files(list(paths.values()))  # an SSH transport is not thread-safe
+        mask = _masker(self.cards[jid].jobdir)
+        logs = {idx: [mask(line) for line in _tail(raw.get(path))] for idx, path in paths.items()}
+        return {"job": row, "processes": [
+            {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": mask(p.reason),
+             "log": logs.get(p.idx)} for p in procs],
+            "logs_cut": max(0, len(procs) - len(paths))}
+
+
+def _record(raw: Optional[bytes]) -> Dict[str, Any]:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _tail(raw: Optional[bytes]) -> List[str]:
+    return raw.decode("utf-8", "replace").splitlines()[-LOG_TAIL:] if raw else []
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v, mask) for k, v in value.items()}
+    return value
+
+
+def _masker(jobdir: str) -> Callable[[str], str]:
+    """Hide where a user keeps their jobs: the workdir (which names them) becomes $WORKDIR."""
+    workdir = jobdir.rsplit("/jobs/", 1)[0] if "/jobs/" in jobdir else jobdir
+
+    def mask(text: str) -> str:
+        return text.replace(jobdir, "$JOBDIR").replace(workdir, "$WORKDIR") if workdir else text
+    return mask
