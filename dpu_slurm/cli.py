@@ -1,7 +1,7 @@
 """The ``dpu`` command: the Processor's methods for the shell and for cron.
 
-Exit codes: 0 ok; 1 a job or task failed (or is not finished when waited for); 2 usage or
-config error.
+Exit codes: 0 ok; 1 a job or task failed; 2 usage or config error; 3 `dpu wait` timed out
+before the jobs finished.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .processor import Processor
 from .session import JobView
 from .web import commands as web_commands
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, TIMEOUT = 0, 1, 2, 3
 
 BANNER = """\
                Welcome to the Astro-WISE Environment
@@ -50,7 +50,8 @@ def _failed(views: List[JobView]) -> bool:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpu", description="Run AWEPIPE task sequences on a "
                                 "Distributed Processing Unit (SLURM, PBS, Grid Engine or this machine).",
-                                epilog="Exit codes: 0 ok, 1 a job or task failed, 2 usage or config error.")
+                                epilog="Exit codes: 0 ok, 1 a job or task failed, 2 usage or config error, "
+                                "3 dpu wait timed out.")
     p.add_argument("--version", action="version", version=f"dpu_slurm {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dpu", help="DPU name (default: DPU_NAME or your saved choice)")
@@ -98,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bulk", parents=[common], help="submit every run of a manifest once (for cron)",
                        description="Submit the runs of a YAML manifest, each once: reruns skip the "
                                    "entries already submitted.", epilog=bulk.EXIT_CODES)
-    b.add_argument("manifest", help="the YAML manifest (docs/bulk-and-web.md)")
+    b.add_argument("manifest", help="the YAML manifest (format: the README's 'dpu bulk' section)")
     b.add_argument("--dry-run", action="store_true", help="validate and render, submit nothing")
     b.add_argument("--strict", action="store_true", help="submit nothing if any entry is bad")
     b.add_argument("--max-queued", type=int, help="overrides the manifest's max_queued")
@@ -166,8 +167,8 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             views = dpu.wait(args.jobids, timeout=args.timeout)
         views = dpu.get_status(args.jobids or None)
         _emit(args, [_view(v) for v in views])
-        if cmd == "wait" and not all(v.status == "FINISHED" for v in views):
-            return FAILED
+        if cmd == "wait" and not all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
+            return TIMEOUT
         return FAILED if _failed(views) else OK
     if cmd == "jobids":
         ids = dpu.get_jobids()

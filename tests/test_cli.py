@@ -83,7 +83,7 @@ def test_wait_blocks_until_the_job_finished(capsys: Capture) -> None:
     [view] = run_json(capsys, ["wait", "--dpu", "testlocal", str(jid), "--timeout", "30"])
     assert (view["status"], view["counters"]["N"]) == ("FINISHED", 1)
     slow = submit(capsys, "Null", "s=20")
-    assert cli.main(["wait", "--dpu", "testlocal", str(slow), "--timeout", "0.2"]) == 1  # not finished
+    assert cli.main(["wait", "--dpu", "testlocal", str(slow), "--timeout", "0.2"]) == 3  # timed out
     assert cli.main(["cancel", "--dpu", "testlocal", "--force", str(slow)]) == 0
 
 

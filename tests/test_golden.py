@@ -26,10 +26,7 @@ def request(cfg):
 def rendered(name):
     cfg = load_file(packaged("cluster_configs") / name)
     sched = for_dpu(cfg, LocalTransport())
-    req = request(cfg)
-    if hasattr(sched, "scripts"):
-        return sched.scripts(req)
-    return {"job.sh": sched.script(req)}
+    return sched.scripts(request(cfg))
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

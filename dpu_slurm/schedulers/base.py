@@ -67,6 +67,8 @@ class Scheduler(ABC):
     name: ClassVar[str]
     # native state -> (QUEUED/RUNNING/ENDED, letter when ENDED)
     STATE_MAP: ClassVar[Mapping[str, Tuple[str, str]]] = {}
+    # The queue page sets this: its polls cover every user's jobs, not only the caller's.
+    all_users: bool = False
 
     def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
         self.dpu = dpu
@@ -74,6 +76,10 @@ class Scheduler(ABC):
 
     def script(self, req: SubmitRequest, **extra: object) -> str:
         return render(f"{self.name}.sh.j2", **vars(req), tag=req.tag, dpu_config=self.dpu, **extra)
+
+    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
+        """File name -> job script; schedulers that chunk arrays render one per chunk."""
+        return {"job.sh": self.script(req)}
 
     def observe(self, native: str, reason: str = "") -> Observation:
         """Native state -> Observation; an unmapped state is U with a warning, never a crash."""

@@ -1,6 +1,6 @@
 """DRMAA 1.0 (PyPI ``drmaa``): one bulk job per chunk through runBulkJobs, control(TERMINATE) to cancel.
 
-Two choices, both forced by facts (see shared CLUSTERS.md and docs/schedulers-pbs-sge.md):
+Two choices, both forced by facts (the README, "Grid Engine through DRMAA"):
 
 * The DRMAA calls run in a helper process (``python -m dpu_slurm.schedulers.drmaa``), one per
   scheduler instance and so one DRMAA session. Grid Engine's libdrmaa loads libjemalloc, which

@@ -188,7 +188,8 @@ class PBSScheduler(Scheduler):
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        res = self.transport.run([self.cmd("qstat"), "-u", self.user()], timeout=60)
+        mine = [] if self.all_users else ["-u", self.user()]
+        res = self.transport.run([self.cmd("qstat"), *mine], timeout=60)
         # Slurm's wrappers exit 153 when there is no job to list.
         if res.returncode not in (0, 153) or (res.returncode == 153 and res.stdout.strip()):
             raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "

@@ -130,7 +130,8 @@ class SGEScheduler(Scheduler):
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        res = self.transport.run([self.cmd("qstat"), "-u", self.user(), "-xml"], timeout=60)
+        owner = "*" if self.all_users else self.user()
+        res = self.transport.run([self.cmd("qstat"), "-u", owner, "-xml"], timeout=60)
         if res.returncode != 0:
             raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "
                               f"{(res.stderr or res.stdout).strip()}")
@@ -161,7 +162,8 @@ class SGEScheduler(Scheduler):
         if not jobs:
             return {}
         since = time.strftime("%Y%m%d%H%M", time.localtime(min(j.submitted or j.created for j in jobs) - 60))
-        res = self.transport.run([self.cmd("qacct"), "-o", self.user(), "-b", since, "-j"], timeout=60)
+        owner = [] if self.all_users else ["-o", self.user()]
+        res = self.transport.run([self.cmd("qacct"), *owner, "-b", since, "-j"], timeout=60)
         if res.returncode != 0:
             return {}  # no accounting file yet, or accounting off: the worker's records decide
         own = owners(jobs)

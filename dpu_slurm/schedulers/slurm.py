@@ -97,7 +97,8 @@ class SlurmScheduler(Scheduler):
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         # --me and a fixed format: the command line is the same whatever the number of jobs.
-        return PollRequest(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r"])
+        mine = [] if self.all_users else ["--me"]
+        return PollRequest(["squeue", *mine, "-h", "-r", "-o", "%F|%K|%T|%r"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         owners = _owners(jobs)
@@ -128,7 +129,8 @@ class SlurmScheduler(Scheduler):
             return {}
         since = time.strftime("%Y-%m-%dT%H:%M:%S",
                               time.localtime(min(j.submitted or j.created for j in jobs) - 60))
-        res = self.transport.run(["sacct", "-X", "-P", "-n", "-S", since,
+        everyone = ["--allusers"] if self.all_users else []
+        res = self.transport.run(["sacct", *everyone, "-X", "-P", "-n", "-S", since,
                                   "-o", "JobID,State,ExitCode"], timeout=60)
         if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
             self._accounting = False

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
@@ -20,8 +20,7 @@ from ..schedulers import for_dpu
 from ..session import JobView
 from ..status import poll_settings, refresh
 from ..store import LETTERS, Job, Store
-from ..transport import Completed, Transport, connect
-from ..transport.base import Gathered, Records
+from ..transport import Transport, connect
 from ..worker import LOG, STATUS, process_dir
 from .cards import Card, Listed, index_dir, list_cards
 
@@ -31,48 +30,6 @@ MAX_TIMED = 200     # worker records read per job to find when it started and en
 LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
-
-
-class AllUsers(Transport):
-    """The page polls every user's DPU jobs: poll commands lose their 'mine only' filter.
-
-    Only the mirror's polling goes through this; submitting and cancelling never do.
-    """
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-
-    @staticmethod
-    def widen(argv: Sequence[str]) -> List[str]:
-        words = list(argv)
-        if words and words[0] == "squeue":
-            words = [w for w in words if w != "--me"]
-        elif words and words[0] == "sacct" and "--allusers" not in words:
-            words.insert(1, "--allusers")
-        return words
-
-    def run(self, argv: Sequence[str], input: Optional[str] = None,
-            timeout: Optional[float] = 120.0) -> Completed:
-        return self.inner.run(self.widen(argv), input, timeout)
-
-    def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str) -> Gathered:
-        return self.inner.gather(self.widen(argv) if argv else None, files, records, record_name)
-
-    def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
-        return self.inner.read_files(paths)
-
-    def write_files(self, files: Dict[str, bytes]) -> None:
-        raise DPUError("the queue page is read-only")
-
-    def ensure_bundle(self, bundle: Any, root: str) -> str:
-        raise DPUError("the queue page is read-only")
-
-    def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
-        raise DPUError("the queue page is read-only")
-
-    def expand(self, path: str) -> str:
-        return self.inner.expand(path)
 
 
 @dataclass
@@ -127,7 +84,8 @@ class Mirror:
         self.own = own            # the server user's store: its jobs show even without a card
         self.days = days
         self.transport = transport or connect(dpu)
-        self.scheduler = for_dpu(dpu, AllUsers(self.transport))
+        self.scheduler = for_dpu(dpu, self.transport)
+        self.scheduler.all_users = True
         self.db = Store(Path(":memory:"))
         self.cards: Dict[int, Card] = {}      # mirror id -> card
         self.ids: Dict[str, int] = {}         # card key -> mirror id
