@@ -5,11 +5,12 @@ A new scheduler is one module here plus one template in templates/.
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import DPUConfig
+from ..config import DPUConfig, current_user
 from ..render import render
 from ..store import Job
 from ..transport import Transport
@@ -58,6 +59,29 @@ class SubmitRequest:
         return job_tag(self.user, self.job_id)
 
 
+def chunks(nproc: int, size: int) -> List[Tuple[int, int]]:
+    """(offset, count) per array job: array indices stay below the site's maximum array size."""
+    size = max(1, size)
+    return [(start, min(size, nproc - start)) for start in range(0, nproc, size)]
+
+
+def chunk_owners(jobs: Sequence[Job], key: Callable[[str], str] = str
+                 ) -> Dict[str, Tuple[Job, int, int]]:
+    """Native id of each chunk -> (job, index offset of that chunk, process count of the chunk)."""
+    out: Dict[str, Tuple[Job, int, int]] = {}
+    for job in jobs:
+        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
+        for k, native in enumerate(job.native_ids):
+            offset = k * size
+            out[key(native)] = (job, offset, min(size, job.nproc - offset))
+    return out
+
+
+def minute_limit(seconds: int) -> int:
+    """The time limit schedulers enforce: whole minutes, rounded up (what the worker is told)."""
+    return 60 * max(1, math.ceil(seconds / 60))
+
+
 def job_tag(user: str, job_id: int) -> str:
     """The job name every scheduler sees: one filter finds all of a user's DPU jobs."""
     return f"dpu.{user}.{job_id}"
@@ -80,6 +104,22 @@ class Scheduler(ABC):
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         """File name -> job script; schedulers that chunk arrays render one per chunk."""
         return {"job.sh": self.script(req)}
+
+    def stage(self, req: SubmitRequest) -> Dict[str, str]:
+        """Render the job's scripts and write them, with its output folder, in one transport call."""
+        scripts = self.scripts(req)
+        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
+        files[f"{req.jobdir}/out/.keep"] = b""
+        self.transport.write_files(files)
+        return scripts
+
+    def cmd(self, name: str) -> str:
+        """A scheduler command, from the config's bin_dir when it names one."""
+        return f"{self.dpu.bin_dir.rstrip('/')}/{name}" if self.dpu.bin_dir else name
+
+    def user(self) -> str:
+        """Whose jobs a poll lists: the login on the DPU's host, else this user."""
+        return str((self.dpu.host or {}).get("user") or current_user())
 
     def observe(self, native: str, reason: str = "") -> Observation:
         """Native state -> Observation; an unmapped state is U with a warning, never a crash."""

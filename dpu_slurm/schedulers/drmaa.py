@@ -34,8 +34,8 @@ from ..errors import ConfigError, SchedulerError, SubmitError
 from ..render import directive
 from ..store import Job
 from ..transport import Transport
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
-from .pbs import chunks, owners, walltime
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
+from .pbs import owners, walltime
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +239,11 @@ class DRMAAScheduler(Scheduler):
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
-                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                                            time_limit_enforced=minute_limit(req.time_limit))
                 for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.scripts(req)
-        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
-        files[f"{req.jobdir}/out/.keep"] = b""
-        self.transport.write_files(files)
+        scripts = self.stage(req)
         spec = native_spec(self.dpu, req)
         native: List[str] = []
         try:

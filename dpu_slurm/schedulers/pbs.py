@@ -18,10 +18,20 @@ import re
 import shlex
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..config import current_user
 from ..errors import SchedulerError, SubmitError, Unreachable
 from ..store import Job
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, job_tag
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    Scheduler,
+    SubmitRequest,
+    chunk_owners,
+    chunks,
+    job_tag,
+    minute_limit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +66,6 @@ def walltime(seconds: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
-def chunks(nproc: int, size: int) -> List[Tuple[int, int]]:
-    """(offset, count) per array job: array indices stay below the site's maximum array size."""
-    size = max(1, size)
-    return [(start, min(size, nproc - start)) for start in range(0, nproc, size)]
-
-
 def split_id(native: str) -> Tuple[str, Optional[int], bool]:
     """(sequence number, subjob index, is an array) of a PBS job id.
 
@@ -75,14 +79,8 @@ def split_id(native: str) -> Tuple[str, Optional[int], bool]:
 
 
 def owners(jobs: Sequence[Job]) -> Dict[str, Tuple[Job, int, int]]:
-    """Numeric native id -> (job, index offset of that chunk, process count of the chunk)."""
-    out: Dict[str, Tuple[Job, int, int]] = {}
-    for job in jobs:
-        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
-        for k, native in enumerate(job.native_ids):
-            offset = k * size
-            out[split_id(native)[0]] = (job, offset, min(size, job.nproc - offset))
-    return out
+    """Numeric native id ('123' of '123[].server') -> (job, chunk offset, chunk size)."""
+    return chunk_owners(jobs, lambda native: split_id(native)[0])
 
 
 def parse_alt(text: str) -> Iterator[Tuple[str, str, str, str]]:
@@ -138,12 +136,6 @@ class PBSScheduler(Scheduler):
     name = "pbs"
     STATE_MAP = STATE_MAP
 
-    def cmd(self, name: str) -> str:
-        return f"{self.dpu.bin_dir.rstrip('/')}/{name}" if self.dpu.bin_dir else name
-
-    def user(self) -> str:
-        return str((self.dpu.host or {}).get("user") or current_user())
-
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         flag = _ARRAY_FLAG.get(self.dpu.flavor, "-t")
@@ -155,7 +147,7 @@ class PBSScheduler(Scheduler):
                 req, offset=offset, count=count, flavor=self.dpu.flavor, array_flag=flag,
                 array=f"0-{count - 1}{throttle}" if count > 1 else "",
                 walltime=walltime(req.time_limit), output=f"{req.jobdir}/out/job-{k}.out",
-                time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                time_limit_enforced=minute_limit(req.time_limit))
         return out
 
     @staticmethod
@@ -169,10 +161,7 @@ class PBSScheduler(Scheduler):
         return args
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.scripts(req)
-        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
-        files[f"{req.jobdir}/out/.keep"] = b""
-        self.transport.write_files(files)
+        scripts = self.stage(req)
         native: List[str] = []
         for name, text in scripts.items():
             res = self.transport.run([self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"])

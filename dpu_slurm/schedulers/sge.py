@@ -9,16 +9,14 @@ Task ids are 1-based: process = chunk offset + SGE_TASK_ID - 1.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from ..config import current_user
 from ..errors import SchedulerError, SubmitError, Unreachable
 from ..store import Job
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest
-from .pbs import chunks, owners, walltime
+from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
+from .pbs import owners, walltime
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +95,16 @@ class SGEScheduler(Scheduler):
     name = "sge"
     STATE_MAP = STATE_MAP
 
-    def cmd(self, name: str) -> str:
-        return f"{self.dpu.bin_dir.rstrip('/')}/{name}" if self.dpu.bin_dir else name
-
-    def user(self) -> str:
-        return str((self.dpu.host or {}).get("user") or current_user())
-
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
                                             walltime=walltime(req.time_limit),
                                             throttle=self.dpu.array_throttle,
-                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
+                                            time_limit_enforced=minute_limit(req.time_limit))
                 for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.scripts(req)
-        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
-        files[f"{req.jobdir}/out/.keep"] = b""
-        self.transport.write_files(files)
+        scripts = self.stage(req)
         native: List[str] = []
         for name in scripts:
             res = self.transport.run([self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"])

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import SchedulerError, SubmitError, Unreachable
 from ..store import Job
 from ..transport.base import Gathered
-from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunk_owners,
+    chunks,
+    minute_limit,
+)
 
 # native state -> (state, letter). A process cancelled or past a deadline before it started is
 # S; status.decide turns S into A when the worker's record shows it had started.
@@ -64,23 +75,15 @@ class SlurmScheduler(Scheduler):
         self._accounting: Optional[bool] = None
 
     # -- submit ---------------------------------------------------------------------------
-    def chunks(self, nproc: int) -> List[Tuple[int, int]]:
-        """(offset, count) per array job: array indices must stay below MaxArraySize."""
-        size = max(1, self.dpu.max_array_size)
-        return [(start, min(size, nproc - start)) for start in range(0, nproc, size)]
-
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
         return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
                                             array=f"0-{count - 1}{throttle}", time=hms(req.time_limit),
-                                            time_limit_enforced=60 * max(1, math.ceil(req.time_limit / 60)))
-                for k, (offset, count) in enumerate(self.chunks(req.nproc))}
+                                            time_limit_enforced=minute_limit(req.time_limit))
+                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.scripts(req)
-        files = {f"{req.jobdir}/{name}": text.encode() for name, text in scripts.items()}
-        files[f"{req.jobdir}/out/.keep"] = b""
-        self.transport.write_files(files)
+        scripts = self.stage(req)
         native: List[str] = []
         for name in scripts:
             res = self.transport.run(["sbatch", "--parsable", f"--chdir={req.jobdir}",
@@ -101,7 +104,7 @@ class SlurmScheduler(Scheduler):
         return PollRequest(["squeue", *mine, "-h", "-r", "-o", "%F|%K|%T|%r"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
-        owners = _owners(jobs)
+        owners = chunk_owners(jobs)
         res = got.completed
         assert res is not None
         if res.returncode != 0:
@@ -112,7 +115,8 @@ class SlurmScheduler(Scheduler):
             parts = line.split(_SEP)
             if len(parts) < 3 or parts[0] not in owners:
                 continue
-            job_id, offset = owners[parts[0]]
+            job, offset, _ = owners[parts[0]]
+            job_id = job.id
             task = parts[1]
             if not task.isdigit():
                 continue
@@ -136,7 +140,7 @@ class SlurmScheduler(Scheduler):
             self._accounting = False
             return {}
         self._accounting = True
-        owners = _owners(jobs)
+        owners = chunk_owners(jobs)
         limits = {j.id: int(j.dpu_options.get("time_limit") or 0) for j in jobs}
         out: Dict[int, Dict[int, Observation]] = {}
         for line in res.stdout.splitlines():
@@ -144,7 +148,8 @@ class SlurmScheduler(Scheduler):
             array_id, _, task = parts[0].partition("_")
             if len(parts) < 3 or array_id not in owners or not task.isdigit():
                 continue
-            job_id, offset = owners[array_id]
+            job, offset, _ = owners[array_id]
+            job_id = job.id
             state = parts[1].split()[0]
             reason = f"exit code {parts[2]}" if state == "FAILED" else ""
             if state == "TIMEOUT" and limits[job_id]:
@@ -158,13 +163,3 @@ class SlurmScheduler(Scheduler):
         res = self.transport.run(argv)
         if res.returncode != 0:
             raise SchedulerError(f"scancel failed: {(res.stderr or res.stdout).strip()}")
-
-
-def _owners(jobs: Sequence[Job]) -> Dict[str, Tuple[int, int]]:
-    """Native array id -> (DPU job id, index offset of that chunk)."""
-    owners: Dict[str, Tuple[int, int]] = {}
-    for job in jobs:
-        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
-        for k, native in enumerate(job.native_ids):
-            owners[native] = (job.id, k * size)
-    return owners
