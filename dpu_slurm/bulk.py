@@ -140,7 +140,8 @@ class Reporter:
         if line is not None:
             self._print(line())
         elif self.verbose:  # skipped, deferred, not submitted
-            self._print(f"{e.state} {e.key}: {e.error or f'job {e.job_id}' if e.job_id else ''}")
+            detail = e.error or (f"job {e.job_id}" if e.job_id else "")
+            self._print(f"{e.state} {e.key}: {detail}")
         if self.tty and (time.monotonic() - self.drawn > 0.1 or self.done == self.total):
             self._bar()
 

@@ -212,7 +212,7 @@ class Catalog:
         close = difflib.get_close_matches(ident, self.sequences, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise SequenceError(f"unknown sequence {identifier!r}; {hint}"
-                            "dpu.get_sequence_identifiers() lists them all")
+                            "dpu.get_sequence_identifiers() (shell: dpu sequences) lists them all")
 
     def parse(self, identifier: str, given: Mapping[str, Any]) -> Dict[str, Any]:
         """Resolve short and long names, check types, fill defaults; keyed by long name."""

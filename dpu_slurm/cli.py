@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__, bulk
-from .config import load_file
+from .config import discover, load_file
 from .errors import DPUError
 from .processor import Processor
 from .session import JobView
@@ -33,6 +33,8 @@ def _options(pairs: Sequence[str]) -> Dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DPUError(f"option {pair!r} is not KEY=VALUE (e.g. i=WFI d=2000-04-28)")
+        if key in out:
+            raise DPUError(f"option {key!r} is given twice ({out[key]!r} and {value!r}); give it once")
         out[key] = value
     return out
 
@@ -196,7 +198,14 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             dpu.show_sequence_options(args.sequence)
         return OK
     if cmd == "dpus":
-        _emit(args, dpu.get_dpu_identifiers()) if args.json else dpu.show_dpu_identifiers()
+        if not args.json:
+            dpu.show_dpu_identifiers()
+            return OK
+        found = discover()[0]
+        _emit(args, [{"name": name, "scheduler": found[name].scheduler, "submit": found[name].submit,
+                      "host": (found[name].host or {}).get("hostname"),
+                      "description": found[name].description, "current": name == dpu.dpu_name}
+                     for name in sorted(found)])
         return OK
     if cmd == "select":
         name = dpu.select_dpu(args.name, persist=True)

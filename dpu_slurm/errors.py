@@ -31,6 +31,8 @@ class JobNotFound(DPUError):
 class SubmitError(DPUError):
     """The scheduler refused the job; nothing was queued."""
 
+    exit_code = 1
+
     def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
@@ -46,6 +48,8 @@ class SchedulerError(DPUError):
 
 class Unreachable(DPUError):
     """The DPU cannot be reached right now; nothing was changed."""
+
+    exit_code = 1
 
 
 class HostKeyError(DPUError):

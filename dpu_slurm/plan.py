@@ -97,4 +97,5 @@ def pick_partition(dpu: DPUConfig, seconds: int, mem: int) -> Optional[str]:
     listed = "; ".join(f"{p['name']} (time <= {p.get('max_time', 'any')} s, mem <= "
                        f"{p.get('max_mem', 'any')} MB)" for p in dpu.partitions)
     raise OptionError(f"no partition of DPU {dpu.name!r} takes {seconds} s and {mem} MB per process; "
-                      f"partitions: {listed}. Lower dpu_time/dpu_mem or split the job")
+                      f"partitions: {listed}. The time is dpu_time (or the tasks' estimate) x time_factor "
+                      f"{dpu.time_factor}; lower dpu_time/dpu_mem (shell: --time/--mem) or split the job")

@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any, Iterable, List, Optional, Union
 
 from .catalog import Catalog
-from .config import DPUConfig, default_dpu_name, discover, get_dpu, write_environment
-from .errors import DPUError, JobNotFound
+from .config import (
+    DPUConfig,
+    current_user,
+    default_dpu_name,
+    discover,
+    environment_file,
+    get_dpu,
+    write_environment,
+)
+from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
 from .session import DPUSession, JobView, awepipe_path, open_store
 from .store import Job
@@ -18,6 +27,13 @@ log = logging.getLogger(__name__)
 
 JobIds = Union[int, Iterable[int], None]
 RECENT = 24 * 3600
+
+
+class LogLines(List[str]):
+    """get_logs' lines: a list, shown at the prompt as a count (they were printed already)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} log lines>"
 
 
 class SessionWriter:
@@ -64,13 +80,39 @@ class Processor:
         self._store = open_store()
         self._awepipe = Path(awepipe) if awepipe is not None else awepipe_path()
         self._catalog: Optional[Catalog] = None
-        self._session = DPUSession(get_dpu(dpu_name or default_dpu_name()), self._store)
         self._started = time.time()
         logfile = Path.cwd() / time.strftime("%Y%m%d_%H%M%S.log") if session_log else None
-        self._say = SessionWriter(self._session.user, out or sys.stdout, logfile)
+        self._say = SessionWriter(current_user(), out or sys.stdout, logfile)
+        self._session = DPUSession(self._initial_dpu(dpu_name), self._store)
+
+    def _initial_dpu(self, asked: Optional[str]) -> DPUConfig:
+        """The DPU asked for, else dpu_name; a saved default that is gone falls back to local."""
+        if asked or os.environ.get("DPU_NAME"):
+            name = asked or os.environ["DPU_NAME"]
+            try:
+                return get_dpu(name)
+            except ConfigError as exc:
+                if asked:
+                    raise
+                raise ConfigError(f"{exc} (the name comes from the DPU_NAME variable)") from None
+        saved = default_dpu_name()
+        try:
+            return get_dpu(saved)
+        except ConfigError as exc:
+            if saved == "local":
+                raise
+            self._say(f"Your saved default DPU {saved!r} is not known any more ({environment_file()}); "
+                      "using 'local'. dpu.select_dpu(NAME, persist=True) (shell: dpu select NAME) "
+                      f"saves another. [{exc}]")
+            return get_dpu("local")
 
     def __repr__(self) -> str:
         return f"<Processor dpu={self.dpu_name!r} user={self._session.user!r}>"
+
+    @property
+    def session_log(self) -> Optional[Path]:
+        """This session's YYYYmmdd_HHMMSS.log (written from the first printed line on)."""
+        return self._say.logfile
 
     @property
     def dpu_name(self) -> str:
@@ -152,7 +194,11 @@ class Processor:
         send_code: ship your AWEPIPE code (default) or use the installed version;
         return_jobid: return the job identifier.
         """
-        args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in options.items()])
+        extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion}
+        given = {**options, **{k: v for k, v in extra.items() if v is not None}}
+        if not send_code:
+            given["send_code"] = False
+        args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in given.items()])
         self._say(f"Calling: dpu.run({args})")
         plan = make_plan(self.catalog, self._session.dpu, sequence, options, dpu_time, dpu_mem,
                          dpu_aweversion, send_code)
@@ -180,7 +226,7 @@ class Processor:
         missing = sorted(set(ids) - {j.id for j in jobs})
         if missing:
             raise JobNotFound(f"no job with identifier {', '.join(map(str, missing))}; "
-                              "dpu.get_jobids() lists yours")
+                              "dpu.get_jobids() (shell: dpu jobids) lists yours")
         return jobs
 
     def _session_for(self, job: Job) -> DPUSession:
@@ -222,6 +268,8 @@ class Processor:
             if all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
                 return views
             if end is not None and time.monotonic() >= end:
+                left = [str(v.job.id) for v in views if v.status not in ("FINISHED", "NOT SUBMITTED")]
+                self._say(f"Timed out after {timeout:g} s; job(s) {', '.join(left)} not finished yet")
                 return views
             time.sleep(interval)
 
@@ -242,10 +290,12 @@ class Processor:
                 lines += [head, f"{stamp} - Jobid {job.id} process {idx} job_status = {status}", head]
                 lines += text
                 if not text:
-                    lines.append(f"{stamp} - (no log yet: process is {proc.state.lower()})")
+                    never = proc.state == "DONE" and set(proc.outcome) <= {"S"}
+                    lines.append(f"{stamp} - " + ("(no log: the process never ran)" if never
+                                                  else f"(no log yet: process is {proc.state.lower()})"))
         for line in lines:
             self._say.raw(line)
-        return lines
+        return LogLines(lines)
 
     def get_job_result(self, jobid: int) -> List[Any]:
         """The main objects a job created, if its results were committed (option C=1)."""

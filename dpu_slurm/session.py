@@ -56,6 +56,9 @@ class JobView:
     job: Job
     counts: Counts
 
+    def __repr__(self) -> str:  # what the prompt echoes: the seed's line, not the whole record
+        return f"<Jobid {self.job.id} {self.status} N/E/A/S/U {self.counts.line()}>"
+
     @property
     def status(self) -> str:
         if self.job.phase == "not_submitted":
@@ -110,7 +113,8 @@ class DPUSession:
         if not plan.send_code and not version.get("path"):
             raise DPUError(f"send_code=False runs the code installed on DPU {self.dpu.name!r}, but "
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
-                           "add awe_versions: {NAME: {path: ...}} or use send_code=True")
+                           "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
+                           "shell: leave out --no-send-code)")
         bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
                     "partition": plan.partition, "chunk": self.dpu.max_array_size}
@@ -174,6 +178,8 @@ class DPUSession:
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, job: Job, force: bool = False) -> None:
+        if job.phase == "not_submitted":
+            raise DPUError(f"job {job.id} was never submitted ({job.error}); there is nothing to cancel")
         if job.phase != "submitted" or job.finished is not None:
             raise DPUError(f"job {job.id} is {'finished' if job.finished else job.phase}; "
                            "there is nothing to cancel")
@@ -181,7 +187,8 @@ class DPUSession:
         running = [p for p in self.store.procs(job.id, open_only=True) if p.state == "RUNNING"]
         if running and not force:
             raise CancelRefused(f"job {job.id} has {len(running)} running process(es); "
-                                "dpu.cancel_job(jobid, force=True) kills them (they end as A)")
+                                f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} "
+                                "--force) kills them (they end as A)")
         self.store.cancelled(job.id)
         self.scheduler.cancel(job, force)
         self.refresh(force=True)

@@ -129,7 +129,11 @@ def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
         letters = "".join(t if t in ("N", "E", "A", "S") else "S" for t in record.tasks)
         # A worker killed by the scheduler knows only that; the scheduler knows why (TIMEOUT...).
         better = obs is not None and obs.state == ENDED and obs.letter == "A" and "A" in letters
-        return DONE, letters, obs.reason if better and obs is not None else record.reason
+        if better and obs is not None:
+            return DONE, letters, obs.reason
+        if cancelled and "A" in letters and "TIMEOUT" not in record.reason:
+            return DONE, letters, "cancelled while running"
+        return DONE, letters, record.reason
     if obs is not None and obs.state == RUNNING:
         return RUNNING, "", ""
     if obs is not None and obs.state == QUEUED:

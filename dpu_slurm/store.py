@@ -215,7 +215,7 @@ class Store:
         rows = self.jobs(ids=[job_id])
         if not rows:
             raise JobNotFound(f"no job with identifier {job_id!r} in {self.path}; "
-                              "dpu.get_jobids() lists yours")
+                              "dpu.get_jobids() (shell: dpu jobids) lists yours")
         return rows[0]
 
     def jobs(self, ids: Optional[Sequence[int]] = None, dpu: Optional[str] = None,

@@ -131,8 +131,9 @@ class Worker:
             self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"
             self.log(self.reason)
             return "A", []
-        except (Exception, SystemExit):  # sys.exit() in a task ends the task, not the records
-            self.reason = f"task {spec['name']} failed"
+        except (Exception, SystemExit) as exc:  # sys.exit() in a task ends the task, not the records
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            self.reason = f"task {spec['name']} failed: {last[:300]}"
             for line in traceback.format_exc().splitlines():
                 self.log(line)
             return "E", []

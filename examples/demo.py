@@ -32,5 +32,5 @@ dpu.get_logs(jobid)
 print(f"\nawe> dpu.get_job_result({jobid})")
 for obj in dpu.get_job_result(jobid):
     print(f"  {obj['chip']}: read noise {obj['read_noise']:.2f} ADU")
-print(f"\nThe session log is {out}; try `.venv/bin/dpu status {jobid}` or `.venv/bin/dpu shell`.")
+print(f"\nThe session log is {dpu.session_log}; try `.venv/bin/dpu status {jobid}` or `.venv/bin/dpu shell`.")
 sys.exit(0 if views[0].ok else 1)

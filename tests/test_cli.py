@@ -1,6 +1,7 @@
 """The `dpu` command: every subcommand, --json output and the exit codes 0 / 1 / 2."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -97,7 +98,7 @@ def test_cancel_queued_and_forced(capsys: Capture, env: Env) -> None:
     env.write_dpu(slots=1)
     blocker = submit(capsys, "Null", "s=20")
     from dpu_slurm.processor import Processor
-    dpu = Processor("testlocal", session_log=False)
+    dpu = Processor("testlocal", out=io.StringIO(), session_log=False)
     wait_until(lambda: dpu.wait(blocker, timeout=0)[0].counts.running == 1)
     queued = submit(capsys, "Null")
     assert run_json(capsys, ["cancel", "--dpu", "testlocal", str(queued)]) == {"cancelled": [queued]}
@@ -117,7 +118,10 @@ def test_sequences_options_dpus(capsys: Capture) -> None:
     assert "ReadNoise" in seqs and "Bias>HotPixels" in seqs
     assert run_json(capsys, ["options", "HotPixels"]) == [
         ["i", "c", "d", "tpl", "p", "C", "instrument", "chip", "date", "template", "pars", "commit"]]
-    assert run_json(capsys, ["dpus"]) == ["local", "testlocal"]
+    listed = run_json(capsys, ["dpus"])
+    assert [d["name"] for d in listed] == ["local", "testlocal"]
+    assert [d["scheduler"] for d in listed] == ["local", "local"]
+    assert [d["current"] for d in listed] == [True, False]
     assert cli.main(["options", "HotPixels"]) == 0
     assert '"tpl" or "template" (default: None)' in capsys.readouterr().out
     assert cli.main(["dpus", "--dpu", "testlocal"]) == 0

@@ -127,7 +127,8 @@ def test_failing_first_task_of_a_chain_counts_E_then_S(session: Session) -> None
     assert re.fullmatch(rf"\[\S+\] {STAMP} - Sending job with identifier {jid} to DPU", session.printed()[2])
     assert view.counts.letters == (0, 1, 0, 1, 0) and not view.ok
     assert status_line(session, jid).endswith(f"Jobid {jid} has status FINISHED N/E/A/S/U 0/1/0/1/0")
-    assert any(ln.endswith("1 process(es): task Null failed") for ln in session.printed())
+    reason = "1 process(es): task Null failed: RuntimeError: Null task asked to fail (fail=True)"
+    assert any(ln.endswith(reason) for ln in session.printed())
     assert "RuntimeError: Null task asked to fail" in "\n".join(session.dpu.get_logs(jid))
 
 

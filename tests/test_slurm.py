@@ -133,6 +133,7 @@ def test_cancel_queued_job_gives_S_and_running_needs_force(dpu):
     view = finished(dpu, blocker, timeout=60)
     n, e, a, s, u = view.counts.letters
     assert a >= 1 and n == e == u == 0 and a + s == 40
+    assert "cancelled while running" in dpu._session.reasons(view.job)
 
 
 def test_sbatch_refusal_is_recorded_as_not_submitted(dpu, tmp_path):

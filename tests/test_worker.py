@@ -117,7 +117,7 @@ def test_a_failing_first_task_is_E_and_the_rest_S(tmp_path: Path) -> None:
     assert proc.returncode == 1
     status, result, log = outputs(jobdir)
     assert status["tasks"] == ["E", "S", "S"]
-    assert status["reason"] == "task A failed"
+    assert status["reason"] == "task A failed: ValueError: boom in A"
     text = "\n".join(log)
     assert "Traceback (most recent call last)" in text and "ValueError: boom in A" in text
     assert "hello from B" not in text

@@ -121,7 +121,8 @@ class SSHTransport(Transport):
                 f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}. This can "
                 "be an attack. If the server was reinstalled, check the new fingerprint with its "
                 f"admin, then remove the old line: ssh-keygen -R '{_host_label(ep.hostname, ep.port)}'"
-                + (f" -f {ep.known_hosts[0]}" if ep.known_hosts else "")) from None
+                + (f" -f {ep.known_hosts[0]}" if ep.known_hosts else "")
+                + " and add the new key as for an unknown host (ssh-keyscan, compare, append)") from None
         except paramiko.AuthenticationException as exc:
             client.close()
             raise DPUError(f"SSH login to {ep.label} refused ({exc}); check host.user and "
@@ -339,8 +340,9 @@ class _Refuse:
         port = f"-p {self.ep.port} " if self.ep.port != 22 else ""
         raise HostKeyError(
             f"{label} is not in {where}: it offers {fingerprint(key)}. If that is your "
-            f"cluster's key (ask its admin), accept it with: ssh-keyscan {port}{self.ep.hostname} "
-            f">> {where} (or log in once with ssh). dpu_slurm never accepts unknown keys itself.")
+            f"cluster's key (ask its admin), accept it: ssh-keyscan {port}{self.ep.hostname} > new_key; "
+            f"ssh-keygen -lf new_key (the fingerprint must be the one above); cat new_key >> {where} "
+            "(or log in once with ssh). dpu_slurm never accepts unknown keys itself.")
 
 
 def _parse_jump(hop: str, target: Endpoint) -> Endpoint:

@@ -29,6 +29,12 @@ def per_ccd(options):
     return [{"chip": ccd} for ccd in ccds]
 
 
+def _count(options):
+    if options["count"] < 1:
+        raise ValueError(f"count must be at least 1, got {options['count']}")
+    return options["count"]
+
+
 TASKS = [
     Task("Null", run="awepipe.null:null", estimate=lambda o: 1 + o["sleep"],
          doc="Does nothing (or sleeps, fails, echoes) - for testing the DPU itself.",
@@ -40,7 +46,7 @@ TASKS = [
              Option("mb", "allocate", int, 0, "MB of memory to allocate"),
              COMMIT,
          ),
-         split=lambda o: [{} for _ in range(max(1, o["count"]))]),
+         split=lambda o: [{} for _ in range(_count(o))]),
     Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
          doc="Read noise of each CCD from the difference of two bias frames."),
     Task("Bias", run="awepipe.calib:master_bias", options=CALIB, split=per_ccd, estimate=20,
