@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from dpu_slurm.processor import Processor
+from dpu_slurm.transport.local import LocalTransport
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "awepipe"
@@ -115,3 +117,33 @@ def wait_until(cond: Callable[[], bool], timeout: float = 20.0, step: float = 0.
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(step)
+
+
+# -- real services and what is asked of them ----------------------------------------------------
+def harness(script: str) -> None:
+    """Bring a real service up with its harness script (idempotent: a no-op when it runs)."""
+    subprocess.run(["bash", str(REPO / "harness" / script)], check=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    harness("slurm-up.sh")
+
+
+@pytest.fixture(scope="session")
+def sge_cluster() -> None:
+    harness("sge-up.sh")
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> List[List[str]]:
+    """The argv of every command run through the local transport from now on."""
+    calls: List[List[str]] = []
+    real = LocalTransport.run
+
+    def spy(self: LocalTransport, argv: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(list(argv))
+        return real(self, argv, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransport, "run", spy)
+    return calls

@@ -8,18 +8,9 @@ import pytest
 
 from dpu_slurm.errors import CancelRefused, ConfigError
 from dpu_slurm.schedulers.drmaa import DRMAAScheduler
-from dpu_slurm.transport.local import LocalTransport
 
 pytestmark = pytest.mark.sge
-HARNESS = Path(__file__).resolve().parent.parent / "harness" / "sge-up.sh"
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
-
-
-@pytest.fixture(scope="session")
-def sge_cluster():
-    """The harness brings Grid Engine up (a no-op when it already runs); tests never assume it."""
-    subprocess.run(["bash", str(HARNESS)], check=True, timeout=600)
-    return True
 
 
 @pytest.fixture
@@ -117,16 +108,11 @@ def test_bulk_job_of_200_processes_in_two_chunks(dpu):
     assert Path(job.jobdir, "p", "150", "status.json").exists()
 
 
-def test_status_is_one_qstat_call_and_no_per_job_drmaa_call(dpu, monkeypatch):
+def test_status_is_one_qstat_call_and_no_per_job_drmaa_call(dpu, monkeypatch, commands):
     ids = [dpu.run("Null", n=4, dpu_mem=300, return_jobid=True) for _ in range(5)]
-    calls, helper_calls = [], []
-    real_run = LocalTransport.run
-
-    def spy(self, argv, *args, **kwargs):
-        calls.append(list(argv))
-        return real_run(self, argv, *args, **kwargs)
-
-    monkeypatch.setattr(LocalTransport, "run", spy)
+    helper_calls = []
+    commands.clear()
+    calls = commands
     scheduler = dpu._session_for(dpu._store.job(ids[0])).scheduler
     assert isinstance(scheduler, DRMAAScheduler)
     real_call = type(scheduler.helper).call

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from dpu_slurm.errors import CancelRefused, SubmitError
-from dpu_slurm.transport.local import LocalTransport
 
 pytestmark = pytest.mark.pbs
 HARNESS = Path(__file__).resolve().parent.parent / "harness" / "torque-up.sh"
@@ -91,19 +90,12 @@ def test_cancel_queued_is_S_and_running_needs_force(dpu):
     assert finished(dpu, running).counts.letters == (0, 0, 2, 0, 0)
 
 
-def test_status_is_one_qstat_call_whatever_the_number_of_jobs(dpu, monkeypatch):
+def test_status_is_one_qstat_call_whatever_the_number_of_jobs(dpu, commands):
     ids = [dpu.run("Null", n=3, dpu_mem=50, return_jobid=True) for _ in range(6)]
-    calls = []
-    real = LocalTransport.run
-
-    def spy(self, argv, *args, **kwargs):
-        calls.append(list(argv))
-        return real(self, argv, *args, **kwargs)
-
-    monkeypatch.setattr(LocalTransport, "run", spy)
+    commands.clear()
     dpu.get_status(ids)
-    assert [Path(c[0]).name for c in calls].count("qstat") == 1
-    assert all(len(c) < 6 for c in calls), "the command line must not grow with the job count"
+    assert [Path(c[0]).name for c in commands].count("qstat") == 1
+    assert all(len(c) < 6 for c in commands), "the command line must not grow with the job count"
     for job_id in ids:
         assert finished(dpu, job_id).counts.letters == (3, 0, 0, 0, 0)
 

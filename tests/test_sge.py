@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from dpu_slurm.errors import CancelRefused
-from dpu_slurm.transport.local import LocalTransport
 
 pytestmark = pytest.mark.sge
-HARNESS = Path(__file__).resolve().parent.parent / "harness" / "sge-up.sh"
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
-
-
-@pytest.fixture(scope="session")
-def sge_cluster():
-    subprocess.run(["bash", str(HARNESS)], check=True, timeout=600)
-    return True
 
 
 @pytest.fixture
@@ -40,16 +32,13 @@ def finished(dpu, job_id, timeout=180):
     return view
 
 
-def test_success_in_array_chunks_with_one_qstat_per_poll(dpu, monkeypatch):
+def test_success_in_array_chunks_with_one_qstat_per_poll(dpu, commands):
     job_id = dpu.run("Null", n=5, m="hi", C=1, dpu_mem=400, return_jobid=True)
     job = dpu._store.job(job_id)
     assert len(job.native_ids) == 2 and all(n.isdigit() for n in job.native_ids)
-    calls = []
-    real = LocalTransport.run
-    monkeypatch.setattr(LocalTransport, "run",
-                        lambda self, argv, *a, **k: calls.append(list(argv)) or real(self, argv, *a, **k))
+    commands.clear()
     dpu.get_status(job_id)
-    assert [c[0] for c in calls].count("qstat") == 1
+    assert [c[0] for c in commands].count("qstat") == 1
     view = finished(dpu, job_id)
     assert view.counts.letters == (5, 0, 0, 0, 0)
     assert sorted(int(p.name) for p in Path(job.jobdir, "p").iterdir()) == list(range(5))

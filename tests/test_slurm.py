@@ -11,19 +11,8 @@ import yaml
 
 from dpu_slurm import Processor
 from dpu_slurm.errors import CancelRefused, SubmitError
-from dpu_slurm.transport.local import LocalTransport
 
 pytestmark = pytest.mark.slurm
-HARNESS = Path(__file__).resolve().parent.parent / "harness" / "slurm-up.sh"
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The harness brings SLURM up (a no-op when it already runs); tests never assume it."""
-    subprocess.run(["bash", str(HARNESS)], check=True, timeout=600)
-    return True
-
-
 def write_config(folder, name="testslurm", **extra):
     cfg = {"name": name, "scheduler": "slurm", "workdir": str(folder / "work"), "time_factor": 1,
            "min_time": 60, "max_array_size": 400,
@@ -169,34 +158,24 @@ def test_thousand_processes_in_one_job(dpu):
     assert results["tasks"] == ["N"]
 
 
-def test_one_squeue_call_per_poll_whatever_the_number_of_jobs(dpu, monkeypatch):
+def test_one_squeue_call_per_poll_whatever_the_number_of_jobs(dpu, commands):
     ids = [dpu.run("Null", n=3, dpu_mem=20, return_jobid=True) for _ in range(12)]
-    calls = []
-    real = LocalTransport.run
-
-    def spy(self, argv, *args, **kwargs):
-        calls.append(list(argv))
-        return real(self, argv, *args, **kwargs)
-
-    monkeypatch.setattr(LocalTransport, "run", spy)
+    commands.clear()
     dpu.get_status(ids)
-    assert [c[0] for c in calls].count("squeue") == 1
-    assert all(len(c) < 10 for c in calls), "the command line must not grow with the job count"
+    assert [c[0] for c in commands].count("squeue") == 1
+    assert all(len(c) < 10 for c in commands), "the command line must not grow with the job count"
     for job_id in ids:
         finished(dpu, job_id)
 
 
-def test_poll_back_off_spaces_scheduler_calls(dpu, tmp_path, monkeypatch):
+def test_poll_back_off_spaces_scheduler_calls(dpu, tmp_path, commands):
     write_config(tmp_path, name="slowpoll", poll={"min_interval": 30, "max_interval": 60})
     dpu.select_dpu("slowpoll")
     job_id = dpu.run("Null", dpu_mem=20, return_jobid=True)
-    calls = []
-    real = LocalTransport.run
-    monkeypatch.setattr(LocalTransport, "run", lambda self, argv, *a, **k: (
-        calls.append(argv[0]), real(self, argv, *a, **k))[1])
+    commands.clear()
     for _ in range(5):
         dpu.get_status(job_id)
-    assert calls.count("squeue") == 1, "five status calls within the minimum interval: one squeue"
+    assert [c[0] for c in commands].count("squeue") == 1, "five polls within min_interval: one squeue"
 
 
 def test_process_without_worker_record_gets_its_end_from_sacct(dpu, tmp_path):

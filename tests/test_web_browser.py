@@ -154,11 +154,6 @@ def test_server_rendered_page_is_inert_without_javascript(session: Session, brow
 
 
 # -- SLURM ----------------------------------------------------------------------------------
-@pytest.fixture
-def slurm_cluster() -> None:
-    subprocess.run(["bash", str(REPO / "harness" / "slurm-up.sh")], check=True, timeout=600)
-
-
 def sbatch_as(user: str, name: str, seconds: int) -> str:
     """A job of another OS user, submitted by that user (the page must see it in squeue)."""
     out = subprocess.run(["runuser", "-u", user, "--", "sbatch", "--parsable", "--array=0-0",
