@@ -13,14 +13,14 @@ from typing import List, Optional, Tuple
 
 from .config import DPUConfig
 from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
-from .store import Job, Store
+from .store import Job, Proc, Store
 from .transport.base import Records
 from .worker import STATUS, process_dir
 
 log = logging.getLogger(__name__)
 
 DONE = "DONE"
-Change = Tuple[int, str, str, str]
+Change = Tuple[int, str, str, str, Optional[float]]
 
 
 @dataclass
@@ -75,26 +75,35 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     by_dir = {j.jobdir: j for j in jobs}
     raw = {_record_path(by_dir[d], i): data for (d, i), data in got.records.items()}
     _, _, grace = poll_settings(dpu)
-    # Processes the scheduler has forgotten and whose worker left no final record: ask its
-    # accounting (one more call, only when there are such processes).
-    forgotten = [job for job in jobs if now - (job.submitted or now) >= grace and any(
-        proc.idx not in observed.get(job.id, {}) and not _final(raw.get(_record_path(job, proc.idx)))
-        for proc in open_procs[job.id])]
-    if forgotten:
-        for job_id, seen in scheduler.history(forgotten).items():
+
+    def missing_since(job: Job, proc: Proc) -> Optional[float]:
+        """When nobody knew this process first (None: the scheduler or a final record does).
+        A just-submitted process not yet listed, accounting or a shared file system that lag:
+        nothing is concluded before the grace has passed."""
+        if proc.idx in observed.get(job.id, {}) or _final(raw.get(_record_path(job, proc.idx))):
+            return None
+        return proc.missing if proc.missing is not None else now
+
+    def overdue(since: Optional[float]) -> bool:
+        return since is not None and now - since >= grace
+
+    # Accounting is asked (one more call) only about processes missing for longer than the grace.
+    late = [job for job in jobs if any(overdue(missing_since(job, p)) for p in open_procs[job.id])]
+    if late:
+        for job_id, seen in scheduler.history(late).items():
             for idx, obs in seen.items():
                 observed.setdefault(job_id, {}).setdefault(idx, obs)
     changed = False
     for job in jobs:
         seen = observed.get(job.id, {})
-        young = now - (job.submitted or now) < grace
         changes: List[Change] = []
         for proc in open_procs[job.id]:
             record = _parse(raw.get(_record_path(job, proc.idx)))
-            state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, young,
+            since = missing_since(job, proc)
+            state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, not overdue(since),
                                             job.cancelled is not None)
-            if (state, outcome, reason) != (proc.state, proc.outcome, proc.reason):
-                changes.append((proc.idx, state, outcome, reason))
+            if (state, outcome, reason, since) != (proc.state, proc.outcome, proc.reason, proc.missing):
+                changes.append((proc.idx, state, outcome, reason, since))
         if changes:
             changed = True
             store.update(job.id, changes)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from .errors import DPUError, JobNotFound
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
 # the web submission API (dpu_slurm/bulk.py, dpu_slurm/tokens.py own these tables).
 _V3 = [
@@ -26,7 +26,10 @@ _V3 = [
     " label TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, last_used REAL)",
 ]
 # from version -> statements that bring a store to the next version
-MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3}
+# Version 4: when each process was first found missing (neither the scheduler nor its worker's
+# record knows it), so status waits out the grace before calling it U (dpu_slurm/status.py).
+_V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]
+MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4}
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -59,7 +62,7 @@ CREATE TABLE IF NOT EXISTS procs (
     reason  TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-""" + ";\n".join(_V3) + ";\n"
+""" + ";\n".join(_V3 + _V4) + ";\n"
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Proc:
     state: str      # QUEUED, RUNNING or DONE
     outcome: str    # one letter of NEASU per task once DONE
     reason: str
+    missing: Optional[float] = None  # first time no one knew the process; None while known
 
 
 @dataclass
@@ -191,11 +195,13 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET cancelled=? WHERE id=?", (time.time(), job_id))
 
-    def update(self, job_id: int, changes: Iterable[Tuple[int, str, str, str]]) -> None:
-        """Apply (idx, state, outcome, reason) changes; close the job when all are DONE."""
+    def update(self, job_id: int,
+               changes: Iterable[Tuple[int, str, str, str, Optional[float]]]) -> None:
+        """Apply (idx, state, outcome, reason, missing) changes; close the job when all are DONE."""
         with self.transaction() as db:
-            db.executemany("UPDATE procs SET state=?, outcome=?, reason=? WHERE job_id=? AND idx=?",
-                           ((s, o, r, job_id, i) for i, s, o, r in changes))
+            db.executemany("UPDATE procs SET state=?, outcome=?, reason=?, missing=? "
+                           "WHERE job_id=? AND idx=?",
+                           ((s, o, r, m, job_id, i) for i, s, o, r, m in changes))
             left = db.execute("SELECT COUNT(*) FROM procs WHERE job_id=? AND state!='DONE'",
                               (job_id,)).fetchone()[0]
             if left == 0:
@@ -234,7 +240,7 @@ class Store:
         return [_job(r) for r in rows]
 
     def procs(self, job_id: int, open_only: bool = False) -> List[Proc]:
-        sql = "SELECT idx, state, outcome, reason FROM procs WHERE job_id=?"
+        sql = "SELECT idx, state, outcome, reason, missing FROM procs WHERE job_id=?"
         if open_only:
             sql += " AND state!='DONE'"
         return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,))]

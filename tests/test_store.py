@@ -91,10 +91,10 @@ def test_counters_over_hand_built_outcomes(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     jid = record(store, nproc=7, ntasks=2)
     other = record(store, nproc=1, ntasks=2)
-    store.update(jid, [(0, "DONE", "NN", ""), (1, "DONE", "ES", "task failed"),
-                       (2, "DONE", "AS", "TIMEOUT"), (3, "DONE", "SS", "cancelled"),
-                       (4, "DONE", "UU", "lost"), (5, "RUNNING", "", "")])
-    store.update(other, [(0, "DONE", "NE", "")])
+    store.update(jid, [(0, "DONE", "NN", "", None), (1, "DONE", "ES", "task failed", None),
+                       (2, "DONE", "AS", "TIMEOUT", None), (3, "DONE", "SS", "cancelled", None),
+                       (4, "DONE", "UU", "lost", None), (5, "RUNNING", "", "", None)])
+    store.update(other, [(0, "DONE", "NE", "", None)])
     counts = store.counts([jid, other])
     c = counts[jid]
     assert (c.queued, c.running, c.done) == (1, 1, 5)
@@ -102,7 +102,7 @@ def test_counters_over_hand_built_outcomes(tmp_path: Path) -> None:
     assert c.line() == "2/1/1/4/2"
     assert counts[other].letters == (1, 1, 0, 0, 0)
     assert store.job(jid).finished is None  # two processes are still open
-    store.update(jid, [(5, "DONE", "NN", ""), (6, "DONE", "SS", "")])
+    store.update(jid, [(5, "DONE", "NN", "", None), (6, "DONE", "SS", "", None)])
     assert store.counts([jid])[jid].letters == (4, 1, 1, 6, 2)
     assert store.job(jid).finished is not None
     assert store.jobs(active=True) == []

@@ -83,11 +83,12 @@ def test_version_2_store_gains_the_bulk_and_token_tables_and_keeps_its_jobs(tmp_
     job_id = store.record("local", "alice", "Null", {"message": "kept"}, {}, 1, 1)
     store.close()
     db = sqlite3.connect(path)   # make it a version-2 store again
-    db.executescript("DROP TABLE bulk_entries; DROP TABLE tokens;"
+    db.executescript("DROP TABLE bulk_entries; DROP TABLE tokens; ALTER TABLE procs DROP COLUMN missing;"
                      "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()
     store = Store(path)
-    assert store.meta_get("schema_version") == str(SCHEMA_VERSION) == "3"
+    assert store.meta_get("schema_version") == str(SCHEMA_VERSION)
+    assert [p.missing for p in store.procs(job_id)] == [None], "version 4 added procs.missing"
     assert store.job(job_id).options == {"message": "kept"}
     token, _ = tokens.create(store, "alice")
     assert tokens.verify(store, token) is not None

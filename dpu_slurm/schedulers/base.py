@@ -8,9 +8,11 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import DPUConfig, current_user
+from ..errors import SubmitError
 from ..render import render
 from ..store import Job
 from ..transport import Transport
@@ -112,6 +114,26 @@ class Scheduler(ABC):
         files[f"{req.jobdir}/out/.keep"] = b""
         self.transport.write_files(files)
         return scripts
+
+    # Scheduler messages that mean "try again later" rather than "this job is wrong".
+    TRANSIENT: ClassVar[Tuple[str, ...]] = ()
+
+    def submit_chunks(self, scripts: Dict[str, str], argv: Callable[[str, str], List[str]],
+                      parse_id: Callable[[str], str], cancel: str) -> List[str]:
+        """Submit each chunk's script; if one is refused, cancel those already queued and raise
+        SubmitError with the scheduler's message: a job is queued whole or not at all."""
+        native: List[str] = []
+        for name, text in scripts.items():
+            res = self.transport.run(argv(name, text))
+            job_id = parse_id(res.stdout) if res.returncode == 0 else ""
+            if not job_id:
+                if native:
+                    self.transport.run([self.cmd(cancel), *native])
+                msg = " ".join((res.stderr + " " + res.stdout).split()) or f"exit code {res.returncode}"
+                raise SubmitError(f"{Path(argv(name, text)[0]).name} refused it: {msg}",
+                                  transient=any(t in msg for t in self.TRANSIENT))
+            native.append(job_id)
+        return native
 
     def cmd(self, name: str) -> str:
         """A scheduler command, from the config's bin_dir when it names one."""

@@ -18,7 +18,7 @@ import re
 import shlex
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..errors import SchedulerError, SubmitError, Unreachable
+from ..errors import SchedulerError, Unreachable
 from ..store import Job
 from .base import (
     ENDED,
@@ -54,7 +54,7 @@ STATE_MAP = {
     "M": (ENDED, "U"),    # PBS Pro: moved to another server; we cannot follow it there
 }
 _ARRAY_FLAG = {"torque": "-t", "pbspro": "-J"}
-_TRANSIENT = ("Connection refused", "cannot connect to server", "Communication failure",
+TRANSIENT = ("Connection refused", "cannot connect to server", "Communication failure",
               "Server not responding", "timed out", "pbs_iff")
 _GONE = ("Unknown Job Id", "Invalid job id", "does not exist", "Job has finished", "already completed")
 _ID = re.compile(r"^(\d+)(?:\[(\d*)\])?(?:\.\S*)?$")
@@ -135,6 +135,7 @@ def exit_observation(state: str, exit_status: Optional[str]) -> Observation:
 class PBSScheduler(Scheduler):
     name = "pbs"
     STATE_MAP = STATE_MAP
+    TRANSIENT = TRANSIENT
 
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
@@ -161,19 +162,15 @@ class PBSScheduler(Scheduler):
         return args
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.stage(req)
-        native: List[str] = []
-        for name, text in scripts.items():
-            res = self.transport.run([self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"])
-            lines = res.stdout.strip().splitlines()
-            job_id = lines[-1].strip() if lines else ""
-            if res.returncode != 0 or not _ID.match(job_id):
-                if native:  # a later chunk failed: take back the ones already queued
-                    self.transport.run([self.cmd("qdel"), *native])
-                msg = " ".join((res.stderr + " " + res.stdout).split()) or f"exit code {res.returncode}"
-                raise SubmitError(f"qsub refused it: {msg}", transient=any(t in msg for t in _TRANSIENT))
-            native.append(job_id)
-        return native
+        def job_id(out: str) -> str:
+            lines = out.strip().splitlines()
+            last = lines[-1].strip() if lines else ""
+            return last if _ID.match(last) else ""
+
+        return self.submit_chunks(
+            self.stage(req),
+            lambda name, text: [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"],
+            job_id, "qdel")
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:

@@ -13,7 +13,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from ..errors import SchedulerError, SubmitError, Unreachable
+from ..errors import SchedulerError, Unreachable
 from ..store import Job
 from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
 from .pbs import owners, walltime
@@ -36,7 +36,7 @@ STATE_MAP = {
     "EQW": (ENDED, "E"), "EHQW": (ENDED, "E"), "EHRQW": (ENDED, "E"),  # cannot start: qstat -j says why
     "Z": (ENDED, "S"),                              # zombie (qstat -s z): ended, record decides
 }
-_TRANSIENT = ("unable to contact qmaster", "can't unpack gdi request", "failed receiving gdi request",
+TRANSIENT = ("unable to contact qmaster", "can't unpack gdi request", "failed receiving gdi request",
               "commlib error", "got no connection")
 _GONE = ("does not exist", "has already been deleted", "already in deletion")
 
@@ -94,6 +94,7 @@ def accounting_observation(record: Dict[str, str]) -> Observation:
 class SGEScheduler(Scheduler):
     name = "sge"
     STATE_MAP = STATE_MAP
+    TRANSIENT = TRANSIENT
 
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
@@ -104,18 +105,11 @@ class SGEScheduler(Scheduler):
                 for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.stage(req)
-        native: List[str] = []
-        for name in scripts:
-            res = self.transport.run([self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"])
-            job_id = res.stdout.strip().split(".")[0]
-            if res.returncode != 0 or not job_id.isdigit():
-                if native:
-                    self.transport.run([self.cmd("qdel"), *native])
-                msg = " ".join((res.stderr + " " + res.stdout).split()) or f"exit code {res.returncode}"
-                raise SubmitError(f"qsub refused it: {msg}", transient=any(t in msg for t in _TRANSIENT))
-            native.append(job_id)
-        return native
+        return self.submit_chunks(
+            self.stage(req),
+            lambda name, _: [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"],
+            lambda out: out.strip().split(".")[0] if out.strip().split(".")[0].isdigit() else "",
+            "qdel")
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:

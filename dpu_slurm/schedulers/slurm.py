@@ -9,7 +9,7 @@ import math
 import time
 from typing import Dict, List, Optional, Sequence
 
-from ..errors import SchedulerError, SubmitError, Unreachable
+from ..errors import SchedulerError, Unreachable
 from ..store import Job
 from ..transport.base import Gathered
 from .base import (
@@ -53,7 +53,7 @@ STATE_MAP = {
     "PREEMPTED": (ENDED, "A"),
     "BOOT_FAIL": (ENDED, "A"),
 }
-_TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
+TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
               "Connection refused", "Resource temporarily unavailable")
 _SEP = "|"
 
@@ -69,6 +69,7 @@ def hms(seconds: int) -> str:
 class SlurmScheduler(Scheduler):
     name = "slurm"
     STATE_MAP = STATE_MAP
+    TRANSIENT = TRANSIENT
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -83,19 +84,14 @@ class SlurmScheduler(Scheduler):
                 for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
 
     def submit(self, req: SubmitRequest) -> List[str]:
-        scripts = self.stage(req)
-        native: List[str] = []
-        for name in scripts:
-            res = self.transport.run(["sbatch", "--parsable", f"--chdir={req.jobdir}",
-                                      f"{req.jobdir}/{name}"])
-            if res.returncode != 0:
-                if native:  # a later chunk failed: take back the ones already queued
-                    self.transport.run(["scancel", *native])
-                msg = (res.stderr or res.stdout).strip() or f"exit code {res.returncode}"
-                raise SubmitError(f"sbatch refused it: {msg}",
-                                  transient=any(t in msg for t in _TRANSIENT))
-            native.append(res.stdout.strip().split(";")[0])
-        return native
+        def argv(name: str, _text: str) -> List[str]:
+            return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
+
+        def job_id(out: str) -> str:  # "123" or "123;cluster"
+            first = out.strip().split(";")[0]
+            return first if first.isdigit() else ""
+
+        return self.submit_chunks(self.stage(req), argv, job_id, "scancel")
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
