@@ -60,9 +60,10 @@ CREATE TABLE IF NOT EXISTS procs (
     state   TEXT NOT NULL DEFAULT 'QUEUED',
     outcome TEXT NOT NULL DEFAULT '',
     reason  TEXT NOT NULL DEFAULT '',
+    missing REAL,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-""" + ";\n".join(_V3 + _V4) + ";\n"
+""" + ";\n".join(_V3) + ";\n"  # every statement idempotent: two clients may create the store at once
 
 
 @dataclass
