@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Iterable, List, Optional, Union
+from typing import IO, Any, Dict, Iterable, List, Optional, Union
 
 from .catalog import Catalog
 from .config import (
@@ -80,6 +80,7 @@ class Processor:
         self._store = open_store()
         self._awepipe = Path(awepipe) if awepipe is not None else awepipe_path()
         self._catalog: Optional[Catalog] = None
+        self._others: Dict[str, DPUSession] = {}  # sessions of other DPUs your jobs are on
         self._started = time.time()
         logfile = Path.cwd() / time.strftime("%Y%m%d_%H%M%S.log") if session_log else None
         self._say = SessionWriter(current_user(), out or sys.stdout, logfile)
@@ -125,7 +126,8 @@ class Processor:
         return self._catalog
 
     def close(self) -> None:
-        self._session.close()
+        for session in (self._session, *self._others.values()):
+            session.close()
         self._store.close()
         self._say.close()
 
@@ -230,23 +232,31 @@ class Processor:
         return jobs
 
     def _session_for(self, job: Job) -> DPUSession:
+        """The session of the job's DPU: one per DPU for the Processor's life (one connection)."""
         if job.dpu == self.dpu_name:
             return self._session
-        return DPUSession(get_dpu(job.dpu), self._store, self._session.user)
+        if job.dpu not in self._others:
+            self._others[job.dpu] = DPUSession(get_dpu(job.dpu), self._store, self._session.user)
+        return self._others[job.dpu]
 
-    def get_status(self, jobids: JobIds = None) -> List[JobView]:
-        """One line per job: status and N/E/A/S/U counters. No argument: active and recent jobs."""
-        jobs = self._jobs(jobids)
+    def _refresh(self, jobs: List[Job], say_unreachable: bool = False) -> List[JobView]:
+        """Poll each DPU these jobs are on once; their views, as now known, in id order."""
         views: List[JobView] = []
         for dpu in sorted({j.dpu for j in jobs}):
             session = self._session_for(next(j for j in jobs if j.dpu == dpu))
             session.refresh()
-            if session.unreachable:
+            if say_unreachable and session.unreachable:
                 self._say(f"{session.unreachable}; showing the last known states")
             views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
+        return sorted(views, key=lambda v: v.job.id)
+
+    def get_status(self, jobids: JobIds = None) -> List[JobView]:
+        """One line per job: status and N/E/A/S/U counters. No argument: active and recent jobs."""
+        jobs = self._jobs(jobids)
+        views = self._refresh(jobs, say_unreachable=True)
         if not views:
             self._say("No active or recent jobs on DPU " + self.dpu_name)
-        for view in sorted(views, key=lambda v: v.job.id):
+        for view in views:
             self._say(f"Jobid {view.job.id} has status {view.status} N/E/A/S/U {view.counts.line()}")
             if view.job.phase == "not_submitted":
                 self._say(f"  {view.job.error}")
@@ -260,11 +270,7 @@ class Processor:
         jobs = self._jobs(jobids)
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            views: List[JobView] = []
-            for dpu in sorted({j.dpu for j in jobs}):
-                session = self._session_for(next(j for j in jobs if j.dpu == dpu))
-                session.refresh()
-                views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
+            views = self._refresh(jobs)
             if all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
                 return views
             if end is not None and time.monotonic() >= end:
@@ -277,8 +283,7 @@ class Processor:
         """The log lines of the jobs (no argument: active and recent jobs); also printed."""
         lines: List[str] = []
         jobs = self._jobs(jobids)
-        for dpu in {j.dpu for j in jobs}:
-            self._session_for(next(j for j in jobs if j.dpu == dpu)).refresh()
+        self._refresh(jobs)
         for job in jobs:
             session = self._session_for(job)
             procs = {p.idx: p for p in self._store.procs(job.id)}

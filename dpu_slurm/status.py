@@ -15,7 +15,7 @@ from .config import DPUConfig
 from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
 from .store import Job, Proc, Store
 from .transport.base import Records
-from .worker import STATUS, process_dir
+from .worker import STATUS
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,17 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     else:
         observed = scheduler.poll(jobs)
         got = scheduler.transport.gather(None, [], wanted, STATUS)
+    # Each record parsed once: (job id, index) -> what the worker wrote.
     by_dir = {j.jobdir: j for j in jobs}
-    raw = {_record_path(by_dir[d], i): data for (d, i), data in got.records.items()}
+    records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items()}
     _, _, grace = poll_settings(dpu)
 
     def missing_since(job: Job, proc: Proc) -> Optional[float]:
         """When nobody knew this process first (None: the scheduler or a final record does).
         A just-submitted process not yet listed, accounting or a shared file system that lag:
         nothing is concluded before the grace has passed."""
-        if proc.idx in observed.get(job.id, {}) or _final(raw.get(_record_path(job, proc.idx))):
+        record = records.get((job.id, proc.idx))
+        if proc.idx in observed.get(job.id, {}) or (record is not None and record.state == DONE):
             return None
         return proc.missing if proc.missing is not None else now
 
@@ -98,7 +100,7 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
         seen = observed.get(job.id, {})
         changes: List[Change] = []
         for proc in open_procs[job.id]:
-            record = _parse(raw.get(_record_path(job, proc.idx)))
+            record = records.get((job.id, proc.idx))
             since = missing_since(job, proc)
             state, outcome, reason = decide(seen.get(proc.idx), record, job.ntasks, not overdue(since),
                                             job.cancelled is not None)
@@ -109,15 +111,6 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
             store.update(job.id, changes)
     _backoff(store, dpu, changed, now)
     return True
-
-
-def _record_path(job: Job, idx: int) -> str:
-    return str(process_dir(job.jobdir, idx) / STATUS)  # type: ignore[arg-type]
-
-
-def _final(raw: Optional[bytes]) -> bool:
-    record = _parse(raw)
-    return record is not None and record.state == DONE
 
 
 def _parse(raw: Optional[bytes]) -> Optional[Record]:

@@ -71,3 +71,15 @@ def test_cancel_of_a_job_that_was_never_submitted_says_so(env):
     dpu._store.not_submitted(job_id, "sbatch refused it: invalid partition")
     with pytest.raises(DPUError, match=f"job {job_id} was never submitted .*invalid partition"):
         dpu.cancel_job(job_id)
+
+
+def test_jobs_on_another_dpu_share_one_session_per_dpu(env):
+    env.write_dpu(name="first")
+    env.write_dpu(name="second")
+    dpu = Processor("first", out=io.StringIO(), session_log=False)
+    job_id = dpu.run("Null", return_jobid=True)
+    dpu.select_dpu("second")
+    job = dpu._store.job(job_id)
+    assert dpu._session_for(job) is dpu._session_for(job), "one connection per DPU, not per call"
+    assert dpu.wait([job_id], timeout=60)[0].ok
+    dpu.close()
