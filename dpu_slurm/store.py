@@ -177,6 +177,23 @@ class Store:
                            ((job_id, i) for i in range(nproc)))
         return job_id
 
+    def record_mirrored(self, dpu: str, user: str, sequence: str, options: Dict[str, Any],
+                        dpu_options: Dict[str, Any], nproc: int, ntasks: int, jobdir: str,
+                        native_ids: Sequence[str], created: float, submitted: float) -> int:
+        """A submitted job copied from elsewhere (the queue page's view of another store), with
+        its own created/submitted times; one transaction, so a bad copy leaves nothing behind."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (dpu, user, sequence, options, dpu_options, nproc, ntasks, phase,"
+                " native_ids, jobdir, created, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted',"
+                " ?, ?, ?, ?)",
+                (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), int(nproc),
+                 int(ntasks), json.dumps(list(native_ids)), jobdir, float(created), float(submitted)))
+            job_id = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
+                           ((job_id, i) for i in range(int(nproc))))
+        return job_id
+
     def set_jobdir(self, job_id: int, jobdir: str, bundle: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET jobdir=?, bundle=? WHERE id=?", (jobdir, bundle, job_id))
@@ -238,6 +255,12 @@ class Store:
         if active:
             sql += " AND finished IS NULL AND phase IN ('recorded', 'submitted')"
         rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
+        return [_job(r) for r in rows]
+
+    def jobs_since(self, dpu: str, since: float, phase: str = "submitted") -> List[Job]:
+        """The DPU's jobs in `phase` created at or after `since`, oldest first."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE dpu=? AND phase=? AND created>=? ORDER BY id",
+                               (dpu, phase, since)).fetchall()
         return [_job(r) for r in rows]
 
     def procs(self, job_id: int, open_only: bool = False) -> List[Proc]:

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -32,30 +33,39 @@ HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2
 
 
 @contextmanager
-def serving(dpu: str = "testlocal", refresh: float = 1.0) -> Iterator[Tuple[str, QueueServer]]:
-    """A live server on a free loopback port, in a thread; stopped (by this test) at the end."""
+def serving(dpu: str = "testlocal", refresh: float = 1.0,
+            **options: Any) -> Iterator[Tuple[str, QueueServer]]:
+    """A live server on a free loopback port, in a thread, once its first snapshot is made;
+    stopped (by this test) at the end. It polls every 0.1 s: tests look right after a change."""
     store = open_store()
-    server = make_server(get_dpu(dpu), store, port=0, refresh=refresh)
-    server.app.mirror.interval = 0.0   # tests look right after a change
+    server = make_server(get_dpu(dpu), store, port=0, refresh=refresh,
+                         **{"poll_floor": 0.1, **options})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+        wait_until(lambda: server.uvicorn.started and server.app.refresher.refreshes > 0)
         yield f"http://127.0.0.1:{server.server_address[1]}", server
     finally:
         server.shutdown()
+        thread.join(20)
         server.server_close()
         store.close()
-        thread.join(5)
+
+
+def listed(url: str, jid: int) -> bool:
+    """Whether the page's snapshot has job `jid` yet."""
+    return jid in [j["jobid"] for j in get_json(url.rstrip("/") + "/api/queue")["jobs"]]
 
 
 def http(url: str, data: Optional[bytes] = None, method: Optional[str] = None,
-         headers: Optional[Dict[str, str]] = None) -> Tuple[int, Dict[str, str], bytes]:
+         headers: Optional[Dict[str, str]] = None) -> Tuple[int, Message, bytes]:
+    """Status, headers (names case-insensitive) and body."""
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers.items()), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def get_json(url: str) -> Any:
@@ -231,6 +241,7 @@ def test_api_submits_as_the_user_and_the_job_shows_at_their_prompt(session: Sess
         view = session.dpu.wait(answer["jobid"], timeout=60, interval=0.05)[0]
         assert view.counts.letters == (2, 0, 0, 0, 0)
         assert view.job.options["message"] == "via web" and view.job.dpu_options["dpu_mem"] == 300
+        wait_until(lambda: listed(url, answer["jobid"]))   # the refresh after the submit
         assert [j["jobid"] for j in get_json(url + "/api/queue")["jobs"]] == [answer["jobid"]]
         assert get_json(url + "/api" + answer["url"])["job"]["jobid"] == answer["jobid"]
 
@@ -298,7 +309,7 @@ def test_dpu_web_serves_until_sigterm(env: Env, session: Session) -> None:
         line = proc.stdout.readline()
         match = re.match(r"Serving the queue of DPU testlocal on (http://127\.0\.0\.1:\d+/) ", line)
         assert match, line
-        assert [j["jobid"] for j in get_json(match.group(1) + "api/queue")["jobs"]] == [jid]
+        wait_until(lambda: listed(match.group(1), jid))    # the first refresh, in the background
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import tokens
 from ..catalog import Catalog
 from ..errors import DPUError, SubmitError, Unreachable
 from ..plan import make_plan
 from ..session import DPUSession, awepipe_path, store_id
-from .mirror import Mirror, job_url
+from ..store import Store
+from .mirror import job_url
+from .pages import printable
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,22 @@ class BadRequest(Exception):
 
 
 class RunAPI:
-    def __init__(self, session: DPUSession, mirror: Mirror, awepipe: Optional[Path] = None) -> None:
+    """Checks tokens and submits; called in worker threads, never holding the page's state.
+
+    Submits run one at a time (the session's store connection and transport are not shared
+    between threads); token checks use their own store connection, so a wrong token is answered
+    while a slow submit runs. After a submit the page is asked to refresh, not made to wait.
+    """
+
+    def __init__(self, session: DPUSession, token_store: Store,
+                 on_submit: Callable[[], None] = lambda: None, awepipe: Optional[Path] = None) -> None:
         self.session = session
-        self.mirror = mirror
+        self.token_store = token_store
+        self.on_submit = on_submit
         self.awepipe = awepipe
         self._catalog: Optional[Catalog] = None
+        self._token_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
 
     def code(self) -> Tuple[Catalog, Path]:
         """The pipeline's task declarations and its checkout (shipped with each job)."""
@@ -54,19 +69,31 @@ class RunAPI:
             self._catalog = Catalog.load(self.awepipe)
         return self._catalog, self.awepipe or awepipe_path()
 
+    def check_token(self, authorization: str) -> Optional[tokens.TokenInfo]:
+        """The token's record when the Authorization header carries a valid one of our user."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        with self._token_lock:
+            info = tokens.verify(self.token_store, token.strip())
+        return info if info is not None and info.user == self.session.user else None
+
     def handle(self, authorization: str, body: bytes) -> Answer:
         """The Authorization header and the body; the token is checked before the body is parsed."""
-        scheme, _, token = (authorization or "").partition(" ")
-        with self.mirror.lock:  # the store is shared with the page's refresh
-            info = tokens.verify(self.session.store, token.strip()) if scheme.lower() == "bearer" else None
-        if info is None or info.user != self.session.user:
+        info = self.check_token(authorization)
+        if info is None:
             return 401, {"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' with a "
                                   "token from `dpu token create` (run by the user this server runs as)"}
         try:
             sequence, options, dpu_options = parse(body, self.session.dpu.name)
-            with self.mirror.lock:
+            with self._submit_lock:
                 catalog, awepipe = self.code()
-                plan = make_plan(catalog, self.session.dpu, sequence, options, **dpu_options)
+                try:
+                    plan = make_plan(catalog, self.session.dpu, sequence, options, **dpu_options)
+                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                    # whatever JSON can carry that the prompt's checks did not foresee
+                    raise BadRequest(400, f"cannot use these options ({type(exc).__name__}: {exc}); "
+                                          "option values are strings, numbers or true/false") from None
                 job_id = self.session.submit(plan, awepipe)
                 store = store_id(self.session.store)
         except BadRequest as exc:
@@ -76,9 +103,9 @@ class RunAPI:
             return (503 if transient else 502), {"error": str(exc), "type": type(exc).__name__}
         except DPUError as exc:  # the prompt's own messages: unknown sequence, bad option, ...
             return 400, {"error": str(exc), "type": type(exc).__name__}
-        log.info("[%s] token %s: job %s (%s, %d processes) sent to DPU %s", info.user, info.id,
-                 job_id, plan.sequence, plan.nproc, self.session.dpu.name)
-        self.mirror.refresh(force=True)
+        log.info("[%s] token %s: job %s (%s, %d processes) sent to DPU %s", printable(info.user),
+                 info.id, job_id, printable(plan.sequence), plan.nproc, self.session.dpu.name)
+        self.on_submit()
         return 201, {"jobid": job_id, "dpu": self.session.dpu.name, "user": info.user,
                      "sequence": plan.sequence, "processes": plan.nproc,
                      "url": job_url(f"{info.user}/{job_id}.{store}")}
@@ -87,7 +114,9 @@ class RunAPI:
 def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     """(sequence, options, dpu options) of a request body, or BadRequest saying what is wrong."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest(400, "the body is nested too deeply; options are flat KEY: VALUE pairs") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(400, f"the body is not JSON ({exc}); send e.g. "
                               '{"sequence": "Null", "options": {"m": "hello"}}') from None
@@ -113,3 +142,14 @@ def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     if not isinstance(dpu_options.get("send_code", True), bool):
         raise BadRequest(400, "dpu option 'send_code' must be true or false")
     return sequence, options, dpu_options
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value

@@ -15,27 +15,37 @@ from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
 from .mirror import Mirror, Row
-from .server import duration, make_server, when
+from .pages import duration, printable, when
 
 log = logging.getLogger(__name__)
 
 
 def serve(args: argparse.Namespace) -> int:
     """``dpu web``: serve until Ctrl-C or SIGTERM."""
+    try:
+        from .server import make_server
+    except ImportError as exc:
+        raise DPUError(f"dpu web needs the web extra ({exc.name or exc} is not installed): "
+                       "pip install 'dpu_slurm[web]'") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     dpu = get_dpu(args.dpu or default_dpu_name())
+    for entry in args.allowed_host:
+        if not entry or any(ch.isspace() or ch in "/@?#" for ch in entry):
+            raise DPUError(f"--allowed-host {entry!r} is not a host name: give NAME or NAME:PORT")
+    if args.idle_timeout <= 0:
+        raise DPUError("--idle-timeout must be a positive number of seconds")
     store = open_store()
     try:
-        server = make_server(dpu, store, args.host, args.port, args.days, args.refresh)
+        server = make_server(dpu, store, args.host, args.port, args.days, args.refresh,
+                             allowed_hosts=args.allowed_host, idle_timeout=args.idle_timeout)
     except OSError as exc:
         store.close()
-        raise DPUError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; "
+        raise DPUError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
                        "pick another with --port") from None
-    host, port = str(server.server_address[0]), int(server.server_address[1])
     if not server.loopback:
         log.warning("listening on %s: anyone who reaches it sees every user's jobs and can try "
-                    "tokens over plain HTTP; put it behind a TLS proxy", host)
-    print(f"Serving the queue of DPU {dpu.name} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+                    "tokens over plain HTTP; put it behind a TLS proxy", args.host)
+    print(f"Serving the queue of DPU {dpu.name} on {server.url} (Ctrl-C stops)", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
@@ -71,12 +81,6 @@ def queue(args: argparse.Namespace) -> int:
     else:
         print(table(rows, now))
     return 0
-
-
-def printable(text: str, width: int = 0) -> str:
-    """Job text for a terminal: control characters (escape sequences) shown, not obeyed."""
-    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return out if not width or len(out) <= width else out[:width - 3] + "..."
 
 
 def table(rows: List[Row], now: float) -> str:
@@ -124,6 +128,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     w.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     w.add_argument("--days", type=float, default=7.0, help="show jobs submitted in the last DAYS days")
     w.add_argument("--refresh", type=float, default=5.0, help="seconds between page refreshes")
+    w.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="also answer requests for this Host (a proxy's name; needed off loopback); "
+                        "repeatable")
+    w.add_argument("--idle-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close connections idle this long; a request body must arrive within it "
+                        "(default 10)")
     q = sub.add_parser("queue", parents=[common], help="every user's jobs on the DPU (the web page's table)")
     q.add_argument("--user", help="only this user's jobs")
     q.add_argument("--status", choices=["QUEUED", "RUNNING", "FINISHED", "queued", "running", "finished"])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
@@ -23,6 +24,7 @@ from ..store import LETTERS, Job, Store
 from ..transport import Transport, connect
 from ..worker import LOG, STATUS, process_dir
 from .cards import Card, Listed, index_dir, list_cards
+from .pages import printable
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ class Mirror:
         self.lock = threading.RLock()         # also guards `own` for the submission API
         self.updated = 0.0
         self.warnings: List[str] = []
+        self.broken: Set[str] = set()         # card keys that could not be copied in
+        self.row_errors: List[str] = []       # card keys whose row could not be made, last time
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
@@ -144,23 +148,24 @@ class Mirror:
         store = self.own.meta_get("store_id")
         if store is None:
             return  # this user never submitted a job
-        rows = self.own.db.execute("SELECT id, user FROM jobs WHERE dpu=? AND phase='submitted' AND "
-                                   "created>=?", (self.dpu.name, time.time() - self.days * 86400))
-        new = [jid for jid, user in rows if f"{user}/{jid}.{store}" not in self.ids]
-        for job in self.own.jobs(ids=new) if new else []:
-            self._add(Card.from_job(job, store))
+        for job in self.own.jobs_since(self.dpu.name, time.time() - self.days * 86400):
+            if f"{job.user}/{job.id}.{store}" not in self.ids:
+                self._add(Card.from_job(job, store))
 
     def _add(self, card: Card) -> None:
-        if card.key in self.ids:
+        """Copy a card's job into the page's store; a card that does not fit is skipped, once."""
+        if card.key in self.ids or card.key in self.broken:
             return
-        db = self.db
-        jid = db.record(self.dpu.name, card.user, card.sequence, card.options,
-                        {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks)
-        db.set_jobdir(jid, card.jobdir, "")
-        db.submitted(jid, card.native_ids)
-        with db.transaction() as conn:  # the card's own times: 'young' and 'submitted' use them
-            conn.execute("UPDATE jobs SET created=?, submitted=? WHERE id=?",
-                         (card.created, card.submitted, jid))
+        try:
+            jid = self.db.record_mirrored(
+                self.dpu.name, card.user, card.sequence, card.options,
+                {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks,
+                card.jobdir, card.native_ids, card.created, card.submitted)
+        except (TypeError, ValueError, OverflowError, sqlite3.Error) as exc:
+            self.broken.add(card.key)
+            log.warning("job %s cannot be shown (%s: %s); skipped", printable(card.key),
+                        type(exc).__name__, printable(str(exc)))
+            return
         self.cards[jid] = card
         self.ids[card.key] = jid
 
@@ -188,17 +193,25 @@ class Mirror:
 
     # -- reading --------------------------------------------------------------------------
     def rows(self, user: str = "", status: str = "") -> List[Row]:
-        """Newest first, filtered by user and status."""
+        """Newest first, filtered by user and status; a job whose row cannot be made is left
+        out with a warning (one broken card must not take the page down for everyone)."""
+        out, failed = [], []
         with self.lock:
             jobs = self.db.jobs()
             counts = self.db.counts([j.id for j in jobs])
-            out = []
             for job in jobs:
-                view = JobView(job, counts[job.id])
-                if (user and job.user != user) or (status and view.status != status):
-                    continue
-                out.append(self._row(job, view))
-        out.sort(key=lambda r: (r.submitted, r.key), reverse=True)
+                try:
+                    view = JobView(job, counts[job.id])
+                    if (user and job.user != user) or (status and view.status != status):
+                        continue
+                    out.append(self._row(job, view))
+                except Exception as exc:  # any bad field: skip this row only
+                    key = self.cards[job.id].key if job.id in self.cards else str(job.id)
+                    failed.append(key)
+                    log.warning("job %s cannot be shown (%s: %s); skipped", printable(key),
+                                type(exc).__name__, printable(str(exc)))
+            self.row_errors = failed
+        out.sort(key=_newest, reverse=True)
         return out
 
     def users(self) -> List[str]:
@@ -231,6 +244,13 @@ class Mirror:
             {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": mask(p.reason),
              "log": logs.get(p.idx)} for p in procs],
             "logs_cut": max(0, len(procs) - len(paths))}
+
+
+def _newest(row: Row) -> Tuple[float, str]:
+    try:
+        return float(row.submitted), row.key
+    except (TypeError, ValueError):
+        return 0.0, row.key
 
 
 def _record(raw: Optional[bytes]) -> Dict[str, Any]:

@@ -1,244 +1,82 @@
-"""``dpu web``: the DPU's queue page, its JSON endpoints and POST /api/run (stdlib HTTP server).
+"""``dpu web`` on uvicorn: the listening socket, the connection limits and the protocol.
 
-GET  /                      the queue: every user's jobs; ?user= and ?status= filter
-GET  /api/queue             the same rows as JSON (the page refreshes itself from it)
-GET  /job/USER/ID.STORE     one job: options, processes, the tail of its logs
-GET  /api/job/USER/ID.STORE the same as JSON
-POST /api/run               submit a run with a token (api.py)
-
-Read-only apart from POST /api/run; every page is rendered with HTML autoescaping and the
-browser is told to run no script but /static/queue.js (Content-Security-Policy).
+The routes and the page's state are in app.py; this module binds the address, sets uvicorn's
+limits (idle timeout, backlog, concurrent connections, request head size) and closes idle
+connections that never send a request (uvicorn starts its idle clock only after a response).
+Needs the ``web`` extra: ``pip install 'dpu_slurm[web]'``.
 """
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import socket
-import time
-from functools import lru_cache
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
+import threading
+from typing import Any, List, Optional, Sequence, Tuple
 
-import jinja2
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..config import DPUConfig, current_user, packaged
-from ..session import DPUSession
-from ..store import LETTERS, Store
-from .api import MAX_BODY, RunAPI
-from .mirror import STATUSES, Mirror
+from ..config import DPUConfig
+from ..store import Store
+from .app import MAX_HEAD, App, HostPolicy, application
+from .pages import json_bytes
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS = 1000   # newest first; the JSON says how many there are in all
-STATIC = {"queue.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "connect-src 'self'; img-src 'self'; base-uri 'none'; "
-                               "form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+BACKLOG = 2048
+MAX_CONNECTIONS = 1000   # open connections (idle ones included) before new requests get 503
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+                                "form-action 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+]
 
 
-@lru_cache(maxsize=1)
-def templates() -> jinja2.Environment:
-    """HTML only (render.py's environment is for shell scripts): autoescape everything."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(packaged("templates") / "web")),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters["when"] = when
-    env.filters["duration"] = duration
-    env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False)
-    return env
+class Protocol(H11Protocol):
+    """uvicorn's h11 protocol with one idle clock per connection: it runs from the connection's
+    start and after each response until a whole request head is in, so a connection that sends
+    nothing, or its head byte by byte, is closed after the idle timeout like an idle keep-alive one.
+    A request head over the limit is answered 431 (h11 reports it as a plain protocol error)."""
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                            self.timeout_keep_alive_handler)
 
-def when(stamp: Optional[float]) -> str:
-    return "" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)   # the clock keeps running: uvicorn would stop it here
+        self.handle_events()
+        self._stop_clock_if_busy()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._stop_clock_if_busy()      # a pipelined request started right away
 
-def duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return ""
-    days, rest = divmod(int(seconds), 86400)
-    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}d {text}" if days else text
+    def _stop_clock_if_busy(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._unset_keepalive_if_required()
 
-
-class App:
-    """What the handlers share: the DPU, the mirror of its queue, the submission API."""
-
-    def __init__(self, dpu: DPUConfig, store: Store, days: float = 7.0, refresh: float = 5.0,
-                 user: Optional[str] = None) -> None:
-        self.dpu = dpu
-        self.store = store
-        self.refresh = refresh
-        self.mirror = Mirror(dpu, store, days)
-        self.api = RunAPI(DPUSession(dpu, store, user or current_user()), self.mirror)
-
-    def close(self) -> None:
-        self.mirror.close()
-        self.api.session.close()
-
-    def queue(self, query: Dict[str, str]) -> Dict[str, Any]:
-        self.mirror.refresh()
-        user, status = query.get("user", ""), query.get("status", "").upper()
-        rows = self.mirror.rows(user, status)
-        now = time.time()
-        return {"dpu": self.dpu.name, "description": self.dpu.description, "now": now,
-                "updated": self.mirror.updated, "users": self.mirror.users(), "user": user,
-                "statuses": list(STATUSES), "status": status, "letters": list(LETTERS),
-                "warnings": list(self.mirror.warnings), "total": len(rows),
-                "jobs": [r.to_json(now) for r in rows[:MAX_ROWS]]}
-
-    def job(self, key: str) -> Optional[Dict[str, Any]]:
-        self.mirror.refresh()
-        found = self.mirror.job(key)
-        if found is None:
-            return None
-        return {"dpu": self.dpu.name, "now": time.time(), "job": found["job"].to_json(time.time()),
-                "processes": found["processes"], "logs_cut": found["logs_cut"]}
-
-
-class QueueServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: Tuple[str, int], app: App) -> None:
-        self.app = app
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, Handler)
-        host = address[0]
-        self.loopback = _is_loopback(host)
-        port = self.server_address[1]
-        self.hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]", host)}
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.app.close()
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: QueueServer
-    server_version = "dpu-web"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
-
-    # -- plumbing -------------------------------------------------------------------------
-    def send(self, status: int, body: bytes, ctype: str, extra: Optional[Dict[str, str]] = None) -> None:
-        self.send_response(status)
-        for name, value in {**SECURITY_HEADERS, "Content-Type": ctype,
-                            "Content-Length": str(len(body)), **(extra or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def send_json(self, status: int, data: Any, extra: Optional[Dict[str, str]] = None) -> None:
-        self.send(status, json.dumps(data, ensure_ascii=False).encode(),
-                  "application/json; charset=utf-8", extra)
-
-    def send_page(self, name: str, code: int = 200, **context: Any) -> None:
-        html = templates().get_template(name).render(**context)
-        self.send(code, html.encode(), "text/html; charset=utf-8")
-
-    def host_ok(self) -> bool:
-        """On loopback, refuse other Host names: a web page cannot rebind a name to us."""
-        if not self.server.loopback:
-            return True
-        if self.headers.get("Host", "") in self.server.hosts:
-            return True
-        self.send_json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unexpected Host header"})
-        return False
-
-    # -- routes ---------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        if not self.host_ok():
-            return
-        url = urlsplit(self.path)
-        path = unquote(url.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        app = self.server.app
+    def send_400_response(self, msg: str) -> None:
+        too_long = len(self.conn.trailing_data[0]) > MAX_HEAD
+        status, text = ((431, f"the request line and headers are larger than {MAX_HEAD} bytes")
+                        if too_long else (400, "malformed HTTP request"))
+        headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS]
+        headers += [(b"content-type", b"application/json; charset=utf-8"), (b"connection", b"close")]
         try:
-            if path == "/":
-                data = app.queue(query)
-                self.send_page("queue.html.j2", refresh=app.refresh, **data)
-            elif path == "/api/queue":
-                self.send_json(200, app.queue(query))
-            elif path.startswith(("/api/job/", "/job/")):
-                found = app.job(path.split("/job/", 1)[1])
-                if found is None:
-                    self.not_found(path.startswith("/api/"), "no such job on this page")
-                elif path.startswith("/api/"):
-                    self.send_json(200, found)
-                else:
-                    self.send_page("job.html.j2", letters=LETTERS, **found)
-            elif path == "/favicon.ico":
-                self.send(204, b"", "image/x-icon")
-            elif path.startswith("/static/") and path[8:] in STATIC:
-                name = path[8:]
-                body = (packaged("templates") / "web" / name).read_bytes()
-                self.send(200, body, STATIC[name], {"Cache-Control": "max-age=60"})
-            else:
-                self.not_found(path.startswith("/api/"), "no such page")
-        except Exception:
-            log.exception("GET %s failed", self.path)
-            self.send_json(500, {"error": "internal error; see the dpu web log"})
-
-    do_HEAD = do_GET
-
-    def not_found(self, as_json: bool, message: str) -> None:
-        if as_json:
-            self.send_json(404, {"error": message})
-        else:
-            self.send_page("error.html.j2", code=404, message=message,
-                           dpu=self.server.app.dpu.name)
-
-    def do_POST(self) -> None:
-        if not self.host_ok():
-            return
-        if urlsplit(self.path).path != "/api/run":
-            self.send_json(405, {"error": "the page is read-only; POST /api/run submits"},
-                           {"Allow": "GET, HEAD"})
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.send_json(411, {"error": "send the JSON body with a Content-Length"})
-            return
-        if int(length) > MAX_BODY:
-            # Read a moderately large body away first: a client still sending when the server
-            # closes sees a reset instead of the answer. Beyond 16 MB, just answer and close.
-            left = int(length) if int(length) <= 16 * MAX_BODY else 0
-            while left > 0:
-                chunk = self.rfile.read(min(1 << 16, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
-            self.close_connection = True
-            self.send_json(413, {"error": f"the body is larger than {MAX_BODY} bytes"})
-            self.close_connection = True
-            return
-        body = self.rfile.read(int(length))
-        try:
-            status, data = self.server.app.api.handle(self.headers.get("Authorization", ""), body)
-        except Exception:
-            log.exception("POST /api/run failed")
-            status, data = 500, {"error": "internal error; see the dpu web log"}
-        extra = {"WWW-Authenticate": 'Bearer realm="dpu"'} if status == 401 else None
-        self.send_json(status, data, extra)
-
-    def refuse(self) -> None:
-        self.send_json(405, {"error": "the page is read-only; POST /api/run submits"},
-                       {"Allow": "GET, HEAD, POST"})
-
-    do_PUT = do_DELETE = do_PATCH = refuse
+            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            self.transport.write(self.conn.send(h11.Data(data=json_bytes({"error": text}))) or b"")
+            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            pass   # cannot answer in this state: just close
+        self.transport.close()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -247,7 +85,80 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def url_of(host: str, port: int) -> str:
+    """http://HOST:PORT/ with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket; OSError when the address is taken or not ours."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class QueueServer:
+    """The page on one listening socket; serve_forever() runs uvicorn until shutdown()."""
+
+    def __init__(self, app: App, host: str, port: int, allowed_hosts: Sequence[str] = (),
+                 idle_timeout: float = 10.0) -> None:
+        self.app = app
+        self.socket = bind(host, port)
+        address: Tuple[Any, ...] = self.socket.getsockname()
+        self.server_address: Tuple[str, int] = (host, int(address[1]))
+        self.loopback = is_loopback(host)
+        self.hosts = HostPolicy(host, self.server_address[1], allowed_hosts, self.loopback)
+        self.config = uvicorn.Config(
+            application(app, self.hosts), loop="asyncio", http=Protocol, ws="none", lifespan="off",
+            log_config=None, log_level="warning", access_log=False, server_header=False,
+            headers=SECURITY_HEADERS, backlog=BACKLOG, limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=idle_timeout,  # type: ignore[arg-type] # a float works
+            timeout_graceful_shutdown=5, h11_max_incomplete_event_size=MAX_HEAD)
+        self.uvicorn = uvicorn.Server(self.config)
+        self._closed = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return url_of(*self.server_address)
+
+    def serve_forever(self) -> None:
+        """Start the background refresh and answer requests until shutdown()."""
+        self.app.start()
+        self.uvicorn.run(sockets=[self.socket])
+
+    def shutdown(self) -> None:
+        self.uvicorn.should_exit = True
+
+    def server_close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.socket.close()
+        self.app.close()
+
+
 def make_server(dpu: DPUConfig, store: Store, host: str = "127.0.0.1", port: int = 8080,
-                days: float = 7.0, refresh: float = 5.0) -> QueueServer:
-    """A server ready to serve_forever(); port 0 picks a free port (see server_address)."""
-    return QueueServer((host, port), App(dpu, store, days, refresh))
+                days: float = 7.0, refresh: float = 5.0, allowed_hosts: Sequence[str] = (),
+                idle_timeout: float = 10.0, poll_floor: float = 1.0,
+                user: Optional[str] = None) -> QueueServer:
+    """A server ready to serve_forever(); port 0 picks a free port (see server_address).
+    A request body must arrive within `idle_timeout` seconds too."""
+    app = App(dpu, store, days, refresh, user=user, poll_floor=poll_floor, body_timeout=idle_timeout)
+    try:
+        return QueueServer(app, host, port, allowed_hosts, idle_timeout)
+    except BaseException:
+        app.close()
+        raise
+
+
+__all__: List[str] = ["QueueServer", "make_server", "url_of", "SECURITY_HEADERS"]

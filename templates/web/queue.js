@@ -27,6 +27,11 @@
     const text = `${pad(Math.floor(s / 3600))}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
     return days ? `${days}d ${text}` : text;
   }
+  function ago(s) {
+    if (s === null || s === undefined) return "not yet (the first refresh is running)";
+    s = Math.max(0, Math.floor(s));
+    return s < 120 ? `${s} s ago` : `${Math.floor(s / 60)} min ago`;
+  }
   function cell(row, text, className) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -76,6 +81,7 @@
     body.replaceChildren(...data.jobs.map(jobRow));
     setUsers(data.users, userSelect.value);
     document.getElementById("updated").textContent = when(data.updated);
+    document.getElementById("age").textContent = ago(data.age);
     const shown = data.jobs.length;
     document.getElementById("count").textContent = shown < data.total ? `${shown} of ${data.total}` : String(shown);
     warning.textContent = data.warnings.join("; ");

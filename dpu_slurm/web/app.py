@@ -1,0 +1,349 @@
+"""The Starlette application of ``dpu web``: the routes, the request guard and the state.
+
+GET  /                      the queue: every user's jobs; ?user= and ?status= filter
+GET  /api/queue             the same rows as JSON (the page refreshes itself from it)
+GET  /job/USER/ID.STORE     one job: options, processes, the tail of its logs
+GET  /api/job/USER/ID.STORE the same as JSON
+POST /api/run               submit a run with a token (api.py)
+
+The queue is served from the last snapshot (state.py): no request waits for the scheduler. Job
+pages read their log files in a small thread pool, with a timeout; submits run in their own pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import DPUConfig, current_user, packaged
+from ..session import DPUSession
+from ..store import LETTERS, Store
+from .api import MAX_BODY, RunAPI
+from .mirror import STATUSES, Mirror
+from .pages import clean, html, json_bytes, printable
+from .state import Refresher, with_running_time
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 1000          # newest first; the JSON says how many there are in all
+MAX_HEAD = 32 * 1024     # request line and headers, bytes (431 above)
+MAX_HEADERS = 100
+DRAIN = 16 * MAX_BODY    # a too large body up to this size is read away before answering 413
+JOB_TIMEOUT = 20.0       # seconds a job page may take to read its files
+STATIC = {"queue.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+JSON = "application/json; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+
+
+class App:
+    """What the routes share: the DPU, the mirror of its queue and its refresher, the API."""
+
+    def __init__(self, dpu: DPUConfig, store: Store, days: float = 7.0, refresh: float = 5.0,
+                 user: Optional[str] = None, poll_floor: float = 1.0,
+                 body_timeout: float = 10.0) -> None:
+        self.dpu = dpu
+        self.refresh = refresh
+        self.body_timeout = body_timeout
+        # Own connections to the user's store: the page's reads never queue behind a submit.
+        self.mirror = Mirror(dpu, Store(store.path), days)
+        self.refresher = Refresher(self.mirror, poll_floor)
+        self.api = RunAPI(DPUSession(dpu, store, user or current_user()), Store(store.path),
+                          self.refresher.wake)
+        self.job_pool = ThreadPoolExecutor(8, "dpu-web-job")
+        self.submit_pool = ThreadPoolExecutor(32, "dpu-web-submit")
+
+    def start(self) -> None:
+        self.refresher.start()
+
+    def close(self) -> None:
+        self.refresher.stop()
+        self.job_pool.shutdown(wait=False, cancel_futures=True)
+        self.submit_pool.shutdown(wait=False, cancel_futures=True)
+        if self.mirror.own is not None:
+            self.mirror.own.close()
+        self.mirror.close()
+        self.api.token_store.close()
+        self.api.session.close()
+
+    def queue(self, user: str = "", status: str = "") -> Dict[str, Any]:
+        """The page's data from the last snapshot (its age included)."""
+        snap = self.refresher.snapshot
+        now = time.time()
+        rows = snap.select(user, status)
+        return {"dpu": self.dpu.name, "description": self.dpu.description, "now": now,
+                "updated": snap.updated or None, "age": snap.age(now), "users": list(snap.users),
+                "user": user, "statuses": list(STATUSES), "status": status, "letters": list(LETTERS),
+                "warnings": list(snap.warnings), "total": len(rows),
+                "jobs": [with_running_time(r, now) for r in rows[:MAX_ROWS]]}
+
+    def known(self, key: str) -> bool:
+        return key in self.refresher.snapshot.by_key
+
+    def job(self, key: str) -> Optional[Dict[str, Any]]:
+        """One job with its processes and logs (runs in a worker thread: it reads files)."""
+        found = self.mirror.job(key)
+        if found is None:
+            return None
+        now = time.time()
+        return clean({"dpu": self.dpu.name, "now": now, "job": found["job"].to_json(now),
+                      "processes": found["processes"], "logs_cut": found["logs_cut"]})
+
+
+# -- responses ------------------------------------------------------------------------------
+def json_response(status: int, data: Any, headers: Optional[Dict[str, str]] = None) -> Response:
+    return Response(json_bytes(data), status, headers, JSON)
+
+
+def page(name: str, code: int = 200, **context: Any) -> Response:
+    return Response(html(name, **context), code, media_type=HTML)
+
+
+def error(request: Request, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> Response:
+    """JSON under /api/, else the error page."""
+    if request.url.path.startswith("/api/"):
+        return json_response(status, {"error": message}, headers)
+    dpu = request.app.state.dpu.dpu.name
+    response = page("error.html.j2", status, message=message, dpu=dpu)  # code: positional
+    response.headers.update(headers or {})
+    return response
+
+
+class Refused(Exception):
+    """A request answered with an error before it reaches the API."""
+
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.close = close
+
+
+# -- routes ---------------------------------------------------------------------------------
+def _app(request: Request) -> App:
+    return request.app.state.dpu
+
+
+def _filters(request: Request) -> Tuple[str, str]:
+    return request.query_params.get("user", ""), request.query_params.get("status", "").upper()
+
+
+async def queue_page(request: Request) -> Response:
+    app = _app(request)
+    data = app.queue(*_filters(request))
+    try:
+        return page("queue.html.j2", refresh=app.refresh, **data)
+    except Exception:  # a row the template chokes on: the page without rows, and say so
+        log.exception("rendering the queue page failed")
+        data.update(jobs=[], total=0, warnings=[*data["warnings"], "the jobs cannot be shown as "
+                                                "HTML (see the dpu web log); /api/queue has them"])
+        return page("queue.html.j2", refresh=app.refresh, **data)
+
+
+async def queue_json(request: Request) -> Response:
+    return json_response(200, _app(request).queue(*_filters(request)))
+
+
+async def job_view(request: Request) -> Response:
+    app = _app(request)
+    key = request.path_params["key"]
+    if not app.known(key):
+        return error(request, 404, "no such job on this page")
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(loop.run_in_executor(app.job_pool, app.job, key), JOB_TIMEOUT)
+    except asyncio.TimeoutError:
+        return error(request, 503, "reading this job's files takes too long; try again in a moment",
+                     {"Retry-After": "10"})
+    except Exception:  # this job only: the queue and other jobs are unaffected
+        log.exception("job %s cannot be shown", printable(key))
+        return error(request, 500, "this job cannot be shown; see the dpu web log")
+    if found is None:
+        return error(request, 404, "no such job on this page")
+    if request.url.path.startswith("/api/"):
+        return json_response(200, found)
+    return page("job.html.j2", letters=LETTERS, **found)
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return error(request, 404, "no such page")
+    return Response((packaged("templates") / "web" / name).read_bytes(), media_type=STATIC[name])
+
+
+async def favicon(request: Request) -> Response:
+    return Response(b"", 204, media_type="image/x-icon")
+
+
+async def run(request: Request) -> Response:
+    app = _app(request)
+    try:
+        body = await read_body(request, MAX_BODY, app.body_timeout)
+    except Refused as exc:
+        return json_response(exc.status, {"error": str(exc)}, {"Connection": "close"} if exc.close else None)
+    loop = asyncio.get_running_loop()
+    status, data = await loop.run_in_executor(app.submit_pool, app.api.handle,
+                                              request.headers.get("authorization", ""), body)
+    extra = {"WWW-Authenticate": 'Bearer realm="dpu"'} if status == 401 else None
+    return json_response(status, data, extra)
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most `limit` bytes, within `timeout` seconds (a Content-Length that lies
+    must not hold the request forever); Refused says which of 408/411/413 and why."""
+    length = request.headers.get("content-length")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if length is None and not chunked:
+        raise Refused(411, "send the JSON body with a Content-Length (or chunked)")
+    declared = int(length) if length is not None and length.isdigit() else 0
+    too_big = declared > limit
+    if declared > DRAIN:
+        raise Refused(413, f"the body is larger than {limit} bytes", close=True)
+    # Read a too large body away too (up to DRAIN): a client still sending when the server
+    # closes sees a reset instead of the answer.
+    cap = DRAIN if too_big else limit
+    body = bytearray()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(0.0, end - loop.time()))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the body did not arrive within {timeout:g} s", close=True) from None
+        except ClientDisconnect:
+            raise Refused(400, "the client went away before the body arrived", close=True) from None
+        body += chunk
+        if len(body) > cap:
+            raise Refused(413, f"the body is larger than {limit} bytes", close=True)
+        if len(body) > limit:
+            too_big = True
+    if too_big:
+        raise Refused(413, f"the body is larger than {limit} bytes", close=True)
+    return bytes(body)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return error(request, 404, "no such page")
+
+
+async def not_allowed(request: Request, exc: Exception) -> Response:
+    if request.url.path == "/api/run":
+        allow, message = "POST", "POST /api/run submits a run; GET the page at /"
+    else:
+        allow, message = "GET, HEAD", "the page is read-only; POST /api/run submits"
+    return json_response(405, {"error": message}, {"Allow": allow})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return error(request, status, str(getattr(exc, "detail", "")) or "error")
+
+
+ROUTES = [
+    Route("/", queue_page, methods=["GET"]),
+    Route("/api/queue", queue_json, methods=["GET"]),
+    Route("/job/{key:path}", job_view, methods=["GET"]),
+    Route("/api/job/{key:path}", job_view, methods=["GET"]),
+    Route("/static/{name}", static, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
+    Route("/api/run", run, methods=["POST"]),
+]
+
+
+# -- the guard: Host allow-list, header limits, the request log, no traceback to anyone ---------
+class HostPolicy:
+    """Which Host headers are answered. On loopback: the loopback names and the bound address,
+    so a web page cannot rebind a name of its own to this server; off loopback: the bound
+    address and the names given with --allowed-host (NAME matches any port, NAME:PORT one)."""
+
+    def __init__(self, host: str, port: int, allowed: Sequence[str] = (), loopback: bool = True) -> None:
+        bound = f"[{host}]" if ":" in host else host
+        self.exact = {f"{bound}:{port}".lower()}
+        if loopback:
+            self.exact |= {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        self.names: Set[str] = set()
+        for entry in allowed:
+            name, has_port = split_host(entry)
+            (self.exact if has_port else self.names).add(entry.lower() if has_port else name)
+
+    def allows(self, host: str) -> bool:
+        host = host.strip().lower()
+        return host in self.exact or split_host(host)[0] in self.names
+
+
+def split_host(entry: str) -> Tuple[str, bool]:
+    """(name, whether a port is given) of NAME, NAME:PORT, [V6] or [V6]:PORT."""
+    entry = entry.strip().lower()
+    if entry.startswith("["):
+        name, _, rest = entry.partition("]")
+        return name + "]", rest.startswith(":") and rest[1:].isdigit()
+    name, colon, port = entry.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        return name, True
+    return entry, False
+
+
+class Guard:
+    """Pure ASGI middleware around every request."""
+
+    def __init__(self, app: ASGIApp, hosts: HostPolicy) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refused = self.check(scope)
+            answer: Callable[..., Any] = self.app if refused is None else refused
+            await answer(scope, receive, tracked)
+        except Exception:
+            log.exception("%s failed", printable(scope.get("path", "")))
+            if not status:
+                oops = json_response(500, {"error": "internal error; see the dpu web log"})
+                await oops(scope, receive, tracked)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope.get("path", "") + (f"?{query}" if query else "")
+            log.info("%s %s %s %s", printable(str(client[0])), printable(scope.get("method", "")),
+                     printable(target, 300), status or "-")
+
+    def check(self, scope: Scope) -> Optional[Response]:
+        headers: List[Tuple[bytes, bytes]] = scope.get("headers", [])
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEAD:
+            return json_response(431, {"error": f"the request headers are larger than {MAX_HEAD} bytes "
+                                                f"or more than {MAX_HEADERS}"}, {"Connection": "close"})
+        host = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
+        if not self.hosts.allows(host):
+            return json_response(421, {"error": "unexpected Host header; start dpu web with "
+                                                "--allowed-host NAME to answer for NAME"})
+        return None
+
+
+def application(app: App, hosts: HostPolicy) -> ASGIApp:
+    """The ASGI application: Starlette routes inside the guard."""
+    handlers: Dict[Any, Callable[..., Any]] = {404: not_found, 405: not_allowed, HTTPException: http_error}
+    starlette = Starlette(routes=ROUTES, exception_handlers=handlers)
+    starlette.state.dpu = app
+    return Guard(starlette, hosts)
