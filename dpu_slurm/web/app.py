@@ -204,13 +204,12 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     if length is None and not chunked:
         raise Refused(411, "send the JSON body with a Content-Length (or chunked)")
     declared = int(length) if length is not None and length.isdigit() else 0
-    too_big = declared > limit
     if declared > DRAIN:
         raise Refused(413, f"the body is larger than {limit} bytes", close=True)
-    # Read a too large body away too (up to DRAIN): a client still sending when the server
-    # closes sees a reset instead of the answer.
-    cap = DRAIN if too_big else limit
+    # A too large body is read away (up to DRAIN) before the answer: a client still sending
+    # when the server closes sees a reset instead of the answer.
     body = bytearray()
+    size = 0
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     chunks = request.stream().__aiter__()
@@ -223,12 +222,12 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
             raise Refused(408, f"the body did not arrive within {timeout:g} s", close=True) from None
         except ClientDisconnect:
             raise Refused(400, "the client went away before the body arrived", close=True) from None
-        body += chunk
-        if len(body) > cap:
-            raise Refused(413, f"the body is larger than {limit} bytes", close=True)
-        if len(body) > limit:
-            too_big = True
-    if too_big:
+        size += len(chunk)
+        if size > DRAIN:
+            break
+        if size <= limit:
+            body += chunk
+    if size > limit:
         raise Refused(413, f"the body is larger than {limit} bytes", close=True)
     return bytes(body)
 

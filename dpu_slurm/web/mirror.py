@@ -96,8 +96,7 @@ class Mirror:
         self.lock = threading.RLock()         # also guards `own` for the submission API
         self.updated = 0.0
         self.warnings: List[str] = []
-        self.broken: Set[str] = set()         # card keys that could not be copied in
-        self.row_errors: List[str] = []       # card keys whose row could not be made, last time
+        self.broken: Set[str] = set()         # card keys that cannot be shown (logged once)
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
@@ -154,7 +153,7 @@ class Mirror:
 
     def _add(self, card: Card) -> None:
         """Copy a card's job into the page's store; a card that does not fit is skipped, once."""
-        if card.key in self.ids or card.key in self.broken:
+        if card.key in self.ids:
             return
         try:
             jid = self.db.record_mirrored(
@@ -162,10 +161,12 @@ class Mirror:
                 {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks,
                 card.jobdir, card.native_ids, card.created, card.submitted)
         except (TypeError, ValueError, OverflowError, sqlite3.Error) as exc:
-            self.broken.add(card.key)
-            log.warning("job %s cannot be shown (%s: %s); skipped", printable(card.key),
-                        type(exc).__name__, printable(str(exc)))
+            if card.key not in self.broken:   # said once, not at every refresh
+                self.broken.add(card.key)
+                log.warning("job %s cannot be shown (%s: %s); skipped", printable(card.key),
+                            type(exc).__name__, printable(str(exc)))
             return
+        self.broken.discard(card.key)
         self.cards[jid] = card
         self.ids[card.key] = jid
 
@@ -195,7 +196,7 @@ class Mirror:
     def rows(self, user: str = "", status: str = "") -> List[Row]:
         """Newest first, filtered by user and status; a job whose row cannot be made is left
         out with a warning (one broken card must not take the page down for everyone)."""
-        out, failed = [], []
+        out = []
         with self.lock:
             jobs = self.db.jobs()
             counts = self.db.counts([j.id for j in jobs])
@@ -207,10 +208,10 @@ class Mirror:
                     out.append(self._row(job, view))
                 except Exception as exc:  # any bad field: skip this row only
                     key = self.cards[job.id].key if job.id in self.cards else str(job.id)
-                    failed.append(key)
-                    log.warning("job %s cannot be shown (%s: %s); skipped", printable(key),
-                                type(exc).__name__, printable(str(exc)))
-            self.row_errors = failed
+                    if key not in self.broken:   # said once, not at every refresh
+                        self.broken.add(key)
+                        log.warning("job %s cannot be shown (%s: %s); skipped", printable(key),
+                                    type(exc).__name__, printable(str(exc)))
         out.sort(key=_newest, reverse=True)
         return out
 

@@ -63,14 +63,16 @@ class Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         too_long = len(self.conn.trailing_data[0]) > MAX_HEAD
-        status, text = ((431, f"the request line and headers are larger than {MAX_HEAD} bytes")
-                        if too_long else (400, "malformed HTTP request"))
+        status, reason, text = (
+            (431, b"Request Header Fields Too Large", f"the request head is larger than {MAX_HEAD} bytes")
+            if too_long else (400, b"Bad Request", "malformed HTTP request"))
         headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS]
         headers += [(b"content-type", b"application/json; charset=utf-8"), (b"connection", b"close")]
+        events = [h11.Response(status_code=status, headers=headers, reason=reason),
+                  h11.Data(data=json_bytes({"error": text})), h11.EndOfMessage()]
         try:
-            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            self.transport.write(self.conn.send(h11.Data(data=json_bytes({"error": text}))) or b"")
-            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+            for event in events:
+                self.transport.write(self.conn.send(event) or b"")
         except h11.LocalProtocolError:
             pass   # cannot answer in this state: just close
         self.transport.close()

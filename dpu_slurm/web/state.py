@@ -58,11 +58,14 @@ def build(mirror: Mirror, warnings: List[str]) -> Snapshot:
             data.pop("running_time", None)
             rows.append(data)
         except Exception as exc:  # one job, not the page
-            mirror.row_errors.append(row.key)
-            log.warning("job %s cannot be shown (%s); skipped", printable(row.key), exc)
-    if mirror.row_errors:
-        warnings = [*warnings, f"{len(mirror.row_errors)} job(s) cannot be shown (see the dpu web "
-                               f"log): {', '.join(printable(k) for k in mirror.row_errors[:3])}"]
+            if row.key not in mirror.broken:
+                mirror.broken.add(row.key)
+                log.warning("job %s cannot be shown (%s); skipped", printable(row.key), exc)
+    shown = {r["key"] for r in rows}
+    broken = sorted(k for k in mirror.broken if k not in shown)
+    if broken:
+        warnings = [*warnings, f"{len(broken)} job(s) cannot be shown (see the dpu web log): "
+                               f"{', '.join(printable(k) for k in broken[:3])}"]
     users = sorted({r["user"] for r in rows})
     return Snapshot(tuple(rows), tuple(users), tuple(warnings), time.time(),
                     {r["key"]: r for r in rows})
