@@ -12,11 +12,13 @@ pages read their log files in a small thread pool, with a timeout; submits run i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -30,7 +32,7 @@ from ..store import LETTERS, Store
 from .api import MAX_BODY, RunAPI
 from .mirror import STATUSES, Mirror
 from .pages import clean, html, json_bytes, printable
-from .state import Refresher, with_running_time
+from .state import Entry, Refresher
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +76,19 @@ class App:
         self.api.token_store.close()
         self.api.session.close()
 
-    def queue(self, user: str = "", status: str = "") -> Dict[str, Any]:
-        """The page's data from the last snapshot (its age included)."""
+    def queue(self, user: str = "", status: str = "") -> Tuple[Dict[str, Any], List[Entry], float]:
+        """The page's data from the last snapshot (its age included), its jobs, and now."""
         snap = self.refresher.snapshot
         now = time.time()
-        rows = snap.select(user, status)
-        return {"dpu": self.dpu.name, "description": self.dpu.description, "now": now,
+        entries = snap.select(user, status)
+        meta = {"dpu": self.dpu.name, "description": self.dpu.description, "now": now,
                 "updated": snap.updated or None, "age": snap.age(now), "users": list(snap.users),
                 "user": user, "statuses": list(STATUSES), "status": status, "letters": list(LETTERS),
-                "warnings": list(snap.warnings), "total": len(rows),
-                "jobs": [with_running_time(r, now) for r in rows[:MAX_ROWS]]}
+                "warnings": list(snap.warnings), "total": len(entries)}
+        return meta, entries[:MAX_ROWS], now
 
     def known(self, key: str) -> bool:
-        return key in self.refresher.snapshot.by_key
+        return key in self.refresher.snapshot.keys
 
     def job(self, key: str) -> Optional[Dict[str, Any]]:
         """One job with its processes and logs (runs in a worker thread: it reads files)."""
@@ -137,18 +139,24 @@ def _filters(request: Request) -> Tuple[str, str]:
 
 async def queue_page(request: Request) -> Response:
     app = _app(request)
-    data = app.queue(*_filters(request))
+    meta, entries, _ = app.queue(*_filters(request))
+    # each row was rendered by the autoescaping template queue_row.html.j2 (state.entry)
+    rows = Markup("".join(e.html for e in entries))  # noqa: S704
     try:
-        return page("queue.html.j2", refresh=app.refresh, **data)
-    except Exception:  # a row the template chokes on: the page without rows, and say so
+        return page("queue.html.j2", refresh=app.refresh, rows=rows, jobs=entries, **meta)
+    except Exception:  # something the template chokes on: the page without rows, and say so
         log.exception("rendering the queue page failed")
-        data.update(jobs=[], total=0, warnings=[*data["warnings"], "the jobs cannot be shown as "
-                                                "HTML (see the dpu web log); /api/queue has them"])
-        return page("queue.html.j2", refresh=app.refresh, **data)
+        meta.update(total=0, warnings=[*meta["warnings"], "the jobs cannot be shown as HTML "
+                                       "(see the dpu web log); /api/queue has them"])
+        return page("queue.html.j2", refresh=app.refresh, rows="", jobs=[], **meta)
 
 
 async def queue_json(request: Request) -> Response:
-    return json_response(200, _app(request).queue(*_filters(request)))
+    meta, entries, now = _app(request).queue(*_filters(request))
+    # Each job's JSON text is made once per snapshot (running jobs: per request, for their time).
+    head = json.dumps(clean(meta), ensure_ascii=False, allow_nan=False)
+    body = head[:-1] + ', "jobs": [' + ", ".join(e.json_text(now) for e in entries) + "]}"
+    return Response(body.encode("utf-8", "replace"), 200, media_type=JSON)
 
 
 async def job_view(request: Request) -> Response:

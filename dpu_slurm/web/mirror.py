@@ -97,6 +97,7 @@ class Mirror:
         self.updated = 0.0
         self.warnings: List[str] = []
         self.broken: Set[str] = set()         # card keys that cannot be shown (logged once)
+        self.settled: Dict[int, Row] = {}     # rows that no longer change: finished, times known
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
@@ -195,23 +196,33 @@ class Mirror:
     # -- reading --------------------------------------------------------------------------
     def rows(self, user: str = "", status: str = "") -> List[Row]:
         """Newest first, filtered by user and status; a job whose row cannot be made is left
-        out with a warning (one broken card must not take the page down for everyone)."""
+        out with a warning (one broken card must not take the page down for everyone).
+        A finished job whose times are known keeps its row: only the others are read again."""
         out = []
         with self.lock:
-            jobs = self.db.jobs()
+            todo = [jid for jid in self.cards if jid not in self.settled]
+            jobs = (self.db.jobs() if len(todo) > 500 else self.db.jobs(ids=todo)) if todo else []
+            wanted = set(todo)
+            jobs = [j for j in jobs if j.id in wanted]
             counts = self.db.counts([j.id for j in jobs])
+            fresh: Dict[int, Row] = {}
             for job in jobs:
                 try:
-                    view = JobView(job, counts[job.id])
-                    if (user and job.user != user) or (status and view.status != status):
-                        continue
-                    out.append(self._row(job, view))
+                    fresh[job.id] = row = self._row(job, JobView(job, counts[job.id]))
                 except Exception as exc:  # any bad field: skip this row only
                     key = self.cards[job.id].key if job.id in self.cards else str(job.id)
                     if key not in self.broken:   # said once, not at every refresh
                         self.broken.add(key)
                         log.warning("job %s cannot be shown (%s: %s); skipped", printable(key),
                                     type(exc).__name__, printable(str(exc)))
+                    continue
+                if job.finished is not None and row.ended is not None:
+                    self.settled[job.id] = row
+            for jid in self.cards:
+                made = self.settled.get(jid) or fresh.get(jid)
+                if made is None or (user and made.user != user) or (status and made.status != status):
+                    continue
+                out.append(made)
         out.sort(key=_newest, reverse=True)
         return out
 

@@ -7,36 +7,58 @@ wakes early when a submit asks it to.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..status import poll_settings
-from .mirror import Mirror
-from .pages import clean, printable
+from ..store import LETTERS
+from .mirror import Mirror, Row
+from .pages import clean, printable, templates
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """Every user's jobs at `updated` (0: no refresh finished yet), as JSON-ready rows."""
+class Entry:
+    """One job of a snapshot: its table row as HTML at the snapshot's time, and its JSON as
+    text once it no longer changes with the clock (else the data, timed at each request)."""
 
-    rows: Tuple[Dict[str, Any], ...] = ()
+    key: str
+    user: str
+    status: str
+    html: str
+    text: Optional[str]
+    data: Optional[Dict[str, Any]] = None
+
+    def json_text(self, now: float) -> str:
+        if self.text is not None:
+            return self.text
+        return json.dumps(clean(with_running_time(self.data or {}, now)), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every user's jobs at `updated` (0: no refresh finished yet), newest first."""
+
+    entries: Tuple[Entry, ...] = ()
     users: Tuple[str, ...] = ()
     warnings: Tuple[str, ...] = ()
     updated: float = 0.0
-    by_key: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    keys: FrozenSet[str] = frozenset()
 
     def age(self, now: float) -> Optional[float]:
         return max(0.0, now - self.updated) if self.updated else None
 
-    def select(self, user: str = "", status: str = "") -> List[Dict[str, Any]]:
-        """The rows of one user and/or status, newest first."""
-        return [r for r in self.rows
-                if (not user or r["user"] == user) and (not status or r["status"] == status)]
+    def select(self, user: str = "", status: str = "") -> List[Entry]:
+        """The jobs of one user and/or status, newest first."""
+        if not user and not status:
+            return list(self.entries)
+        return [e for e in self.entries
+                if (not user or e.user == user) and (not status or e.status == status)]
 
 
 def with_running_time(row: Dict[str, Any], now: float) -> Dict[str, Any]:
@@ -49,26 +71,46 @@ def with_running_time(row: Dict[str, Any], now: float) -> Dict[str, Any]:
     return {**row, "running_time": running}
 
 
-def build(mirror: Mirror, warnings: List[str]) -> Snapshot:
-    """Rows from the mirror's store; a row that cannot be turned into JSON is left out."""
-    rows = []
-    for row in mirror.rows():
-        try:
-            data = clean(row.to_json(0.0))
-            data.pop("running_time", None)
-            rows.append(data)
-        except Exception as exc:  # one job, not the page
-            if row.key not in mirror.broken:
-                mirror.broken.add(row.key)
-                log.warning("job %s cannot be shown (%s); skipped", printable(row.key), exc)
-    shown = {r["key"] for r in rows}
-    broken = sorted(k for k in mirror.broken if k not in shown)
-    if broken:
-        warnings = [*warnings, f"{len(broken)} job(s) cannot be shown (see the dpu web log): "
-                               f"{', '.join(printable(k) for k in broken[:3])}"]
-    users = sorted({r["user"] for r in rows})
-    return Snapshot(tuple(rows), tuple(users), tuple(warnings), time.time(),
-                    {r["key"]: r for r in rows})
+def entry(row: Row, now: float) -> Entry:
+    data = clean(row.to_json(now))
+    data.pop("running_time", None)
+    timed = with_running_time(data, now)
+    html = templates().get_template("queue_row.html.j2").render(j=timed, letters=LETTERS)
+    if data.get("started") is None or data.get("ended") is not None:   # not running
+        return Entry(row.key, row.user, row.status, html, json.dumps(timed, ensure_ascii=False))
+    return Entry(row.key, row.user, row.status, html, None, data)
+
+
+class Builder:
+    """Snapshots from the mirror; a row that did not change keeps its entry (no new JSON or
+    HTML for the thousands of finished jobs at every refresh)."""
+
+    def __init__(self) -> None:
+        self.cache: Dict[str, Tuple[Row, Entry]] = {}
+
+    def build(self, mirror: Mirror, warnings: List[str]) -> Snapshot:
+        now = time.time()
+        entries: List[Entry] = []
+        cache: Dict[str, Tuple[Row, Entry]] = {}
+        for row in mirror.rows():
+            old = self.cache.get(row.key)
+            try:
+                made = old[1] if old is not None and old[0] is row else entry(row, now)
+            except Exception as exc:  # one job, not the page
+                if row.key not in mirror.broken:
+                    mirror.broken.add(row.key)
+                    log.warning("job %s cannot be shown (%s); skipped", printable(row.key), exc)
+                continue
+            cache[row.key] = (row, made)
+            entries.append(made)
+        self.cache = cache
+        keys = frozenset(cache)
+        broken = sorted(k for k in mirror.broken if k not in keys)
+        if broken:
+            warnings = [*warnings, f"{len(broken)} job(s) cannot be shown (see the dpu web log): "
+                                   f"{', '.join(printable(k) for k in broken[:3])}"]
+        users = sorted({e.user for e in entries})
+        return Snapshot(tuple(entries), tuple(users), tuple(warnings), now, keys)
 
 
 class Refresher:
@@ -78,6 +120,7 @@ class Refresher:
         self.mirror = mirror
         self.floor = floor          # never poll more often than this (a local DPU says 0)
         self.snapshot = Snapshot()
+        self.builder = Builder()
         self.refreshes = 0          # finished refreshes, for whoever waits for a fresh one
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -100,14 +143,14 @@ class Refresher:
         """One refresh and a new snapshot; a failure keeps the last rows and says why."""
         try:
             self.mirror.refresh(force=True)
-            self.snapshot = build(self.mirror, list(self.mirror.warnings))
+            self.snapshot = self.builder.build(self.mirror, list(self.mirror.warnings))
         except Exception as exc:  # the page keeps serving the last snapshot
             log.exception("refreshing the queue failed")
             old = self.snapshot
             since = time.strftime("%H:%M:%S", time.localtime(old.updated)) if old.updated else "never"
             warning = (f"refreshing failed ({type(exc).__name__}: {printable(str(exc), 200)}); "
                        f"showing the states of {since}")
-            self.snapshot = Snapshot(old.rows, old.users, (warning,), old.updated, old.by_key)
+            self.snapshot = Snapshot(old.entries, old.users, (warning,), old.updated, old.keys)
         self.refreshes += 1
 
     def delay(self) -> float:
@@ -122,6 +165,9 @@ class Refresher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self.refresh_once()
             self._wake.wait(self.delay())
+            # woken by submits: still at most one refresh per `floor` seconds
+            self._stop.wait(max(0.0, started + self.floor - time.monotonic()))
             self._wake.clear()
