@@ -24,6 +24,7 @@ import pytest
 
 from dpu_slurm.schedulers.local import LocalScheduler
 from dpu_slurm.session import store_id
+from dpu_slurm.web import app as web_app
 from tests.conftest import REPO, Env, Session, wait_until
 from tests.test_web import finished, get_json, http, listed, other_users_job, post, serving, token
 
@@ -165,6 +166,42 @@ def test_a_get_is_answered_while_twenty_slow_submits_run(session: Session, token
         assert [j["jobid"] for j in queue["jobs"]] == [jid]
         assert sorted(code for code, _ in answers) == [201] * 20
         wait_until(lambda: all(listed(url, a["jobid"]) for _, a in answers))
+
+
+def test_requests_are_served_from_the_snapshot_while_the_scheduler_hangs(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = finished(session, "Null")
+    slow = session.dpu.run("Null", s=30, return_jobid=True)
+    hang, inside, release = threading.Event(), threading.Event(), threading.Event()
+    real = LocalScheduler.poll_request
+
+    def poll_request(self: LocalScheduler, jobs: Any) -> Any:
+        if hang.is_set() and not release.is_set():
+            inside.set()
+            release.wait(120)
+        return real(self, jobs)
+
+    monkeypatch.setattr(web_app, "JOB_TIMEOUT", 0.5)
+    monkeypatch.setattr(LocalScheduler, "poll_request", poll_request)
+    with serving() as (url, server):
+        wait_until(lambda: listed(url, slow))
+        key = f"{ME}/{done}.{store_id(session.dpu._store)}"
+        hang.set()
+        try:
+            assert inside.wait(60)          # the background refresh is stuck in the scheduler
+            before = server.app.refresher.refreshes
+            data = get_json(url + "/api/queue")
+            code, _, body = http(url + "/")
+            job = http(url + "/api/job/" + key)
+            assert server.app.refresher.refreshes == before and inside.is_set()
+        finally:
+            release.set()
+        assert {j["jobid"] for j in data["jobs"]} == {done, slow}
+        assert isinstance(data["updated"], float) and data["age"] >= 0
+        assert code == 200 and re.search(rb'id="age">\d+ s ago<', body)
+        # a job page reads files under the refresh's lock: it answers "try again", not hangs
+        assert job[0] == 503 and "try again" in json.loads(job[2])["error"]
+    session.dpu.cancel_job(slow, force=True)
 
 
 def test_idle_connections_are_closed_and_the_page_answers_meanwhile(session: Session, env: Env) -> None:
