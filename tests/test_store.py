@@ -135,3 +135,27 @@ def test_reopening_keeps_jobs_and_schema(tmp_path: Path) -> None:
     assert again.job(jid).sequence == "Null"
     assert again.meta_get("schema_version") == str(SCHEMA_VERSION)
     again.close()
+
+
+def test_jobs_since_and_a_mirrored_job_with_its_own_times(tmp_path: Path) -> None:
+    """What the queue page's mirror uses instead of SQL of its own (web/mirror.py)."""
+    store = Store(tmp_path / "s.sqlite")
+    old, new = record(store), record(store)
+    store.submitted(new, ["7"])
+    store.db.execute("UPDATE jobs SET created=0 WHERE id=?", (old,))
+    assert [j.id for j in store.jobs_since("testlocal", 0.0)] == [new]        # only submitted ones
+    assert [j.id for j in store.jobs_since("testlocal", 0.0, "recorded")] == [old]
+    store.submitted(old, ["6"])
+    assert [j.id for j in store.jobs_since("testlocal", 1.0)] == [new]        # only young ones
+    assert [j.id for j in store.jobs_since("testlocal", 0.0)] == [old, new]
+    assert store.jobs_since("elsewhere", 0.0) == []
+    jid = store.record_mirrored("testlocal", "bob", "Bias", {"i": "WFI"}, {"chunk": 10}, 3, 2,
+                                "/jobs/4.cafe", ["11", "12"], created=100.0, submitted=101.5)
+    job = store.job(jid)
+    assert (job.user, job.phase, job.created, job.submitted, job.native_ids, job.jobdir, job.nproc) == \
+        ("bob", "submitted", 100.0, 101.5, ["11", "12"], "/jobs/4.cafe", 3)
+    assert [p.state for p in store.procs(jid)] == ["QUEUED"] * 3
+    with pytest.raises(ValueError):   # a bad copy leaves nothing behind
+        store.record_mirrored("testlocal", "bob", "Bias", {}, {}, 2, 1, "/j", [], "soon", 1.0)  # type: ignore[arg-type]
+    assert [j.id for j in store.jobs()] == [old, new, jid]
+    store.close()

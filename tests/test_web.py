@@ -218,6 +218,7 @@ def token() -> str:
     return made
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
 RUN = {"sequence": "Null", "options": {"m": "via web", "n": 2}, "dpu_options": {"dpu_mem": 300}}
 
 
@@ -268,6 +269,15 @@ def test_api_validation_errors_are_400_with_the_prompts_message(
     ({"sequence": "Null", "dpu_options": {"dpu_cpus": 2}}, "unknown dpu option(s) dpu_cpus"),
     ({"sequence": "Null", "dpu": "elsewhere"}, "this server submits to DPU 'testlocal'"),
     ({"sequence": "Null", "dpu_options": {"dpu_time": -1}}, "dpu_time must be a positive number"),
+    # anything JSON can carry: a 400 saying what is wrong, never a 500
+    (b'{"sequence": "Null", "options": {"m": ' + DEEP + b"}}", "nested too deeply"),
+    (b'{"sequence": "Null", "options": {"n": NaN}}', "NaN is not a JSON number"),
+    (b'{"sequence": "Null", "options": {"n": 1e400}}', "out of range"),
+    (b'{"sequence": "Null", "options": {"n": -Infinity}}', "not a JSON number"),
+    ({"sequence": "Null", "options": {"m": {"deep": [1, {"x": None}]}, "n": [2]}}, ""),
+    ({"sequence": "Null", "options": {"m": "x", "n": True}}, ""),
+    (b'{"sequence": "\\ud800", "options": {}}', ""),
+    (b'\xff\xfe{}', "the body is not JSON"),
 ])
 def test_api_malformed_requests_are_400(session: Session, token: str, body: Any, message: str) -> None:
     with serving() as (url, _):

@@ -131,6 +131,38 @@ def test_broken_cards_are_one_row_each_never_a_500(session: Session, env: Env) -
         assert http(url + "/job/nobody/8.feedbeef")[0] in (200, 404)
 
 
+def test_a_job_page_that_fails_is_an_error_for_that_job_only(session: Session,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    good, bad = finished(session, "Null"), finished(session, "Null")
+    store = store_id(session.dpu._store)
+    with serving() as (url, server):
+        real = server.app.mirror.job
+
+        def job(key: str) -> Any:
+            if key == f"{ME}/{bad}.{store}":
+                raise RuntimeError("a log that cannot be read")
+            return real(key)
+
+        monkeypatch.setattr(server.app.mirror, "job", job)
+        assert http(f"{url}/job/{ME}/{bad}.{store}")[0] == 500
+        status, _, body = http(f"{url}/api/job/{ME}/{bad}.{store}")
+        assert status == 500 and json.loads(body)["error"].startswith("this job cannot be shown")
+        assert http(f"{url}/job/{ME}/{good}.{store}")[0] == 200
+        assert {j["jobid"] for j in get_json(url + "/api/queue")["jobs"]} == {good, bad}
+
+
+def test_an_unexpected_error_is_a_500_for_that_request_only(session: Session,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with serving() as (url, server):
+        monkeypatch.setattr(server.app, "queue", lambda *a: 1 / 0)
+        status, headers, body = http(url + "/api/queue")
+        assert (status, json.loads(body)) == (500, {"error": "internal error; see the dpu web log"})
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert http(url + "/")[0] == 500 and http(url + "/favicon.ico")[0] == 204
+        monkeypatch.undo()
+        assert http(url + "/")[0] == 200
+
+
 # -- item 5: the server's limits ------------------------------------------------------------------
 def test_a_get_is_answered_while_twenty_slow_submits_run(session: Session, token: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -252,6 +252,10 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
     return json_response(405, {"error": message}, {"Allow": allow})
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    return error(request, 500, "internal error; see the dpu web log")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return error(request, status, str(getattr(exc, "detail", "")) or "error")
@@ -350,7 +354,8 @@ class Guard:
 
 def application(app: App, hosts: HostPolicy) -> ASGIApp:
     """The ASGI application: Starlette routes inside the guard."""
-    handlers: Dict[Any, Callable[..., Any]] = {404: not_found, 405: not_allowed, HTTPException: http_error}
+    handlers: Dict[Any, Callable[..., Any]] = {404: not_found, 405: not_allowed, HTTPException: http_error,
+                                               Exception: internal_error}
     starlette = Starlette(routes=ROUTES, exception_handlers=handlers)
     starlette.state.dpu = app
     return Guard(starlette, hosts)
