@@ -1,6 +1,11 @@
 """The per-DPU queue page, its JSON endpoints and the submission API (``dpu web``).
 
-cards.py   the job cards session.submit drops in the DPU's job index (every user's jobs)
-mirror.py  every user's jobs on one DPU: cards + one scheduler call + the workers' records
-server.py  the HTTP server (stdlib): the page, the JSON endpoints, POST /api/run (api.py)
+cards.py     the job cards session.submit drops in the DPU's job index (every user's jobs)
+mirror.py    every user's jobs on one DPU: cards + one scheduler call + the workers' records
+state.py     the background refresh and the snapshot every request reads
+pages.py     rendering that replaces what it cannot encode (HTML, JSON, log text)
+app.py       the Starlette routes, the request guard (Host allow-list, limits, request log)
+server.py    uvicorn: the socket, the idle timeout, backlog and connection limits (``web`` extra)
+api.py       POST /api/run
+commands.py  ``dpu web``, ``dpu queue``, ``dpu token``
 """
