@@ -77,11 +77,12 @@ class JobView:
 
 
 class DPUSession:
-    def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None) -> None:
+    def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None,
+                 transport: Optional[Transport] = None) -> None:
         self.dpu = dpu
         self.store = store
         self.user = user or current_user()
-        self._transport: Optional[Transport] = None
+        self._transport: Optional[Transport] = transport   # None: connect when first needed
         self._scheduler: Optional[Scheduler] = None
         self.unreachable = ""  # why the last poll could not reach the DPU, if it could not
 

@@ -17,11 +17,10 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
-from ..schedulers import for_dpu
-from ..session import JobView
-from ..status import poll_settings, refresh
+from ..session import DPUSession, JobView
+from ..status import poll_settings
 from ..store import LETTERS, Job, Store
-from ..transport import Transport, connect
+from ..transport import Transport
 from ..worker import LOG, STATUS, process_dir
 from .cards import Card, Listed, index_dir, list_cards
 from .pages import printable
@@ -85,15 +84,17 @@ class Mirror:
         self.dpu = dpu
         self.own = own            # the server user's store: its jobs show even without a card
         self.days = days
-        self.transport = transport or connect(dpu)
-        self.scheduler = for_dpu(dpu, self.transport)
+        # The page's own session on an in-memory store: polled like any user's, for all users.
+        self.session = DPUSession(dpu, Store(Path(":memory:")), transport=transport)
+        self.db = self.session.store
+        self.transport = self.session.transport
+        self.scheduler = self.session.scheduler
         self.scheduler.all_users = True
-        self.db = Store(Path(":memory:"))
         self.cards: Dict[int, Card] = {}      # mirror id -> card
         self.ids: Dict[str, int] = {}         # card key -> mirror id
         self.read: Dict[str, float] = {}      # card path -> mtime when read
         self.times: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
-        self.lock = threading.RLock()         # also guards `own` for the submission API
+        self.lock = threading.RLock()         # the store, the transport and the maps above
         self.updated = 0.0
         self.warnings: List[str] = []
         self.broken: Set[str] = set()         # card keys that cannot be shown (logged once)
@@ -101,8 +102,8 @@ class Mirror:
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
+        self.session.close()
         self.db.close()
-        self.transport.close()
 
     # -- refreshing -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -115,11 +116,14 @@ class Mirror:
             except (Unreachable, DPUError) as exc:
                 warnings.append(str(exc))
             self._add_own()
-            try:
-                refresh(self.db, self.scheduler, self.dpu, force=True)
-                self._times()
-            except Unreachable as exc:
-                warnings.append(f"{exc}; showing the last known states")
+            self.session.refresh(force=True)
+            if self.session.unreachable:
+                warnings.append(f"{self.session.unreachable}; showing the last known states")
+            else:
+                try:
+                    self._times()
+                except Unreachable as exc:
+                    warnings.append(f"{exc}; showing the last known states")
             self.warnings = warnings
             self.updated = time.time()
 
