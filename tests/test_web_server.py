@@ -163,6 +163,29 @@ def test_an_unexpected_error_is_a_500_for_that_request_only(session: Session,
         assert http(url + "/")[0] == 200
 
 
+def test_a_failing_refresh_keeps_the_last_snapshot_and_says_so(session: Session,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    jid = finished(session, "Null")
+    with serving() as (url, server):
+        assert listed(url, jid)
+
+        def broken(force: bool = False) -> None:
+            raise RuntimeError("the index is on fire")
+
+        monkeypatch.setattr(server.app.mirror, "refresh", broken)
+        wait_until(lambda: any("on fire" in w for w in get_json(url + "/api/queue")["warnings"]))
+        count = server.app.refresher.refreshes
+        wait_until(lambda: server.app.refresher.refreshes >= count + 3)
+        data = get_json(url + "/api/queue")
+        assert [j["jobid"] for j in data["jobs"]] == [jid] and http(url + "/")[0] == 200
+        assert data["warnings"][0].startswith("refreshing failed (RuntimeError: the index is on fire); "
+                                              "showing the states of ")
+        assert sum("refreshing the queue failed" in r.getMessage() for r in caplog.records) == 1
+        monkeypatch.undo()
+        wait_until(lambda: get_json(url + "/api/queue")["warnings"] == [])
+
+
 # -- item 5: the server's limits ------------------------------------------------------------------
 def test_a_get_is_answered_while_twenty_slow_submits_run(session: Session, token: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -122,6 +122,7 @@ class Refresher:
         self.snapshot = Snapshot()
         self.builder = Builder()
         self.refreshes = 0          # finished refreshes, for whoever waits for a fresh one
+        self._failing = ""          # the last refresh's error, logged once
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dpu-web-refresh", daemon=True)
@@ -144,8 +145,11 @@ class Refresher:
         try:
             self.mirror.refresh(force=True)
             self.snapshot = self.builder.build(self.mirror, list(self.mirror.warnings))
+            self._failing = ""
         except Exception as exc:  # the page keeps serving the last snapshot
-            log.exception("refreshing the queue failed")
+            if repr(exc) != self._failing:   # once per distinct failure, not at every poll
+                self._failing = repr(exc)
+                log.exception("refreshing the queue failed")
             old = self.snapshot
             since = time.strftime("%H:%M:%S", time.localtime(old.updated)) if old.updated else "never"
             warning = (f"refreshing failed ({type(exc).__name__}: {printable(str(exc), 200)}); "
