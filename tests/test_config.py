@@ -205,7 +205,7 @@ def test_folders_with_a_colon_are_refused_because_pythonpath_cannot_carry_them(t
     with pytest.raises(ConfigError, match=at(path, 3) + "workdir: '/data/a:b' holds a ':'"):
         load_file(path)
     path = write(tmp_path, "v.yaml", "name: x\nscheduler: local\nawe_versions:\n  m: {path: /o:pt}\n")
-    with pytest.raises(ConfigError, match=at(path, 3) + "awe_versions.m.path: '/o:pt' holds a ':'"):
+    with pytest.raises(ConfigError, match=at(path, 4) + "awe_versions.m.path: '/o:pt' holds a ':'"):
         load_file(path)
 
 
