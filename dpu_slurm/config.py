@@ -118,7 +118,7 @@ class DPUConfig:
     # processes run at once on the local DPU; 0 (left out): the number of cores
     slots: Annotated[int, bounded(1, 100_000)] = 0
     drmaa_library: Annotated[str, _ABS] = ""
-    bin_dir: Annotated[str, _ABS] = ""   # folder of the scheduler's commands (qsub, qstat...) when not on PATH
+    bin_dir: Annotated[str, _ABS] = ""   # folder of the scheduler's commands when not on PATH
     poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
 
     @property

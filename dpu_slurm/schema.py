@@ -15,7 +15,7 @@ import re
 import sys
 import typing
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import (
     Annotated,
@@ -120,14 +120,14 @@ def short(value: Any) -> str:
 
 
 # -- YAML with lines, no aliases, no duplicate keys ---------------------------------------------
-class LMap(dict):  # type: ignore[type-arg]
+class LMap(Dict[Any, Any]):
     """A YAML mapping that knows its line and the line of each key."""
 
     line = 0
     lines: Dict[Any, int]
 
 
-class LList(list):  # type: ignore[type-arg]
+class LList(List[Any]):
     """A YAML sequence that knows its line and the line of each item."""
 
     line = 0
@@ -250,7 +250,7 @@ def _hints(cls: Any) -> Dict[str, Any]:
     return typing.get_type_hints(cls, globalns=vars(module) if module else None, include_extras=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def spec_of(tp: Any) -> Spec:
     """The Spec of a type annotation (cached: each schema is derived once)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -382,8 +382,8 @@ def _record(value: Any, spec: Spec, at: At) -> Dict[str, Any]:
     missing = [k for k, _ in spec.fields if k in spec.required and k not in value]
     if missing:
         line = getattr(value, "line", None) or at.line
-        raise At(at.file, line, at.key, at.error).fail(
-            f"missing key '{missing[0]}' (required: {', '.join(k for k, _ in spec.fields if k in spec.required)})")
+        required = ", ".join(k for k, _ in spec.fields if k in spec.required)
+        raise At(at.file, line, at.key, at.error).fail(f"missing key '{missing[0]}' (required: {required})")
     return out
 
 

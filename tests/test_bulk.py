@@ -141,8 +141,9 @@ def test_dry_run_validates_and_renders_but_submits_nothing(env: Env, capsys: Cap
     out = capsys.readouterr().out
     assert "would submit rn-2000-04-29-ccd51: ReadNoise C=1 i=WFI d=2000-04-29 c=ccd51 on testlocal " \
            "(1 processes, " in out
-    # the SLURM template refuses the partition name: found now, not at submission
-    assert "bad entry runs[1] (line 5): 'bad name;x' cannot go into a scheduler directive" in out
+    # the DPU's config refuses the partition name (what sbatch accepts): found now, not at submission
+    assert "bad entry runs[1] (line 5): " in out
+    assert "sl.yaml:4: partitions[0].name: 'bad name;x' is not allowed; allowed: letters, digits" in out
     assert out.strip().splitlines()[-1].startswith(
         "dpu bulk --dry-run: 6 entries: 0 submitted, 5 would submit, 0 skipped, 1 bad in ")
     assert jobs() == []
