@@ -240,8 +240,8 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
             scripts = render(cfg)
             report.append({"file": str(path), "ok": True, "dpu": cfg.name, "rendered": sorted(scripts)})
             if not as_json:
-                print(f"{path}: ok (DPU {cfg.name}, scheduler {cfg.scheduler}; trial job script "
-                      f"rendered: {', '.join(sorted(scripts))})")
+                print(f"{path}: ok (DPU {cfg.name}, scheduler {cfg.scheduler}); trial job script "
+                      f"rendered: {', '.join(sorted(scripts))}")
         except DPUError as exc:
             status = USAGE
             report.append({"file": str(path), "ok": False, "error": str(exc)})

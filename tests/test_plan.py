@@ -123,7 +123,7 @@ def test_option_values_that_overflow_the_time_limit_are_option_errors(catalog: C
 
 
 def test_a_task_split_that_raises_anything_is_an_option_error(catalog: Catalog) -> None:
-    with pytest.raises(OptionError, match="count must be from 1 to 100000"):
+    with pytest.raises(OptionError, match="count must be at least 1 and at most 100000"):
         make_plan(catalog, cluster(), "Null", {"n": 10 ** 9})
     broken = Catalog([Task("T", run="m:f", estimate=lambda o: 1 / 0)])
     with pytest.raises(OptionError, match="T: the time estimate failed with these options: "

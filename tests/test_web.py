@@ -23,6 +23,7 @@ from dpu_slurm import cli, tokens
 from dpu_slurm.config import get_dpu
 from dpu_slurm.errors import OptionError
 from dpu_slurm.session import open_store
+from dpu_slurm.web.api import parse
 from dpu_slurm.web.cards import CARD_VERSION
 from dpu_slurm.web.server import QueueServer, make_server
 from tests.conftest import REPO, Env, Session, wait_until
@@ -317,3 +318,32 @@ def test_dpu_web_on_a_taken_port_is_a_clear_error(session: Session, capsys: Capt
 def _no_stray_index(env: Env) -> Iterator[None]:
     yield
     shutil.rmtree(env.work, ignore_errors=True)   # chowned folders: remove them as root now
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"sequence": "Null", "options": {"s": NaN}}', "NaN is not a number JSON allows"),
+    (b'{"sequence": "Null", "options": {"s": Infinity}}', "Infinity is not a number JSON allows"),
+    (b'{"sequence": "Null", "options": {"s": 1e400}}', "options.s: must be a finite number, got inf"),
+    (b'{"sequence": "Null", "options": {"m": "\\ud800"}}', "options.m: '\\ud800' holds a lone surrogate"),
+    (b'{"sequence": "Null\\ud800"}', "sequence: 'Null\\ud800' holds a lone surrogate"),
+    (b'{"sequence": "Null", "options": {"m": "a\\u0000b"}}', "holds a NUL character"),
+    (b'{"sequence": "Null", "options": {"p": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+     "nested too deeply"),
+    (b'{"sequence": "Null", "options": {"p": [[[[[1]]]]]}}', "nested more than 4 deep"),
+    (b'{"sequence": "Null", "dpu_options": {"send_code": "no"}}', "send_code: must be true or false"),
+    (b'{"sequence": "Null", "dpu_options": {"dpu_mem": 1e18}}', "dpu_mem must be a positive number of MB"),
+    (b'{"sequence": "Null", "dpu_options": {"dpu_time": 1e308}}', "dpu_time must be a positive number"),
+])
+def test_api_bodies_outside_the_model_are_400(session: Session, token: str, body: bytes,
+                                              message: str) -> None:
+    with serving() as (url, _):
+        status, answer = post(url, body, token)
+    assert status == 400 and message in answer["error"], answer
+    assert session.dpu.get_jobids() == []
+
+
+def test_api_parse_uses_the_run_model_and_keeps_good_values() -> None:
+    sequence, options, asked = parse(json.dumps({"sequence": "Null", "options": {"m": "x\ny", "s": 1},
+                                                 "dpu_options": {"dpu_mem": 64, "send_code": True}}
+                                                ).encode(), "testlocal")
+    assert (sequence, options, asked) == ("Null", {"m": "x\ny", "s": 1}, {"dpu_mem": 64, "send_code": True})

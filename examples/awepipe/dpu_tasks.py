@@ -31,7 +31,7 @@ def per_ccd(options):
 
 def _count(options):
     if not 1 <= options["count"] <= 100_000:
-        raise ValueError(f"count must be from 1 to 100000, got {options['count']}")
+        raise ValueError(f"count must be at least 1 and at most 100000, got {options['count']}")
     return options["count"]
 
 
