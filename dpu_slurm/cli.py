@@ -221,9 +221,21 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
     if cmd == "shell":
         print(BANNER)
         print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
-        code.interact(banner="dpu = " + repr(dpu), local={"dpu": dpu}, exitmsg="")
+        _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
+
+
+class _Console(code.InteractiveConsole):
+    """The `dpu shell` prompt: a DPUError (a bad option, an unknown job...) is one line saying
+    what to do, as in the seed's session, not a traceback."""
+
+    def showtraceback(self) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DPUError):
+            self.write(f"{type(exc).__name__}: {exc}\n")
+        else:
+            super().showtraceback()
 
 
 def _config_check(files: Sequence[str], as_json: bool) -> int:

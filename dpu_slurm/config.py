@@ -292,6 +292,11 @@ def _cross_check(cfg: DPUConfig, data: Any, at: At) -> None:
     except (KeyError, IndexError, ValueError) as exc:
         raise fail("workdir", f"{cfg.workdir!r} holds an unknown or broken placeholder ({exc}); "
                    "allowed: {user}, {name}, {dpu_home}") from None
+    try:
+        cfg.job_index.format(name=cfg.name, dpu_home="h")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise fail("job_index", f"{cfg.job_index!r} holds an unknown or broken placeholder ({exc}); "
+                   "allowed: {name}, {dpu_home}") from None
     # Jobs find the bundle and installed code through PYTHONPATH, which cannot carry a ':'.
     if ":" in cfg.workdir:
         raise fail("workdir", f"{cfg.workdir!r} holds a ':', which PYTHONPATH cannot carry; "

@@ -14,12 +14,17 @@ from .schedulers import SubmitRequest, for_dpu
 from .transport.local import LocalTransport
 
 
+def workdir(dpu: DPUConfig) -> str:
+    """The DPU's workdir as a script will see it: ~ stands for /home/USER (the transport expands
+    it on the target at submission; no connection is opened here)."""
+    user = str((dpu.host or {}).get("user") or current_user())
+    text = dpu.target_workdir()
+    return f"/home/{user}" + text[1:] if text.startswith("~") else text
+
+
 def request(dpu: DPUConfig, setup: Optional[list] = None, nproc: int = 2) -> SubmitRequest:
     """A dummy two-process job with the DPU's defaults (two: arrays render as arrays)."""
     user = str((dpu.host or {}).get("user") or current_user())
-    workdir = dpu.target_workdir()
-    if workdir.startswith("~"):  # the transport expands it on the target; a stand-in will do
-        workdir = f"/home/{user}" + workdir[1:]
     limit = max(1, dpu.min_time, math.ceil(int(dpu.defaults.get("time", 600)) * dpu.time_factor))
     mem = int(dpu.defaults.get("mem", 2000))
     try:
@@ -27,7 +32,7 @@ def request(dpu: DPUConfig, setup: Optional[list] = None, nproc: int = 2) -> Sub
     except DPUError:  # the defaults fit no partition; a run's own time may: show the first
         partition = str(dpu.partitions[0]["name"])
     return SubmitRequest(job_id=0, user=user, dpu=dpu.name, sequence="Null",
-                         jobdir=f"{workdir}/jobs/0.check", nproc=nproc, time_limit=limit, mem=mem,
+                         jobdir=f"{workdir(dpu)}/jobs/0.check", nproc=nproc, time_limit=limit, mem=mem,
                          partition=partition, python=dpu.python_for_jobs(),
                          pythonpath="BUNDLE/worker:BUNDLE/code", setup=list(setup or []),
                          env=dict(dpu.env))

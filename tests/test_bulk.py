@@ -333,3 +333,12 @@ def test_send_code_must_be_a_yaml_boolean(env: Env, capsys: Capture) -> None:
     states = {e["key"] or e["where"]: e for e in out["entries"]}
     assert states["runs[0] (line 3)"]["error"].startswith(f"{path}:3: send_code: must be true or false")
     assert states["plain"]["state"] == "would-submit"
+
+
+def test_a_home_relative_workdir_renders_for_sge_and_pbs_in_a_dry_run(env: Env, capsys: Capture) -> None:
+    env.write_dpu("sg", scheduler="sge", workdir="~/dpu/{name}")
+    env.write_dpu("pb", scheduler="pbs", workdir="~/dpu/{name}")
+    path = manifest(env, "runs:\n  - {key: a, sequence: Null, dpu: sg}\n"
+                         "  - {key: b, sequence: Null, dpu: pb}\n")
+    out = run_bulk(capsys, "--dry-run", str(path))  # '~' used to reach '#$ -o' unexpanded: bad entry
+    assert [e["state"] for e in out["entries"]] == ["would-submit", "would-submit"]

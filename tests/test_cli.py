@@ -208,6 +208,18 @@ def test_shell_session_keeps_its_log_file_and_one_shot_commands_do_not(env: Env)
     assert "Sending job with identifier 1 to DPU" in logs[0].read_text()
 
 
+def test_a_bad_value_at_the_shell_prompt_is_one_line_not_a_traceback(env: Env) -> None:
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+                          input="dpu.run('Null', s=float('inf'))\ndpu.run('Null', dpu_mem=0.5)\n"
+                                "print('STILL', dpu.get_jobids())\n",
+                          cwd=env.cwd, env=environ, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "OptionError: option 's'/'sleep': must be a finite number, got inf" in proc.stderr
+    assert "OptionError: dpu_mem must be a positive number of MB from 16" in proc.stderr
+    assert "Traceback" not in proc.stderr and "STILL []" in proc.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["Null", "s=inf"], "option 's'/'sleep': must be a finite number, got inf"),
     (["Null", "s=nan"], "option 's'/'sleep': must be a finite number, got nan"),
