@@ -134,19 +134,22 @@ class LList(List[Any]):
     lines: Dict[int, int]
 
 
-class Loader(yaml.SafeLoader):
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed
+
+
+class Loader(_Base):
     """Safe YAML for user files: aliases, duplicate keys and non-scalar keys are errors; dates and
     ``Null`` stay text (a date option, a task name); only ``~``, ``null`` and empty mean nothing."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            # An alias can make a few hundred bytes expand to gigabytes: write the value out.
-            raise yaml.composer.ComposerError(
-                None, None, f"alias *{event.anchor} is not allowed here; write the value out "
-                "(anchors and aliases are refused so a small file cannot expand without bound)",
-                event.start_mark)
-        return super().compose_node(parent, index)
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # Without aliases every node is built once; a node met again is an alias, which could
+        # make a few hundred bytes expand to gigabytes: refuse it at its first reuse.
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise yaml.constructor.ConstructorError(
+                None, None, "this value is used again through an alias (*name); write the "
+                "values out: aliases are refused so a small file cannot expand without bound",
+                node.start_mark)
+        return super().construct_object(node, deep)
 
 
 Loader.yaml_implicit_resolvers = {

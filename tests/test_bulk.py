@@ -307,7 +307,7 @@ def test_an_alias_bomb_is_refused_with_a_clear_error(env: Env, capsys: Capture) 
     path.write_text("templates:\n  - sequence: Null\n    parameters: {x: [1]}\n    options:\n      "
                     + "\n      ".join(rows) + "\n", encoding="utf-8")
     assert cli.main(["bulk", str(path)]) == 2  # was: 74 s, then MemoryError
-    assert f"{path}:6: alias *a is not allowed here" in capsys.readouterr().err
+    assert f"{path}:5: this value is used again through an alias" in capsys.readouterr().err
     assert jobs() == []
 
 
