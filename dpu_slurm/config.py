@@ -5,6 +5,7 @@ import getpass
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -56,6 +57,7 @@ SCHEMA: Dict[str, Any] = {
     "drmaa_library": _STR,
     "bin_dir": _STR,
     "poll": {"min_interval": _NUM, "max_interval": _NUM, "grace": _NUM},
+    "web": {"max_nproc": _INT},   # the queue page: most processes one job card may claim
 }
 REQUIRED = ("name", "scheduler")
 _REQUIRED_NESTED = {"host": ("hostname",), "partitions": ("name",)}
@@ -92,6 +94,7 @@ class DPUConfig:
     drmaa_library: str = ""
     bin_dir: str = ""   # folder of the scheduler's commands (qsub, qstat...) when not on PATH
     poll: Dict[str, float] = field(default_factory=dict)
+    web: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_remote(self) -> bool:
@@ -222,8 +225,9 @@ def write_environment(**values: Any) -> Path:
     data.update(values)
     path = environment_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(data, sort_keys=True))
     os.replace(tmp, path)
     return path
 

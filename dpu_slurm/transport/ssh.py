@@ -25,6 +25,7 @@ from ..errors import DPUError, HostKeyError, Unreachable
 from ..render import quote
 from . import remote_helper
 from .base import Completed, Gathered, Records, Transport
+from .owned import IndexScan, Listed, OwnedFile, OwnedRead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -258,9 +259,11 @@ class SSHTransport(Transport):
         return {p: None if got.get(p) is None else base64.b64decode(got[p]) for p in paths}
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
+        if owners is not None:
+            request["owners"] = dict(owners)
         if argv:
             request["run"] = list(argv)
         out = self.helper(request)
@@ -275,6 +278,34 @@ class SSHTransport(Transport):
             jobdir, _, idx = key.rpartition("|")
             found[(jobdir, int(idx))] = base64.b64decode(data)
         return Gathered(completed, got_files, found)
+
+    def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
+                   private: bool = False) -> OwnedRead:
+        if not files:
+            return OwnedRead()
+        got = self.helper({"owned": {"files": [[f.base, f.rel, f.uid] for f in files], "cap": cap,
+                                     "tail": tail, "private": private}})["owned"]
+        data = {f.path: None if got["data"].get(f.path) is None else base64.b64decode(got["data"][f.path])
+                for f in files}
+        return OwnedRead(data, {str(k): str(v) for k, v in got["refused"].items()})
+
+    def scan_index(self, root: str, since: float) -> IndexScan:
+        got = self.helper({"scan_index": [root, since]})["index"]
+        if got.get("error"):
+            raise DPUError(str(got["error"]))
+        return IndexScan([Listed(str(p), str(u), int(uid), float(m)) for p, u, uid, m in got["cards"]],
+                         [(str(n), str(why)) for n, why in got["refused"]])
+
+    def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        refused = self.helper({"write_own": [root, folder, name, base64.b64encode(data).decode()]})
+        if refused.get("write_own"):
+            raise DPUError(str(refused["write_own"]))
+
+    def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        if not names:
+            return {}
+        got = self.helper({"uids": list(names)})["uids"]
+        return {n: None if got.get(n) is None else int(got[n]) for n in names}
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
         return list(self.helper({"remove_bundles": [root, sorted(keep), older_than]})["removed"])
