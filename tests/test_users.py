@@ -320,6 +320,8 @@ def test_a_card_folder_of_someone_else_or_writable_by_others_is_refused(
     # mallory makes a folder named after alice, and her own folder world-writable.
     py(MALLORY, f"""
         import json, os
+        os.makedirs(os.path.expanduser("~/cards"))
+        os.symlink(os.path.expanduser("~/cards"), {str(index)!r} + "/daemon")
         for user in ({ALICE!r}, {MALLORY!r}):
             os.makedirs({str(index)!r} + "/" + user)
             os.chmod({str(index)!r} + "/" + user, 0o777)
@@ -331,8 +333,11 @@ def test_a_card_folder_of_someone_else_or_writable_by_others_is_refused(
     try:
         m.refresh(force=True)
         assert m.rows() == []
-        assert m.warnings == [f"2 job card(s) ignored: {ALICE}: belongs to uid {_uid(MALLORY)} "
-                              f"({MALLORY}), not to uid {_uid(ALICE)} ({ALICE})"]
+        assert m.warnings == ["3 job card(s) ignored: daemon: is a symbolic link"]
+        assert sorted(m.warned) == [
+            "daemon: is a symbolic link",
+            f"{ALICE}: belongs to uid {_uid(MALLORY)} ({MALLORY}), not to uid {_uid(ALICE)} ({ALICE})",
+            f"{MALLORY}: is writable by group or others (mode 777)"]
     finally:
         m.close()
 
@@ -358,7 +363,9 @@ def submit(user: str, shared: Path, env: Dict[str, str]) -> subprocess.Completed
                           "--wait", "--timeout", "60"], shared, check=False, **env)
 
 
-def test_a_squatted_card_folder_with_planted_symlinks_overwrites_nothing(shared: Path, index: Path) -> None:
+@pytest.mark.parametrize("squat", ["folder", "symlink"])
+def test_a_squatted_card_folder_with_planted_symlinks_overwrites_nothing(shared: Path, index: Path,
+                                                                        squat: str) -> None:
     env = dpu_config(ALICE, shared, index)
     py(ALICE, """
         from dpu_slurm.session import open_store
@@ -372,7 +379,11 @@ def test_a_squatted_card_folder_with_planted_symlinks_overwrites_nothing(shared:
     py(MALLORY, f"""
         import os
         folder = {str(index / ALICE)!r}
-        os.makedirs(folder)
+        if {squat!r} == "symlink":   # alice's folder a link to a folder of mallory's
+            os.makedirs(os.path.expanduser("~/cards"))
+            os.symlink(os.path.expanduser("~/cards"), folder)
+        else:
+            os.makedirs(folder)
         os.chmod(folder, 0o777)
         for pid in range({last}, {last} + 3000):
             os.symlink({str(victim)!r}, "%s/.1.cafe0001.json.%d.tmp" % (folder, pid))
@@ -381,7 +392,8 @@ def test_a_squatted_card_folder_with_planted_symlinks_overwrites_nothing(shared:
     done = submit(ALICE, shared, env)
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "precious"
-    assert f"your card folder {index / ALICE} belongs to uid {_uid(MALLORY)}" in done.stderr
+    why = "is a symbolic link" if squat == "symlink" else f"belongs to uid {_uid(MALLORY)}"
+    assert f"your card folder {index / ALICE} {why}" in done.stderr
     assert "the job is submitted" in done.stderr
     owners = {p.lstat().st_uid for p in (index / ALICE).iterdir()}
     assert owners == {_uid(MALLORY)}   # alice wrote nothing into the squatted folder
@@ -440,5 +452,30 @@ def test_a_card_write_killed_before_the_rename_leaves_no_partial_card(shared: Pa
     try:
         m.refresh(force=True)
         assert m.rows() == [] and m.warnings == []
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("runner, record", [
+    ("garbage", '{"state": "DONE", "tasks": [["x"]], "reason": {"a": 1}}'),
+    ('{"pid": "x", "states": 5}', '{"state": [], "tasks": 3}'),
+    ('{"pid": null, "states": [[1, 2, 3]]}', '[1, 2]'),
+])
+def test_hostile_files_in_a_job_folder_break_only_that_job(shared: Path, index: Path, runner: str,
+                                                           record: str) -> None:
+    plant(shared, index, f"""
+        with open(J + "/runner.json", "w") as fh:
+            fh.write({runner!r})
+        with open(J + "/p/0/status.json", "w") as fh:
+            fh.write({record!r})
+        os.makedirs(J + "-fine/p/0")
+    """, {"7.feedbeef.json": card(MALLORY, mjobdir()),
+          "8.feedbeef.json": card(MALLORY, mjobdir() + "-fine", 8, sequence="Fine")})
+    m = mirror(LocalTransport())
+    try:
+        m.refresh(force=True)
+        rows = {r.sequence: r for r in m.rows()}
+        assert set(rows) == {"Bias", "Fine"}
+        assert everything(m)
     finally:
         m.close()

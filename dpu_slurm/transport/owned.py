@@ -355,3 +355,25 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         except OSError:
             pass
         raise
+
+
+def index_root_problems(root: str) -> List[str]:
+    """What keeps an existing shared index root from working for every user (empty: fine)."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return []
+    if stat.S_ISLNK(st.st_mode):
+        return [f"is a symbolic link (to {os.path.realpath(root)}); name the folder itself in job_index"]
+    if not stat.S_ISDIR(st.st_mode):
+        return ["is not a folder"]
+    mode = stat.S_IMODE(st.st_mode)
+    fix = f"fix: install -d -m 1777 {root}"
+    out = []
+    if not mode & stat.S_IWOTH:
+        out.append(f"is not writable by other users (mode {mode:o}), so they cannot add their card "
+                   f"folder; {fix}")
+    if not mode & stat.S_ISVTX:
+        out.append(f"is not sticky (mode {mode:o}), so a user could remove or replace another "
+                   f"user's card folder; {fix}")
+    return out

@@ -89,7 +89,7 @@ class Card:
         wanted = set(cls.__dataclass_fields__)
         if set(fields) != wanted:
             odd = sorted(set(fields) ^ wanted)
-            raise BadCard(f"fields missing or unknown: {_short(', '.join(map(str, odd)))}")
+            raise BadCard(f"fields missing or unknown: {', '.join(map(str, odd))[:80]}")
         card = cls(**fields)
         card.check(max_nproc)
         return card

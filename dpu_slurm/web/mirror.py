@@ -35,6 +35,7 @@ MAX_TIMED = 200     # worker records read per job to find when it started and en
 LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
 LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
+USER_PROCS = 200_000  # processes all cards of one user may claim (each card: cards.max_nproc)
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
 
 
@@ -141,7 +142,8 @@ class Mirror:
         listed = {c.path: c for c in scan.cards}
         for path in [p for p in self.read if p not in listed]:
             self._drop_card(path)
-        new = [c for c in scan.cards if self.read.get(c.path) != c.mtime]
+        new = sorted((c for c in scan.cards if self.read.get(c.path) != c.mtime),
+                     key=lambda c: c.mtime, reverse=True)   # newest first: they win the budget
         got = self.transport.read_owned(
             [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
             CARD_CAP, private=True)
@@ -149,11 +151,18 @@ class Mirror:
         claimed = set(self.transport.owners)
         for item in new:
             self._drop_card(item.path)
+        procs: Dict[str, int] = {}   # per user: processes of their cards on the page
+        for c in self.cards.values():
+            procs[c.user] = procs.get(c.user, 0) + c.nproc
+        for item in new:
             self.read[item.path] = item.mtime
             why = self._check_card(item, got.data.get(item.path), got.refused.get(item.path), claimed)
+            if isinstance(why, Card) and procs.get(why.user, 0) + why.nproc > USER_PROCS:
+                why = f"the cards of {why.user} claim more than {USER_PROCS} processes in all"
             if isinstance(why, Card):
                 accepted.append((item, why))
                 claimed.add(why.jobdir)
+                procs[why.user] = procs.get(why.user, 0) + why.nproc
             elif why:
                 self.bad[item.path] = why
         # The job folder a card names must be a folder of the card's owner (one round trip).
