@@ -234,6 +234,7 @@ def test_a_fifo_log_does_not_hang_and_a_huge_log_is_read_capped(shared: Path, in
                                                                  transport: Transport) -> None:
     plant(shared, index, """
         os.mkfifo(J + "/p/0/log")
+        os.mkfifo(J + "/runner.json")
         os.makedirs(J + "/p/1", exist_ok=True)
         with open(J + "/p/1/status.json", "w") as fh:
             fh.write('{"state": "DONE", "tasks": ["N"], "reason": "", "started": 1, "ended": 2}')
@@ -245,9 +246,9 @@ def test_a_fifo_log_does_not_hang_and_a_huge_log_is_read_capped(shared: Path, in
     m = mirror(transport)
     done: List[Any] = []
     try:
-        m.refresh(force=True)
-        key = m.rows()[0].key
-        worker = threading.Thread(target=lambda: done.append(m.job(key)), daemon=True)
+        key = f"{MALLORY}/7.feedbeef"
+        worker = threading.Thread(target=lambda: done.append((m.refresh(force=True), m.job(key))[1]),
+                                  daemon=True)
         worker.start()
         worker.join(60)   # a safety net, not a timing check: a FIFO opened for reading blocks forever
         assert done, "reading the page hung on a FIFO"
@@ -278,6 +279,12 @@ def test_bad_cards_are_skipped_with_warnings_and_the_page_follows_fixes(
     folder = index / MALLORY
     py(MALLORY, f"import os; os.symlink({str(folder / '7.feedbeef.json')!r}, "
                 f"{str(folder / '11.link.json')!r})", shared)
+    py(MALLORY, f"""
+        import os
+        os.mkfifo({str(folder / '13.fifo.json')!r})
+        with open({str(folder / '14.big.json')!r}, "w") as fh:
+            fh.write('{{"v": 1, "pad": "' + "x" * 100000 + '"}}')
+    """, shared)
     (folder / "12.foreign.json").write_text(json.dumps(card(MALLORY, j, 12)))
     os.chown(folder / "12.foreign.json", _uid(ALICE), -1)
     m = mirror(transport)
@@ -287,7 +294,7 @@ def test_bad_cards_are_skipped_with_warnings_and_the_page_follows_fixes(
         assert [r.key for r in m.rows()] == [f"{MALLORY}/7.feedbeef"]
         assert m.job(f"{MALLORY}/7.feedbeef") is not None
         expected = ["1.boom", "2.huge", "3.nan", "4.list", "5.other", "6.alice", "8.notjson",
-                    "9.surrogate", "10.deep", "11.link", "12.foreign"]
+                    "9.surrogate", "10.deep", "11.link", "12.foreign", "13.fifo", "14.big"]
         assert m.warnings[0].startswith(f"{len(expected)} job card(s) ignored: ")
         logged = [r.getMessage() for r in caplog.records if "job card ignored" in r.getMessage()]
         for name in expected:
@@ -296,6 +303,7 @@ def test_bad_cards_are_skipped_with_warnings_and_the_page_follows_fixes(
         assert "nproc must be an integer from 1 to 100000, not 3000000" in text
         assert "options must be a mapping" in text and "lone surrogate" in text
         assert "is a symbolic link" in text and f"belongs to uid {_uid(ALICE)} ({ALICE})" in text
+        assert "13.fifo.json: is not a regular file" in text and "is larger than 65536 bytes" in text
         # Fixing one card and deleting another: the page follows, no restart.
         py(MALLORY, f"""
             import json, os
@@ -477,5 +485,28 @@ def test_hostile_files_in_a_job_folder_break_only_that_job(shared: Path, index: 
         rows = {r.sequence: r for r in m.rows()}
         assert set(rows) == {"Bias", "Fine"}
         assert everything(m)
+    finally:
+        m.close()
+
+
+def test_a_flood_of_junk_folders_hides_no_user_and_no_escape_reaches_a_terminal(
+        shared: Path, index: Path, transport: Transport) -> None:
+    plant(shared, index, """
+        import os
+        root = os.path.dirname(os.path.dirname(J))
+    """, {"7.feedbeef.json": card(MALLORY, mjobdir())})
+    py(MALLORY, f"""
+        import os
+        for n in range(3000):
+            os.mkdir({str(index)!r} + "/a%05d" % n)
+        os.mkdir({str(index)!r} + "/\x1b[2Jevil")
+    """, shared)
+    m = mirror(transport)
+    try:
+        m.refresh(force=True)
+        assert [r.key for r in m.rows()] == [f"{MALLORY}/7.feedbeef"]
+        assert m.warnings[0].startswith("101 job card(s) ignored: ")
+        assert "and 2901 more entries refused" in " ".join(m.warned)
+        assert not any("\x1b" in w for w in [*m.warnings, *m.warned])
     finally:
         m.close()

@@ -25,6 +25,8 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
 CARDS_PER_USER = 10000   # cards listed per user folder; a folder of a million files must not stall the page
+LOOKUPS = 1000           # names looked up one by one (users the passwd listing lacks, e.g. LDAP)
+REFUSALS = 100           # refusals reported per scan (the rest are counted)
 
 
 @dataclass(frozen=True)
@@ -220,17 +222,28 @@ def scan_index(root: str, since: float) -> IndexScan:
         return scan
     except OSError as exc:
         raise DPUError(f"cannot read the job index {root}: {exc.strerror}") from None
+    # Junk folders must not cost a passwd lookup each: the passwd listing first, few lookups.
+    known = {p.pw_name: p.pw_uid for p in pwd.getpwall()}
+    lookups = 0
     try:
         for name in sorted(os.listdir(rfd)):
-            if not name.startswith("."):
-                _scan_user(rfd, root, name, since, scan)
+            if name.startswith("."):
+                continue
+            uid = known.get(name)
+            if uid is None and lookups < LOOKUPS:
+                lookups += 1
+                uid = user_ids([name])[name]
+            _scan_user(rfd, root, name, uid, since, scan)
     finally:
         os.close(rfd)
+    if len(scan.refused) > REFUSALS:
+        more = len(scan.refused) - REFUSALS
+        scan.refused[REFUSALS:] = [("...", f"and {more} more entries refused")]
     return scan
 
 
-def _scan_user(rfd: int, root: str, name: str, since: float, scan: IndexScan) -> None:
-    uid = user_ids([name])[name]
+def _scan_user(rfd: int, root: str, name: str, uid: Optional[int], since: float,
+               scan: IndexScan) -> None:
     if uid is None:
         scan.refused.append((name, "is named after no user of the DPU"))
         return

@@ -15,6 +15,8 @@ SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
 RECORD_CAP = 64 << 10
 FILE_CAP = 16 << 20
 CARDS_PER_USER = 10000
+LOOKUPS = 1000
+REFUSALS = 100
 
 def b64(data):
     return None if data is None else base64.b64encode(data).decode("ascii")
@@ -189,16 +191,24 @@ def scan_index(root, since):
             return {"cards": cards, "refused": refused, "error": None}
         return {"cards": cards, "refused": refused,
                 "error": "cannot read the job index %s: %s" % (root, exc.strerror)}
+    known = dict((p.pw_name, p.pw_uid) for p in pwd.getpwall())
+    lookups = 0
     try:
         for name in sorted(os.listdir(rfd)):
-            if not name.startswith("."):
-                scan_user(rfd, root, name, since, cards, refused)
+            if name.startswith("."):
+                continue
+            uid = known.get(name)
+            if uid is None and lookups < LOOKUPS:
+                lookups += 1
+                uid = user_ids([name])[name]
+            scan_user(rfd, root, name, uid, since, cards, refused)
     finally:
         os.close(rfd)
+    if len(refused) > REFUSALS:
+        refused[REFUSALS:] = [["...", "and %d more entries refused" % (len(refused) - REFUSALS)]]
     return {"cards": cards, "refused": refused, "error": None}
 
-def scan_user(rfd, root, name, since, cards, refused):
-    uid = user_ids([name])[name]
+def scan_user(rfd, root, name, uid, since, cards, refused):
     if uid is None:
         refused.append([name, "is named after no user of the DPU"])
         return

@@ -21,7 +21,7 @@ from ..schedulers import for_dpu
 from ..session import JobView
 from ..status import poll_settings, refresh
 from ..store import LETTERS, Job, Store
-from ..text import clean
+from ..text import clean, printable
 from ..transport import Transport, connect
 from ..transport.base import RECORD_CAP
 from ..transport.owned import Listed, OwnedFile
@@ -138,7 +138,8 @@ class Mirror:
         card that is gone (deleted, aged out, now refused) takes its job off the page."""
         root = index_dir(self.dpu, self.transport)
         scan = self.transport.scan_index(root, time.time() - self.days * 86400)
-        refused = [f"{name}: {why}" for name, why in scan.refused]
+        # printable(): names come from other users' folders; a terminal must not obey them.
+        refused = [printable(f"{name}: {why}") for name, why in scan.refused]
         listed = {c.path: c for c in scan.cards}
         for path in [p for p in self.read if p not in listed]:
             self._drop_card(path)
@@ -172,7 +173,7 @@ class Mirror:
                 self.bad[item.path] = f"its job folder {dirs.refused.get(card.jobdir, 'does not exist')}"
             elif self._add(card, item.uid):
                 self.paths[item.path] = card.key
-        refused += [f"{p[len(root) + 1:]}: {why}" for p, why in sorted(self.bad.items())]
+        refused += [printable(f"{p[len(root) + 1:]}: {why}") for p, why in sorted(self.bad.items())]
         for text in refused:
             if text not in self.warned:
                 self.warned.add(text)
