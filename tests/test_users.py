@@ -79,6 +79,7 @@ class HelperHere(SSHTransport):
     def __init__(self) -> None:
         self.python = "/usr/bin/python3"
         self._home = None
+        self._account = None
         self.round_trips = 0
         self.local = LocalTransport()
 

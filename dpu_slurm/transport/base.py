@@ -74,6 +74,10 @@ class Transport(ABC):
         DPUError when the folder is not ours or others may write it."""
 
     @abstractmethod
+    def account(self) -> Tuple[str, int]:
+        """The name and uid the target runs our commands as (names a card folder there)."""
+
+    @abstractmethod
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
         """The uids of these user names on the target (None: no such user)."""
 

@@ -67,6 +67,9 @@ class LocalTransport(Transport):
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
         owned.write_own(root, folder, name, data)
 
+    def account(self) -> Tuple[str, int]:
+        return owned.account()
+
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
         return owned.user_ids(names)
 

@@ -201,6 +201,14 @@ def started_owned(jobdir: str, uid: int, wanted: Sequence[int]) -> List[int]:
     return sorted(int(n) for n in names if n.isdigit() and int(n) in want)
 
 
+def account() -> Tuple[str, int]:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return str(uid), uid
+
+
 def user_ids(names: Sequence[str]) -> Dict[str, Optional[int]]:
     out: Dict[str, Optional[int]] = {}
     for name in names:

@@ -384,6 +384,11 @@ def main():
     out = {}
     if req.get("home"):
         out["home"] = os.path.expanduser("~")
+        uid = os.geteuid()
+        try:
+            out["account"] = [pwd.getpwuid(uid).pw_name, uid]
+        except KeyError:
+            out["account"] = [str(uid), uid]
     if req.get("write"):
         for path, data in sorted(req["write"].items()):
             write(path, base64.b64decode(data))

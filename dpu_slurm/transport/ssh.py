@@ -95,6 +95,7 @@ class SSHTransport(Transport):
         self._jumps: List[Any] = []
         self._sftp: Any = None
         self._home: Optional[str] = None
+        self._account: Optional[Tuple[str, int]] = None
         self.round_trips = 0      # commands and helper calls: each one request/answer
         self.bytes_sent = 0       # everything written to remote stdin
         self.upload_bytes = 0     # of which code bundle bytes
@@ -245,9 +246,22 @@ class SSHTransport(Transport):
         if path.startswith("/"):
             return path
         if self._home is None:
-            self._home = str(self.helper({"home": True})["home"])
+            self._about()
         rest = path[2:] if path.startswith("~/") else ("" if path == "~" else path)
         return f"{self._home}/{rest}".rstrip("/")
+
+    def _about(self) -> None:
+        """The remote home and account, asked once per connection object."""
+        got = self.helper({"home": True})
+        self._home = str(got["home"])
+        name, uid = got["account"]
+        self._account = (str(name), int(uid))
+
+    def account(self) -> Tuple[str, int]:
+        if self._account is None:
+            self._about()
+        assert self._account is not None
+        return self._account
 
     def write_files(self, files: Dict[str, bytes]) -> None:
         self.helper({"write": {p: base64.b64encode(d).decode() for p, d in files.items()}})

@@ -147,8 +147,10 @@ def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str) -> Op
     """Drop the job's card; a failure is logged, never raised (the job is already queued)."""
     try:
         root = index_dir(dpu, transport)
-        transport.write_own(root, job.user, f"{job.id}.{store}.json", Card.from_job(job, store).dump())
-        return card_path(root, job.user, job.id, store)
+        card = Card.from_job(job, store)
+        card.user = transport.account()[0]   # the folder is the target account's (SSH: its login)
+        transport.write_own(root, card.user, f"{job.id}.{store}.json", card.dump())
+        return card_path(root, card.user, job.id, store)
     except Exception as exc:
         log.warning("could not write the job card of job %s on DPU %s (%s); the job is submitted, "
                     "but the queue page will not list it", job.id, dpu.name, exc)

@@ -7,7 +7,7 @@ the checks of transport/owned.py; anything else reads as missing.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle
 from ..errors import DPUError
@@ -42,6 +42,9 @@ class OwnersOnly(Transport):
 
     def scan_index(self, root: str, since: float) -> IndexScan:
         return self.inner.scan_index(root, since)
+
+    def account(self) -> Tuple[str, int]:
+        return self.inner.account()
 
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
         return self.inner.user_ids(names)

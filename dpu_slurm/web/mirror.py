@@ -102,7 +102,6 @@ class Mirror:
         self.paths: Dict[str, str] = {}       # card path -> key of the job it added
         self.bad: Dict[str, str] = {}         # card path -> why its content was refused
         self.warned: Set[str] = set()         # refusals logged already (each is logged once)
-        self.own_uid: Dict[str, Optional[int]] = {}
         self.max_nproc = max_nproc(dpu)
         self.times: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
         self.lock = threading.RLock()         # also guards `own` for the submission API
@@ -221,13 +220,13 @@ class Mirror:
             return  # this user never submitted a job
         rows = self.own.db.execute("SELECT id, user FROM jobs WHERE dpu=? AND phase='submitted' AND "
                                    "created>=?", (self.dpu.name, time.time() - self.days * 86400))
-        new = [jid for jid, user in rows if f"{user}/{jid}.{store}" not in self.ids]
+        name, uid = self.transport.account()   # whose files our jobs are on the DPU, as cards name it
+        new = [jid for jid, _ in rows if f"{name}/{jid}.{store}" not in self.ids]
         for job in self.own.jobs(ids=new) if new else []:
-            if job.user not in self.own_uid:
-                self.own_uid.update(self.transport.user_ids([job.user]))
-            uid = self.own_uid.get(job.user)
-            if uid is not None and job.jobdir and job.jobdir not in self.transport.owners:
-                self._add(Card.from_job(job, store), uid)
+            if job.jobdir and job.jobdir not in self.transport.owners:
+                card = Card.from_job(job, store)
+                card.user = name
+                self._add(card, uid)
 
     def _add(self, card: Card, uid: int) -> bool:
         if card.key in self.ids:
