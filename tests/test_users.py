@@ -501,13 +501,18 @@ def test_a_flood_of_junk_folders_hides_no_user_and_no_escape_reaches_a_terminal(
         for n in range(3000):
             os.mkdir({str(index)!r} + "/a%05d" % n)
         os.mkdir({str(index)!r} + "/\x1b[2Jevil")
+        os.mkdir(os.fsencode({str(index)!r}) + b"/\\xfe")
+        with open(os.fsencode({str(index / MALLORY)!r}) + b"/\\xff.json", "w") as fh:
+            fh.write("not a card")
     """, shared)
     m = mirror(transport)
     try:
         m.refresh(force=True)
         assert [r.key for r in m.rows()] == [f"{MALLORY}/7.feedbeef"]
-        assert m.warnings[0].startswith("101 job card(s) ignored: ")
-        assert "and 2901 more entries refused" in " ".join(m.warned)
+        assert m.warnings[0].startswith("102 job card(s) ignored: ")
+        assert "and 2902 more entries refused" in " ".join(m.warned)
+        assert f"{MALLORY}/\\udcff.json: not a JSON card" in " ".join(m.warned)
         assert not any("\x1b" in w for w in [*m.warnings, *m.warned])
+        json.dumps(m.warnings, ensure_ascii=False).encode("utf-8")
     finally:
         m.close()
