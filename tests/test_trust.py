@@ -157,3 +157,22 @@ def test_the_cards_of_one_user_share_a_process_budget(env: Env, monkeypatch: pyt
         assert "the cards of root claim more than 10 processes in all" in m.warnings[0]
     finally:
         m.close()
+
+
+def test_a_card_rewritten_or_arriving_after_the_own_job_adds_no_warning(session: Session) -> None:
+    jid = session.dpu.run("Null", return_jobid=True)
+    session.dpu.wait(jid, timeout=60, interval=0.05)
+    [path] = (Path(session.dpu._session.workdir()) / "index").glob("*/*.json")
+    saved = path.read_bytes()
+    m = Mirror(get_dpu("testlocal"), session.dpu._store)
+    try:
+        path.unlink()
+        m.refresh(force=True)                 # the job shows from our own store
+        path.write_bytes(saved)               # then its card arrives
+        m.refresh(force=True)
+        path.write_bytes(saved)               # and is rewritten
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        m.refresh(force=True)
+        assert [r.job_id for r in m.rows()] == [jid] and m.warnings == []
+    finally:
+        m.close()

@@ -148,9 +148,9 @@ class Mirror:
             [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
             CARD_CAP, private=True)
         accepted: List[Tuple[Listed, Card]] = []
-        claimed = set(self.transport.owners)
         for item in new:
             self._drop_card(item.path)
+        claimed = {c.jobdir: c.key for c in self.cards.values()}   # job folder -> its job's key
         procs: Dict[str, int] = {}   # per user: processes of their cards on the page
         for c in self.cards.values():
             procs[c.user] = procs.get(c.user, 0) + c.nproc
@@ -161,7 +161,7 @@ class Mirror:
                 why = f"the cards of {why.user} claim more than {USER_PROCS} processes in all"
             if isinstance(why, Card):
                 accepted.append((item, why))
-                claimed.add(why.jobdir)
+                claimed[why.jobdir] = why.key
                 procs[why.user] = procs.get(why.user, 0) + why.nproc
             elif why:
                 self.bad[item.path] = why
@@ -181,8 +181,8 @@ class Mirror:
             warnings.append(f"{len(refused)} job card(s) ignored: {refused[0]}")
 
     def _check_card(self, item: Listed, raw: Optional[bytes], refused: Optional[str],
-                    claimed: Set[str]) -> Card | str:
-        """The card, or why it is refused ("" when it vanished meanwhile)."""
+                    claimed: Dict[str, str]) -> Card | str:
+        """The card, or why it is refused ("": nothing to add, e.g. it vanished meanwhile)."""
         if refused:
             return refused
         if raw is None:
@@ -195,8 +195,8 @@ class Mirror:
             return f"names user {card.user!r}, but it is in the folder of {item.user!r}"
         if card.dpu != self.dpu.name:
             return f"is a card of DPU {card.dpu!r}, not of {self.dpu.name!r}"
-        if card.jobdir in claimed:
-            return "names the job folder of another job"
+        if card.jobdir in claimed:   # the same job from our own store is shown already
+            return "" if claimed[card.jobdir] == card.key else "names the job folder of another job"
         return card
 
     def _drop_card(self, path: str) -> None:
