@@ -176,3 +176,13 @@ def test_a_card_rewritten_or_arriving_after_the_own_job_adds_no_warning(session:
         assert [r.job_id for r in m.rows()] == [jid] and m.warnings == []
     finally:
         m.close()
+
+
+def test_a_card_the_page_would_refuse_is_not_written_and_the_submit_succeeds(
+        make_session: Any, caplog: pytest.LogCaptureFixture) -> None:
+    s = make_session(web={"max_nproc": 2})
+    jid = s.dpu.run("Null", n=3, return_jobid=True)
+    assert s.dpu.wait(jid, timeout=60, interval=0.05)[0].counts.letters == (3, 0, 0, 0, 0)
+    assert not list((Path(s.dpu._session.workdir()) / "index").glob("*/*.json"))
+    assert "nproc must be an integer from 1 to 2, not 3" in caplog.text
+    assert "the job is submitted, but the queue page will not list it" in caplog.text

@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 CARD_VERSION = 1
 CARD_CAP = 64 << 10          # bytes of one card
 MAX_NPROC = 100_000          # processes a card may claim; config: web: {max_nproc: N}
-MAX_TEXT = 4096              # characters of one string in a card
+MAX_TEXT = 4096              # characters of one path or name in a card
+MAX_VALUE = 32768            # characters of one option value (the whole card: CARD_CAP bytes)
 MAX_OPTIONS = 200            # options of one card
-MAX_LIST = 100               # items of one option value that is a list
+MAX_LIST = 1000              # items of one option value that is a list
 MAX_NATIVE = 10_000          # native scheduler ids of one card
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,255}")   # user names, also of SSSD/LDAP
 
 
 class BadCard(ValueError):
@@ -95,7 +96,7 @@ class Card:
         return card
 
     def check(self, max_nproc: int) -> None:
-        _text("user", self.user, 64)
+        _text("user", self.user, 256)
         if not _NAME.fullmatch(self.user):
             raise BadCard(f"user {_short(self.user)} is not a user name")
         if not isinstance(self.store, str) or not _NAME.fullmatch(self.store):
@@ -149,7 +150,11 @@ def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str) -> Op
         root = index_dir(dpu, transport)
         card = Card.from_job(job, store)
         card.user = transport.account()[0]   # the folder is the target account's (SSH: its login)
-        transport.write_own(root, card.user, f"{job.id}.{store}.json", card.dump())
+        card.check(max_nproc(dpu))           # what the page would refuse is not written
+        data = card.dump()
+        if len(data) > CARD_CAP:
+            raise BadCard(f"the card would have {len(data)} bytes, more than the {CARD_CAP} a page reads")
+        transport.write_own(root, card.user, f"{job.id}.{store}.json", data)
         return card_path(root, card.user, job.id, store)
     except Exception as exc:
         log.warning("could not write the job card of job %s on DPU %s (%s); the job is submitted, "
@@ -198,8 +203,8 @@ def _scalar(name: str, value: Any) -> None:
             raise BadCard(f"option {name} is not a finite number")
         return
     if isinstance(value, str):
-        if len(value) > MAX_TEXT:
-            raise BadCard(f"option {name} is longer than {MAX_TEXT} characters")
+        if len(value) > MAX_VALUE:
+            raise BadCard(f"option {name} is longer than {MAX_VALUE} characters")
         _encodable(f"option {name}", value)
         return
     raise BadCard(f"option {name} is a {type(value).__name__}; options are texts, numbers, "
