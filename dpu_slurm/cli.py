@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__, bulk
-from .config import config_files, discover, load_file
-from .errors import DPUError
+from .config import DPUConfig, config_files, discover, load_file
+from .errors import ConfigError, DPUError
 from .processor import Processor
 from .session import JobView
 from .web import commands as web_commands
@@ -249,6 +249,9 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
     for path in paths:
         try:
             cfg = load_file(path)
+            problems = _index_problems(cfg)
+            if problems:
+                raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
             scripts = render(cfg)
             report.append({"file": str(path), "ok": True, "dpu": cfg.name, "rendered": sorted(scripts)})
             if not as_json:
@@ -262,6 +265,18 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=1))
     return status
+
+
+def _index_problems(cfg: DPUConfig) -> List[str]:
+    """A shared job index on this machine whose folder others cannot use (see web/cards.py)."""
+    if not cfg.job_index or cfg.is_remote or "{dpu_home}" in cfg.job_index:
+        return []   # the default or a per-user index is private; a remote one is checked there
+    from .transport.local import LocalTransport
+    from .transport.owned import index_root_problems
+    from .web.cards import index_dir
+
+    root = index_dir(cfg, LocalTransport())
+    return [f"job_index {root} {p}" for p in index_root_problems(root)]
 
 
 if __name__ == "__main__":

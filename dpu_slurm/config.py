@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Set, Tuple, TypedDict
@@ -79,6 +80,10 @@ class Defaults(TypedDict, total=False):
     mem: Annotated[int, MEGABYTES]
 
 
+class Web(TypedDict, total=False):
+    max_nproc: Annotated[int, bounded(1, 10_000_000)]   # the queue page: most processes a card may claim
+
+
 class Poll(TypedDict, total=False):
     min_interval: Annotated[float, bounded(0, 86400, "seconds")]
     max_interval: Annotated[float, bounded(0, 86400, "seconds")]
@@ -120,6 +125,7 @@ class DPUConfig:
     drmaa_library: Annotated[str, _ABS] = ""
     bin_dir: Annotated[str, _ABS] = ""   # folder of the scheduler's commands when not on PATH
     poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
+    web: Annotated[Dict[str, Any], As(Web)] = field(default_factory=dict)
 
     @property
     def is_remote(self) -> bool:
@@ -255,8 +261,9 @@ def write_environment(**values: Any) -> Path:
     data.update(values)
     path = environment_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(data, sort_keys=True))
     os.replace(tmp, path)
     return path
 

@@ -130,11 +130,12 @@ def test_filters_by_user_and_status(session: Session, env: Env) -> None:
 
 
 def test_a_card_in_someone_elses_folder_is_ignored_with_a_warning(session: Session, env: Env) -> None:
-    other_users_job(env, "nobody", forged_folder="alice")   # nobody posing as alice
+    other_users_job(env, "nobody", forged_folder="daemon")   # nobody posing as daemon
     with serving() as (url, _):
         data = get_json(url + "/api/queue")
     assert data["jobs"] == []
-    assert data["warnings"] == ["1 job card(s) ignored: a card in the folder of 'alice' belongs to 'nobody'"]
+    assert data["warnings"] == ["1 job card(s) ignored: daemon: belongs to uid 65534 (nobody), "
+                                "not to uid 1 (daemon)"]
 
 
 def test_job_text_is_escaped_and_only_our_script_may_run(session: Session) -> None:

@@ -14,6 +14,7 @@ from ..config import current_user, default_dpu_name, get_dpu
 from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
+from ..text import printable
 from .mirror import Mirror, Row
 from .server import duration, make_server, when
 
@@ -71,12 +72,6 @@ def queue(args: argparse.Namespace) -> int:
     else:
         print(table(rows, now))
     return 0
-
-
-def printable(text: str, width: int = 0) -> str:
-    """Job text for a terminal: control characters (escape sequences) shown, not obeyed."""
-    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return out if not width or len(out) <= width else out[:width - 3] + "..."
 
 
 def table(rows: List[Row], now: float) -> str:
