@@ -41,7 +41,8 @@ MAX_TIME = 365 * 86400            # seconds: one process may ask for at most a y
 MIN_MEM, MAX_MEM = 16, 64 << 20   # MB per process: 16 MB .. 64 TB
 MAX_PROCESSES = 100_000           # processes of one job
 MAX_ENTRIES = 100_000             # runs of one manifest, all templates together
-MAX_TEXT = 64 << 10               # characters of one option value, and of all of a run's values
+MAX_TEXT = 32 << 10               # characters of one string (what the queue page's cards show)
+MAX_RUN_TEXT = 64 << 10           # characters of all of a run's option values together
 MAX_DEPTH = 4                     # nesting of list/dict option values
 MAX_ITEMS = 10_000                # items of all list/dict option values of a run
 MAX_INT = 2 ** 63 - 1             # what the store, JSON readers and schedulers agree on
@@ -439,8 +440,8 @@ def check_value(value: Any, at: At, budget: Optional[_Budget] = None, depth: int
                 check_value(v, At(at.file, at.line, f"{at.key}[{i}]", at.error), budget, depth + 1)
     else:
         raise at.fail(f"{short(value)} must be made of str, int, float, bool, list and dict")
-    if budget.chars > MAX_TEXT:
-        raise at.fail(f"more than {MAX_TEXT} characters of text in all; pass a file name instead")
+    if budget.chars > MAX_RUN_TEXT:
+        raise at.fail(f"more than {MAX_RUN_TEXT} characters of text in all; pass a file name instead")
     return value
 
 

@@ -272,3 +272,12 @@ def test_nested_option_values_are_bounded_in_depth(catalog: Catalog) -> None:
     with pytest.raises(OptionError, match="nested more than 4 deep"):
         catalog.parse("ReadNoise", {"i": "WFI", "p": deep})
     assert catalog.parse("ReadNoise", {"i": "WFI", "p": {"a": {"b": {"c": 1}}}})["pars"]["a"]["b"]["c"] == 1
+
+
+def test_option_text_is_bounded_per_value_and_per_run(catalog: Catalog) -> None:
+    assert len(catalog.parse("Null", {"m": "x" * 32768})["message"]) == 32768
+    with pytest.raises(OptionError, match="text of 32769 characters; at most 32768"):
+        catalog.parse("Null", {"m": "x" * 32769})
+    pars = {f"k{i}": "y" * 20000 for i in range(3)}
+    with pytest.raises(OptionError, match="more than 65536 characters of text in all"):
+        catalog.parse("ReadNoise", {"i": "WFI", "p": pars, "d": "z" * 10000})
