@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy dpu_slurm
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not slurm and not sshd and not sge and not pbs and not chromium" tests
+	$(PY) -m pytest -q -m "not slurm and not sshd and not sge and not pbs and not chromium and not users" tests
 
 test: $(STAMP) lint cluster-up
 	$(PY) -m pytest -q tests
@@ -35,6 +35,7 @@ cluster-up:
 	bash harness/chromium-up.sh
 	bash harness/sge-up.sh
 	bash harness/torque-up.sh
+	bash harness/users-up.sh
 
 cluster-down:
 	bash harness/sshd-down.sh

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
+from . import trial
 from .catalog import Catalog
 from .config import DPUConfig, current_user, default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
@@ -69,7 +70,7 @@ def _render(dpu: DPUConfig, plan: Plan) -> None:
     """Render the job script(s) as the submission will, so template problems show now."""
     version = dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
     req = SubmitRequest(job_id=0, user=current_user(), dpu=dpu.name, sequence=plan.sequence,
-                        jobdir=f"{dpu.target_workdir()}/jobs/0.check", nproc=plan.nproc,
+                        jobdir=f"{trial.workdir(dpu)}/jobs/0.check", nproc=plan.nproc,
                         time_limit=plan.time_limit, mem=plan.mem, partition=plan.partition,
                         python=dpu.python_for_jobs(), pythonpath="BUNDLE/worker:BUNDLE/code",
                         setup=list(version.get("setup", [])), env=dict(dpu.env))

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -65,9 +66,11 @@ def build(awepipe: Optional[Path], cache: Path) -> Bundle:
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"{digest}.tar.gz"
     if not target.exists():
-        tmp = cache / f".{digest}.{os.getpid()}.tmp"
-        # filename="": gzip would otherwise record the temp file's name (with our pid) in its header.
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0,
+        fd, name = tempfile.mkstemp(dir=cache, prefix=f".{digest}.", suffix=".tmp")
+        tmp = Path(name)
+        os.fchmod(fd, 0o644)
+        # filename="": gzip would otherwise record the temp file's name in its header.
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0,
                                                    compresslevel=1) as gz:
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for name, path in files:
@@ -86,7 +89,8 @@ def unpack(bundle: Bundle, dest: Path) -> Path:
     if final.is_dir():
         return final
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{bundle.digest}.{os.getpid()}.tmp"
+    tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{bundle.digest}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp makes 0700; the unpacked bundle keeps the usual mode
     with tarfile.open(bundle.path, "r:gz") as tar:
         for member in tar.getmembers():
             if member.name.startswith("/") or ".." in Path(member.name).parts or not member.isfile():

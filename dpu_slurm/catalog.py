@@ -13,13 +13,14 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 from .errors import CatalogError, OptionError, SequenceError
+from .schema import At, check_options, check_value
 
 DECLARATIONS = "dpu_tasks.py"
 Overrides = Dict[str, Any]
@@ -50,20 +51,21 @@ class Option:
         """Return ``value`` as this option's type, or raise OptionError saying what fits."""
         if value is None:  # None means "not given": the default (which may itself be None)
             return self.default
+        at = At(key=f"option {self.short!r}/{self.long!r}")
+        if isinstance(value, str):
+            check_value(value, at)  # bounded text before it is parsed
         try:
             out = _coerce(self.type, value)
-        except (ValueError, SyntaxError, TypeError):
+        except (ValueError, SyntaxError, TypeError, OverflowError):
             out = _BAD
+        except (RecursionError, MemoryError):
+            raise at.fail(f"{_short_repr(value)} is nested too deeply") from None
         if out is _BAD:
             raise OptionError(
                 f"option {self.short!r}/{self.long!r} takes {_a(self.type.__name__)}; "
                 f"got {type(value).__name__} {_short_repr(value)}")
-        try:
-            json.dumps(out)
-        except (TypeError, ValueError):
-            raise OptionError(f"option {self.long!r}: value {_short_repr(value)} "
-                              "must be made of str, int, float, bool, list and dict") from None
-        return out
+        # finite numbers, text without NUL or lone surrogates, small nesting: schema.py
+        return check_value(out, at)
 
 
 _BAD = object()
@@ -238,7 +240,7 @@ class Catalog:
             values[opt.long] = opt.coerce(value)
         for opt in seq.options:
             values.setdefault(opt.long, opt.default)
-        return values
+        return check_options(values, At())  # sizes bounded for the run as a whole
 
     def split(self, identifier: str, values: Mapping[str, Any]) -> List[Dict[str, Any]]:
         """The options of each process: the first task's split decides for the chain."""
@@ -251,11 +253,25 @@ class Catalog:
         except (ValueError, KeyError) as exc:
             msg = exc.args[0] if exc.args else exc
             raise OptionError(f"{seq.identifier}: {msg}") from None
+        except Exception as exc:  # the pipeline's own code: its failure is this run's bad options
+            raise OptionError(f"{seq.identifier}: splitting into processes failed with these "
+                              f"options: {type(exc).__name__}: {exc}") from None
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise OptionError(f"{seq.identifier}: the task's split must return a list of dicts")
         return [{**values, **part} for part in parts]
 
     def estimate(self, identifier: str, values: Mapping[str, Any]) -> float:
         """Expected seconds for one process: the sum over the chain."""
-        return sum(task.seconds(values) for task in self.sequence(identifier).tasks)
+        seq = self.sequence(identifier)
+        try:
+            total = sum(task.seconds(values) for task in seq.tasks)
+        except Exception as exc:  # the pipeline's own code, as in split
+            raise OptionError(f"{seq.identifier}: the time estimate failed with these options: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not math.isfinite(total) or total < 0:
+            raise OptionError(f"{seq.identifier}: the tasks' time estimate for these options is "
+                              f"{total} s; give dpu_time (shell: --time) or other option values")
+        return total
 
 
 def _merge_options(ident: str, tasks: Sequence[Task], source: str) -> Tuple[Option, ...]:

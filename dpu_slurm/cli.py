@@ -9,11 +9,12 @@ import argparse
 import code
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__, bulk
-from .config import discover, load_file
-from .errors import DPUError
+from .config import DPUConfig, config_files, discover, load_file
+from .errors import ConfigError, DPUError
 from .processor import Processor
 from .session import JobView
 from .web import commands as web_commands
@@ -64,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("sequence", help="e.g. ReadNoise or Bias>HotPixels (quote the >)")
     r.add_argument("options", nargs="*", metavar="KEY=VALUE", help="task options, short or long names")
     r.add_argument("--time", type=float, dest="dpu_time", help="expected seconds per process")
-    r.add_argument("--mem", type=int, dest="dpu_mem", help="MB per process")
+    r.add_argument("--mem", type=float, dest="dpu_mem", help="MB per process")
     r.add_argument("--aweversion", dest="dpu_aweversion", help="installed version on the DPU")
     r.add_argument("--no-send-code", dest="send_code", action="store_false",
                    help="use the DPU's installed code instead of shipping yours")
@@ -91,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
     sel.add_argument("name")
     cfg = sub.add_parser("config", help="cluster config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="check")
-    chk = cfg_sub.add_parser("check", parents=[common], help="validate DPU YAML files")
-    chk.add_argument("files", nargs="+")
+    chk = cfg_sub.add_parser("check", parents=[common], help="validate DPU YAML files and render a "
+                             "trial job script for each (no submission, no connection)")
+    chk.add_argument("files", nargs="*", help="default: every DPU file on the search path")
     sub.add_parser("shell", parents=[common], help="a Python prompt with `dpu` ready")
     cl = sub.add_parser("cleanup", parents=[common],
                         help="remove code bundles on the DPU that no active job uses")
@@ -219,28 +221,62 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
     if cmd == "shell":
         print(BANNER)
         print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
-        code.interact(banner="dpu = " + repr(dpu), local={"dpu": dpu}, exitmsg="")
+        _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
 
 
+class _Console(code.InteractiveConsole):
+    """The `dpu shell` prompt: a DPUError (a bad option, an unknown job...) is one line saying
+    what to do, as in the seed's session, not a traceback."""
+
+    def showtraceback(self) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DPUError):
+            self.write(f"{type(exc).__name__}: {exc}\n")
+        else:
+            super().showtraceback()
+
+
 def _config_check(files: Sequence[str], as_json: bool) -> int:
+    """Validate DPU files (default: every file on the search path) and render a trial job script
+    for each good one, so what passes can be submitted."""
+    from .trial import render
+
+    paths = [Path(f) for f in files] or config_files()
     status = OK
     report = []
-    for name in files:
+    for path in paths:
         try:
-            cfg = load_file(name)  # type: ignore[arg-type]
-            report.append({"file": name, "ok": True, "dpu": cfg.name})
+            cfg = load_file(path)
+            problems = _index_problems(cfg)
+            if problems:
+                raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
+            scripts = render(cfg)
+            report.append({"file": str(path), "ok": True, "dpu": cfg.name, "rendered": sorted(scripts)})
             if not as_json:
-                print(f"{name}: ok (DPU {cfg.name}, scheduler {cfg.scheduler})")
+                print(f"{path}: ok (DPU {cfg.name}, scheduler {cfg.scheduler}); trial job script "
+                      f"rendered: {', '.join(sorted(scripts))}")
         except DPUError as exc:
             status = USAGE
-            report.append({"file": name, "ok": False, "error": str(exc)})
+            report.append({"file": str(path), "ok": False, "error": str(exc)})
             if not as_json:
                 print(str(exc), file=sys.stderr)
     if as_json:
         print(json.dumps(report, indent=1))
     return status
+
+
+def _index_problems(cfg: DPUConfig) -> List[str]:
+    """A shared job index on this machine whose folder others cannot use (see web/cards.py)."""
+    if not cfg.job_index or cfg.is_remote or "{dpu_home}" in cfg.job_index:
+        return []   # the default or a per-user index is private; a remote one is checked there
+    from .transport.local import LocalTransport
+    from .transport.owned import index_root_problems
+    from .web.cards import index_dir
+
+    root = index_dir(cfg, LocalTransport())
+    return [f"job_index {root} {p}" for p in index_root_problems(root)]
 
 
 if __name__ == "__main__":

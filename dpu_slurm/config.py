@@ -2,96 +2,130 @@
 from __future__ import annotations
 
 import getpass
+import logging
+import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Set, Tuple, TypedDict
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, DPUError
+from .schema import (
+    COMMAND,
+    IDENT,
+    MAX_TIME,
+    MEGABYTES,
+    NAME,
+    SECONDS,
+    TEXT,
+    VERSION,
+    WORD,
+    As,
+    At,
+    Rule,
+    bounded,
+    check,
+    load_yaml,
+    spec_of,
+)
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS = ("local", "slurm", "pbs", "sge")
-_STR, _INT, _NUM, _BOOL = "a string", "an integer", "a number", "true or false"
+
+# -- the schema: written once, as types (dpu_slurm/schema.py derives the checks) ---------------
+_PATH = Rule(what="a folder path on one line")
+_FILE = Rule(what="a file path on one line")
+_ABS = Rule(r"/.*", "an absolute path")
+_HOSTNAME = Rule(r"[A-Za-z0-9_.:%\[\]-]+", "a host name, address or ~/.ssh/config alias")
+_LOGIN = Rule(r"[A-Za-z0-9_.@-]+", "a login name: letters, digits and _.@-")
+_HOPS = Rule(r"[A-Za-z0-9_.@:%,\[\]-]+", "user@host[:port] hops separated by commas")
 
 
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "list"
-    return "scalar"
+class _HostRequired(TypedDict):
+    hostname: Annotated[str, _HOSTNAME]
 
 
-# A schema is {key: spec}; spec is a scalar kind, ("enum", values), ("list", spec),
-# ("map", spec) for free keys, or a nested schema dict.
-_HOST = {"hostname": _STR, "port": _INT, "user": _STR, "identity_file": _STR,
-         "known_hosts": _STR, "proxy_jump": _STR, "connect_timeout": _NUM, "keepalive": _INT}
-_PARTITION = {"name": _STR, "max_time": _INT, "max_mem": _INT}
-SCHEMA: Dict[str, Any] = {
-    "name": _STR,
-    "description": _STR,
-    "scheduler": ("enum", SCHEDULERS),
-    "submit": ("enum", ("cli", "drmaa")),
-    "flavor": ("enum", ("torque", "pbspro")),
-    "host": _HOST,
-    "workdir": _STR,
-    "job_index": _STR,
-    "python": _STR,
-    "awe_versions": ("map", {"setup": ("list", _STR), "path": _STR}),
-    "default_aweversion": _STR,
-    "defaults": {"time": _INT, "mem": _INT},
-    "time_factor": _NUM,
-    "min_time": _INT,
-    "partitions": ("list", _PARTITION),
-    "max_array_size": _INT,
-    "array_throttle": _INT,
-    "account": _STR,
-    "qos": _STR,
-    "extra_directives": ("list", _STR),
-    "env": ("map", _STR),
-    "slots": _INT,
-    "drmaa_library": _STR,
-    "bin_dir": _STR,
-    "poll": {"min_interval": _NUM, "max_interval": _NUM, "grace": _NUM},
-}
-REQUIRED = ("name", "scheduler")
-_REQUIRED_NESTED = {"host": ("hostname",), "partitions": ("name",)}
+class Host(_HostRequired, total=False):
+    port: Annotated[int, bounded(1, 65535)]
+    user: Annotated[str, _LOGIN]
+    identity_file: Annotated[str, _FILE]
+    known_hosts: Annotated[str, _FILE]
+    proxy_jump: Annotated[str, _HOPS]
+    connect_timeout: Annotated[float, bounded(0.1, 3600, "seconds")]
+    keepalive: Annotated[int, bounded(0, 3600, "seconds")]
+
+
+class _PartitionRequired(TypedDict):
+    name: Annotated[str, WORD]
+
+
+class Partition(_PartitionRequired, total=False):
+    max_time: Annotated[int, SECONDS]
+    max_mem: Annotated[int, MEGABYTES]
+
+
+class AweVersion(TypedDict, total=False):
+    setup: List[Annotated[str, Rule(what="shell lines, one per item")]]
+    path: Annotated[str, _PATH]
+
+
+class Defaults(TypedDict, total=False):
+    time: Annotated[int, SECONDS]
+    mem: Annotated[int, MEGABYTES]
+
+
+class Web(TypedDict, total=False):
+    max_nproc: Annotated[int, bounded(1, 10_000_000)]   # the queue page: most processes a card may claim
+
+
+class Poll(TypedDict, total=False):
+    min_interval: Annotated[float, bounded(0, 86400, "seconds")]
+    max_interval: Annotated[float, bounded(0, 86400, "seconds")]
+    grace: Annotated[float, bounded(0, 86400, "seconds")]
 
 
 @dataclass
 class DPUConfig:
-    """One DPU: where and how its jobs run."""
+    """One DPU: where and how its jobs run. The field types are also the file's schema."""
 
-    name: str
-    scheduler: str
-    path: Path
-    description: str = ""
-    submit: str = "cli"
-    flavor: str = "torque"
-    host: Optional[Dict[str, Any]] = None
-    workdir: str = ""
+    name: Annotated[str, NAME]
+    scheduler: Annotated[str, As(Literal["local", "slurm", "pbs", "sge"])]
+    path: Path = field(default=Path(), metadata={"schema": False})
+    description: Annotated[str, TEXT] = ""
+    submit: Annotated[str, As(Literal["cli", "drmaa"])] = "cli"
+    flavor: Annotated[str, As(Literal["torque", "pbspro"])] = "torque"
+    host: Annotated[Optional[Dict[str, Any]], As(Host)] = None
+    workdir: Annotated[str, Rule(what="a folder path")] = ""
     # shared folder of job cards the queue page reads (dpu_slurm/web/cards.py); {name}, {dpu_home}
-    job_index: str = ""
-    python: str = ""
-    awe_versions: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    default_aweversion: str = ""
-    defaults: Dict[str, int] = field(default_factory=lambda: {"time": 600, "mem": 2000})
-    time_factor: float = 1.5
-    min_time: int = 60
-    partitions: List[Dict[str, Any]] = field(default_factory=list)
-    max_array_size: int = 1000
-    array_throttle: int = 0
-    account: str = ""
-    qos: str = ""
-    extra_directives: List[str] = field(default_factory=list)
-    env: Dict[str, str] = field(default_factory=dict)
-    slots: int = 0
-    drmaa_library: str = ""
-    bin_dir: str = ""   # folder of the scheduler's commands (qsub, qstat...) when not on PATH
-    poll: Dict[str, float] = field(default_factory=dict)
+    job_index: Annotated[str, _FILE] = ""
+    python: Annotated[str, COMMAND] = ""
+    awe_versions: Annotated[Dict[str, Dict[str, Any]],
+                            As(Dict[Annotated[str, VERSION], AweVersion])] = field(default_factory=dict)
+    default_aweversion: Annotated[str, VERSION] = ""
+    defaults: Annotated[Dict[str, int], As(Defaults)] = field(
+        default_factory=lambda: {"time": 600, "mem": 2000})
+    time_factor: Annotated[float, bounded(0.01, 1000)] = 1.5
+    min_time: Annotated[int, bounded(0, MAX_TIME, "seconds")] = 60
+    partitions: Annotated[List[Dict[str, Any]], As(List[Partition])] = field(default_factory=list)
+    max_array_size: Annotated[int, bounded(1, 10_000_000)] = 1000
+    array_throttle: Annotated[int, bounded(0, 10_000_000)] = 0
+    account: Annotated[str, WORD] = ""
+    qos: Annotated[str, WORD] = ""
+    # '#SBATCH <line>' (cli), or words of DRMAA's nativeSpecification; checked per submit mode
+    extra_directives: List[Annotated[str, TEXT]] = field(default_factory=list)
+    env: Annotated[Dict[str, str], As(Dict[Annotated[str, IDENT], str])] = field(default_factory=dict)
+    # processes run at once on the local DPU; 0 (left out): the number of cores
+    slots: Annotated[int, bounded(1, 100_000)] = 0
+    drmaa_library: Annotated[str, _ABS] = ""
+    bin_dir: Annotated[str, _ABS] = ""   # folder of the scheduler's commands when not on PATH
+    poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
+    web: Annotated[Dict[str, Any], As(Web)] = field(default_factory=dict)
 
     @property
     def is_remote(self) -> bool:
@@ -139,7 +173,8 @@ def search_path() -> List[Path]:
     return dirs
 
 
-def _config_files() -> List[Path]:
+def config_files() -> List[Path]:
+    """Every DPU file on the search path, in search order."""
     files: List[Path] = []
     for folder in search_path():
         if folder.is_file():
@@ -150,14 +185,21 @@ def _config_files() -> List[Path]:
     return files
 
 
+_warned: Set[Tuple[str, str]] = set()   # (file, problem) already logged by this process
+
+
 def _discover() -> Tuple[Dict[str, DPUConfig], List[Tuple[Path, str]]]:
     found: Dict[str, DPUConfig] = {}
     problems: List[Tuple[Path, str]] = []
-    for path in _config_files():
+    for path in config_files():
         try:
             cfg = load_file(path)
         except ConfigError as exc:
             problems.append((path, str(exc)))
+            # One warning per broken file: the other DPUs keep working.
+            if (str(path), str(exc)) not in _warned:
+                _warned.add((str(path), str(exc)))
+                log.warning("skipping DPU file %s: %s", path, exc)
             continue
         found.setdefault(cfg.name, cfg)
     return found, problems
@@ -208,13 +250,10 @@ def read_environment() -> Dict[str, Any]:
     path = environment_file()
     if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix or delete the file") from None
+    data = load_yaml(path, ConfigError, "environment file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping like 'dpu_name: local'")
-    return data
+    return dict(data)
 
 
 def write_environment(**values: Any) -> Path:
@@ -222,130 +261,80 @@ def write_environment(**values: Any) -> Path:
     data.update(values)
     path = environment_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(data, sort_keys=True))
     os.replace(tmp, path)
     return path
 
 
 # -- loading and validation ---------------------------------------------------------------------
+SPEC = spec_of(DPUConfig)
+SCHEMA: Dict[str, Any] = SPEC.field_map   # key -> spec, in the order the file's messages list them
+REQUIRED = tuple(k for k in SCHEMA if k in SPEC.required)
+
 
 def load_file(path: Path) -> DPUConfig:
     """Parse and validate one DPU file; errors name the file, line, key and what is allowed."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
-    if node is None:
+    data = load_yaml(path, ConfigError, "DPU file")
+    if data is None:
         raise ConfigError(f"{path}: empty; a DPU file needs at least 'name' and 'scheduler'")
-    _check(path, node, SCHEMA, "")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # e.g. a !!python tag on a key: safe_load refuses to build it
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: {getattr(exc, 'problem', None) or exc}") from None
-    for key in REQUIRED:
-        if key not in data:
-            raise ConfigError(f"{path}:1: missing key '{key}' (required: {', '.join(REQUIRED)})")
-    cfg = DPUConfig(path=path, **data)
-    try:
-        cfg.workdir.format(user="u", name="n", dpu_home="h")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"{path}:{_line_of(node, 'workdir')}: workdir: {cfg.workdir!r} holds an "
-                          f"unknown or broken placeholder ({exc}); allowed: {{user}}, {{name}}, "
-                          "{dpu_home}") from None
-    # Jobs find the bundle and installed code through PYTHONPATH, which cannot carry a ':'.
-    for where, folder in [("workdir", cfg.workdir)] + [
-            (f"awe_versions.{name}.path", str(v.get("path", ""))) for name, v in cfg.awe_versions.items()]:
-        if ":" in folder:
-            line = _line_of(node, where.split(".")[0])
-            raise ConfigError(f"{path}:{line}: {where}: {folder!r} holds a ':', which PYTHONPATH "
-                              "cannot carry; choose a folder without ':'")
-    if cfg.awe_versions and cfg.default_aweversion and cfg.default_aweversion not in cfg.awe_versions:
-        raise ConfigError(f"{path}: default_aweversion {cfg.default_aweversion!r} is not one of "
-                          f"awe_versions: {', '.join(cfg.awe_versions)}")
-    if cfg.submit == "drmaa" and cfg.is_remote:
-        raise ConfigError(f"{path}: 'submit: drmaa' needs the scheduler's client library on this "
-                          "machine, so it cannot be combined with 'host'; use 'submit: cli' for a "
-                          "remote DPU")
+    at = At(str(path), 1, "", ConfigError)
+    if not isinstance(data, dict):
+        raise at.fail(f"must be a mapping with keys {', '.join(SCHEMA)}, not a list or a value")
+    values = check(data, SPEC, at)
+    cfg = DPUConfig(path=path, **values)
+    _cross_check(cfg, data, at)
     return cfg
 
 
-def _check(path: Path, node: yaml.Node, spec: Any, where: str) -> None:
-    line = node.start_mark.line + 1
-    label = where or "the file"
+def _cross_check(cfg: DPUConfig, data: Any, at: At) -> None:
+    """What one key alone cannot say: placeholders, the scheduler's alphabet, key combinations."""
+    def fail(key: str, message: str) -> DPUError:
+        return at.child(key, data, key).fail(message)
 
-    def fail(msg: str) -> None:
-        raise ConfigError(f"{path}:{line}: {label}: {msg}")
-
-    if isinstance(spec, dict):
-        if not isinstance(node, yaml.MappingNode):
-            fail(f"must be a mapping with keys {', '.join(spec)}, not a {_kind(node)}")
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key not in spec:
-                line = key_node.start_mark.line + 1
-                label = f"key '{_join(where, key)}'"
-                fail(f"unknown key; allowed here: {', '.join(spec)}")
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                label = f"key '{_join(where, key)}'"
-                fail("given twice")
-            seen.add(key)
-            _check(path, value_node, spec[key], _join(where, key))
-        for key in _REQUIRED_NESTED.get(where.split("[")[0], ()):
-            if key not in seen:
-                fail(f"missing key '{key}'")
-        return
-    if isinstance(spec, tuple):
-        kind, inner = spec
-        if kind == "enum":
-            if not isinstance(node, yaml.ScalarNode) or node.value not in inner:
-                fail(f"is {node.value if isinstance(node, yaml.ScalarNode) else _kind(node)!r}; "
-                     f"allowed: {', '.join(inner)}")
-        elif kind == "list":
-            if not isinstance(node, yaml.SequenceNode):
-                fail(f"must be a list, not a {_kind(node)}")
-            for i, item in enumerate(node.value):
-                _check(path, item, inner, f"{where}[{i}]")
-        elif kind == "map":
-            if not isinstance(node, yaml.MappingNode):
-                fail(f"must be a mapping, not a {_kind(node)}")
-            for key_node, value_node in node.value:
-                _check(path, value_node, inner, _join(where, key_node.value))
-        return
-    if not isinstance(node, yaml.ScalarNode):
-        fail(f"must be {spec}, not a {_kind(node)}")
     try:
-        value = yaml.safe_load(yaml.serialize(node))
-    except yaml.YAMLError:
-        fail(f"must be {spec}; tags like {node.tag!r} are not allowed")
-    ok = {
-        _STR: isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)),
-        _INT: isinstance(value, int) and not isinstance(value, bool),
-        _NUM: isinstance(value, (int, float)) and not isinstance(value, bool),
-        _BOOL: isinstance(value, bool),
-    }[spec]
-    if not ok:
-        fail(f"must be {spec}, got {node.value!r}")
-
-
-def _line_of(node: yaml.Node, key: str) -> int:
-    for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
-        if key_node.value == key:
-            return int(key_node.start_mark.line) + 1
-    return 1
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+        workdir = cfg.target_workdir()
+    except (KeyError, IndexError, ValueError) as exc:
+        raise fail("workdir", f"{cfg.workdir!r} holds an unknown or broken placeholder ({exc}); "
+                   "allowed: {user}, {name}, {dpu_home}") from None
+    try:
+        cfg.job_index.format(name=cfg.name, dpu_home="h")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise fail("job_index", f"{cfg.job_index!r} holds an unknown or broken placeholder ({exc}); "
+                   "allowed: {name}, {dpu_home}") from None
+    # Jobs find the bundle and installed code through PYTHONPATH, which cannot carry a ':'.
+    if ":" in cfg.workdir:
+        raise fail("workdir", f"{cfg.workdir!r} holds a ':', which PYTHONPATH cannot carry; "
+                   "choose a folder without ':'")
+    for name, version in cfg.awe_versions.items():
+        if ":" in str(version.get("path", "")):
+            raw = data["awe_versions"][name]
+            sub = at.child("awe_versions", data, "awe_versions").child(name, data["awe_versions"], name)
+            raise sub.child("path", raw, "path").fail(
+                f"{version['path']!r} holds a ':', which PYTHONPATH cannot carry; choose a folder "
+                "without ':'")
+    if cfg.workdir and not cfg.is_remote and not cfg.workdir.startswith(("/", "~", "{dpu_home}")):
+        raise fail("workdir", f"{cfg.workdir!r} is relative, so each working folder would get its "
+                   "own jobs; use an absolute path, ~/... or {dpu_home}/...")
+    if cfg.scheduler in ("sge", "pbs") and not re.fullmatch(r"[A-Za-z0-9_.,%=+@/~-]*", workdir):
+        # The job folder reaches '#$ -o DIR' / '#PBS -o DIR', which take no quoting.
+        raise fail("workdir", f"{workdir!r} cannot go into a {cfg.scheduler} '-o' directive; "
+                   "allowed: letters, digits and _.,%=+@/~- (no spaces or quotes)")
+    for i, line in enumerate(cfg.extra_directives):
+        first = cfg.submit == "cli" or i == 0  # DRMAA: words of one spec, option arguments follow
+        if first and not re.fullmatch(r"-\S.*", line):
+            raise at.child("extra_directives", data, "extra_directives").child(
+                str(i), data["extra_directives"], i).fail(
+                f"{line!r} is not allowed; allowed: a directive starting with '-', e.g. "
+                "--constraint=avx2 or -l place=pack" + (" (one per item)" if cfg.submit == "cli" else ""))
+    if cfg.awe_versions and cfg.default_aweversion and cfg.default_aweversion not in cfg.awe_versions:
+        raise fail("default_aweversion", f"{cfg.default_aweversion!r} is not one of awe_versions: "
+                   f"{', '.join(cfg.awe_versions)}")
+    if cfg.submit == "drmaa" and cfg.is_remote:
+        raise fail("submit", "'submit: drmaa' needs the scheduler's client library on this machine, "
+                   "so it cannot be combined with 'host'; use 'submit: cli' for a remote DPU")
+    poll = cfg.poll
+    if poll.get("max_interval", math.inf) < poll.get("min_interval", 0):
+        raise fail("poll", "max_interval is below min_interval")

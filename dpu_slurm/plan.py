@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from .catalog import Catalog
 from .config import DPUConfig
 from .errors import OptionError
+from .schema import MAX_PROCESSES, MAX_TIME, At, check_dpu_options
 
 
 @dataclass
@@ -40,20 +41,31 @@ _MISSING = object()
 
 
 def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[str, Any],
-              dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
+              dpu_time: Optional[float] = None, dpu_mem: Optional[float] = None,
               dpu_aweversion: Optional[str] = None, send_code: bool = True) -> Plan:
+    # One check for the prompt, the command line, manifests and the API (dpu_slurm/schema.py).
+    asked = check_dpu_options({"dpu_time": dpu_time, "dpu_mem": dpu_mem,
+                               "dpu_aweversion": dpu_aweversion, "send_code": send_code}, At())
     seq = catalog.sequence(sequence)
     values = catalog.parse(seq.identifier, given)
     processes = catalog.split(seq.identifier, values)
     if not processes:
         raise OptionError(f"{seq.identifier}: these options select no process to run")
-    estimate = catalog.estimate(seq.identifier, values)
-    if dpu_time is not None:
-        estimate = _positive("dpu_time", dpu_time, "seconds")
-    mem = (math.ceil(_positive("dpu_mem", dpu_mem, "MB")) if dpu_mem is not None
-           else int(dpu.defaults.get("mem", 2000)))
-    limit = max(1, dpu.min_time, math.ceil(estimate * dpu.time_factor))
-    version = _aweversion(dpu, dpu_aweversion)
+    if len(processes) > MAX_PROCESSES:
+        raise OptionError(f"{seq.identifier}: these options make {len(processes)} processes; one job "
+                          f"has at most {MAX_PROCESSES}: split it into several runs")
+    estimate = float(asked["dpu_time"]) if "dpu_time" in asked else \
+        catalog.estimate(seq.identifier, values)
+    limit_f = max(1.0, dpu.min_time, estimate * dpu.time_factor)
+    if not math.isfinite(limit_f) or limit_f > MAX_TIME:
+        source = "dpu_time" if "dpu_time" in asked else "the tasks' estimate for these options"
+        raise OptionError(f"{seq.identifier}: {source} is {estimate:.3g} s per process; with "
+                          f"time_factor {dpu.time_factor} that is more than {MAX_TIME} s (365 days), "
+                          "the most a process may ask for; give a smaller dpu_time (shell: --time) "
+                          "or smaller option values")
+    mem = math.ceil(asked["dpu_mem"]) if "dpu_mem" in asked else int(dpu.defaults.get("mem", 2000))
+    limit = math.ceil(limit_f)
+    version = _aweversion(dpu, asked.get("dpu_aweversion"))
     return Plan(
         sequence=seq.identifier,
         tasks=[{"name": t.name, "run": t.run} for t in seq.tasks],
@@ -68,12 +80,6 @@ def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[st
         dpu_options={"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
                      "send_code": bool(send_code)},
     )
-
-
-def _positive(name: str, value: Any, unit: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise OptionError(f"{name} must be a positive number of {unit}, got {value!r}")
-    return float(value)
 
 
 def _aweversion(dpu: DPUConfig, asked: Optional[str]) -> str:

@@ -22,6 +22,7 @@ from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
 from .session import DPUSession, JobView, awepipe_path, open_store
 from .store import Job
+from .text import printable
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ class Processor:
                     lines.append(f"{stamp} - " + ("(no log: the process never ran)" if never
                                                   else f"(no log yet: process is {proc.state.lower()})"))
         for line in lines:
-            self._say.raw(line)
+            self._say.raw(printable(line, keep="\t"))  # a task's escape sequences shown, not obeyed
         return LogLines(lines)
 
     def get_job_result(self, jobid: int) -> List[Any]:

@@ -118,7 +118,12 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
         return None
     try:
         data = json.loads(raw)
-        return Record(data["state"], list(data["tasks"]), data.get("reason", ""))
+        tasks, reason = data["tasks"], data.get("reason", "")
+        # Typed before use: the queue page also reads records from other users' folders.
+        if not isinstance(data["state"], str) or not isinstance(tasks, list) \
+                or not all(t is None or isinstance(t, str) for t in tasks) or not isinstance(reason, str):
+            raise TypeError("a field of the wrong type")
+        return Record(data["state"], list(tasks), reason[:2000])
     except (ValueError, KeyError, TypeError):
         log.warning("unreadable worker status record; ignoring it")
         return None

@@ -226,6 +226,13 @@ class Store:
                 db.execute("UPDATE jobs SET finished=? WHERE id=? AND finished IS NULL",
                            (time.time(), job_id))
 
+    def forget(self, job_ids: Sequence[int]) -> None:
+        """Drop jobs and their processes (the queue page's copy of a job whose card is gone)."""
+        ids = [(int(j),) for j in job_ids]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM procs WHERE job_id=?", ids)
+            db.executemany("DELETE FROM jobs WHERE id=?", ids)
+
     def meta_get(self, key: str) -> Optional[str]:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])

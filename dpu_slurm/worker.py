@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -29,13 +30,23 @@ def process_dir(jobdir: Path, index: int) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)  # ASCII escapes: a lone surrogate from a task cannot break the record
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON so a reader sees the old file or the new one, never half of one. The temp
+    name is fresh (mkstemp: O_EXCL, no symlink followed), never a guessable one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)   # mkstemp makes 0600; the queue page reads these as another user
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)  # ASCII escapes: a lone surrogate from a task cannot break the record
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class Context:

@@ -141,8 +141,9 @@ def test_dry_run_validates_and_renders_but_submits_nothing(env: Env, capsys: Cap
     out = capsys.readouterr().out
     assert "would submit rn-2000-04-29-ccd51: ReadNoise C=1 i=WFI d=2000-04-29 c=ccd51 on testlocal " \
            "(1 processes, " in out
-    # the SLURM template refuses the partition name: found now, not at submission
-    assert "bad entry runs[1] (line 5): 'bad name;x' cannot go into a scheduler directive" in out
+    # the DPU's config refuses the partition name (what sbatch accepts): found now, not at submission
+    assert "bad entry runs[1] (line 5): " in out
+    assert "sl.yaml:4: partitions[0].name: 'bad name;x' is not allowed; allowed: letters, digits" in out
     assert out.strip().splitlines()[-1].startswith(
         "dpu bulk --dry-run: 6 entries: 0 submitted, 5 would submit, 0 skipped, 1 bad in ")
     assert jobs() == []
@@ -254,3 +255,90 @@ def test_bulk_then_wait_in_a_script(env: Env, capsys: Capture) -> None:
     assert cli.main(["wait", "--dpu", "testlocal", *ids, "--timeout", "60"]) == 1  # one failed
     out = capsys.readouterr().out
     assert f"Jobid {ids[1]} has status FINISHED N/E/A/S/U 0/1/0/1/0" in out
+
+
+# -- issue 10: one model for manifests; a bad entry is reported, the others go on -----------------
+def test_an_infinite_option_is_reported_with_file_and_line_and_the_others_submit(
+        env: Env, capsys: Capture) -> None:
+    path = manifest(env, """\
+        dpu: testlocal
+        runs:
+          - {key: good-1, sequence: Null}
+          - key: inf
+            sequence: Null
+            options: {s: .inf}
+          - {key: good-2, sequence: Null, send_code: "no"}
+          - {key: good-3, sequence: Null, options: {s: 1e308}}
+          - {key: good-4, sequence: Null, dpu_mem: 0.5}
+          - {key: good-5, sequence: Null, options: {m: five}}
+        """)
+    out = run_bulk(capsys, str(path), code=bulk.BAD)  # was: a traceback, nothing submitted
+    states = {e["key"] or e["where"]: (e["state"], e["error"] or "") for e in out["entries"]}
+    assert states["good-1"][0] == states["good-5"][0] == "submitted"
+    bad = [e for e in out["entries"] if e["state"] == "bad"]
+    assert [e["where"] for e in bad] == ["runs[1] (line 4)", "runs[2] (line 7)", "runs[3] (line 8)",
+                                         "runs[4] (line 9)"]
+    assert bad[0]["error"] == f"{path}:6: options.s: must be a finite number, got inf"
+    assert bad[1]["error"].startswith(f"{path}:7: send_code: must be true or false")
+    assert "more than 31536000 s (365 days)" in bad[2]["error"]
+    assert bad[3]["error"].startswith(f"{path}:9: dpu_mem must be a positive number of MB from 16")
+    assert len(jobs()) == 2
+    strict = run_bulk(capsys, "--strict", str(path), code=bulk.BAD)
+    assert strict["counts"]["submitted"] == 0
+
+
+def test_duplicate_keys_in_a_manifest_are_refused_with_both_lines(env: Env, capsys: Capture) -> None:
+    path = manifest(env, """\
+        dpu: testlocal
+        runs:
+          - {key: first-night, sequence: Null}
+        runs:
+          - {key: second-night, sequence: Null}
+        """)
+    assert cli.main(["bulk", str(path)]) == 2  # was: the first night silently dropped, exit 0
+    assert f"{path}:4: key 'runs': given twice (lines 2 and 4); keep one" in capsys.readouterr().err
+    assert jobs() == []
+
+
+def test_an_alias_bomb_is_refused_with_a_clear_error(env: Env, capsys: Capture) -> None:
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = env.cwd / "bomb.yaml"
+    path.write_text("templates:\n  - sequence: Null\n    parameters: {x: [1]}\n    options:\n      "
+                    + "\n      ".join(rows) + "\n", encoding="utf-8")
+    assert cli.main(["bulk", str(path)]) == 2  # was: 74 s, then MemoryError
+    assert f"{path}:5: this value is used again through an alias" in capsys.readouterr().err
+    assert jobs() == []
+
+
+def test_the_entry_cap_counts_all_templates_before_expanding(env: Env, capsys: Capture) -> None:
+    values = "[" + ", ".join(str(i) for i in range(30_000)) + "]"
+    templates = "".join(f"  - {{sequence: Null, options: {{n: 1}}, parameters: {{t{i}: {values}}}}}\n"
+                        for i in range(5))
+    path = manifest(env, "dpu: testlocal\ntemplates:\n" + templates)
+    assert cli.main(["bulk", "--dry-run", str(path)]) == 2  # was: 150k entries expanded
+    err = capsys.readouterr().err
+    assert f"{path}: expands to 150000 runs (0 runs, templates[0] (line 3): 30000," in err
+    assert "at most 100000 in all" in err
+
+
+def test_send_code_must_be_a_yaml_boolean(env: Env, capsys: Capture) -> None:
+    path = manifest(env, """\
+        dpu: testlocal
+        runs:
+          - {key: quoted, sequence: Null, send_code: "no"}
+          - {key: plain, sequence: Null, send_code: no}
+        """)
+    out = run_bulk(capsys, "--dry-run", str(path), code=bulk.BAD)
+    states = {e["key"] or e["where"]: e for e in out["entries"]}
+    assert states["runs[0] (line 3)"]["error"].startswith(f"{path}:3: send_code: must be true or false")
+    assert states["plain"]["state"] == "would-submit"
+
+
+def test_a_home_relative_workdir_renders_for_sge_and_pbs_in_a_dry_run(env: Env, capsys: Capture) -> None:
+    env.write_dpu("sg", scheduler="sge", workdir="~/dpu/{name}")
+    env.write_dpu("pb", scheduler="pbs", workdir="~/dpu/{name}")
+    path = manifest(env, "runs:\n  - {key: a, sequence: Null, dpu: sg}\n"
+                         "  - {key: b, sequence: Null, dpu: pb}\n")
+    out = run_bulk(capsys, "--dry-run", str(path))  # '~' used to reach '#$ -o' unexpanded: bad entry
+    assert [e["state"] for e in out["entries"]] == ["would-submit", "would-submit"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,29 @@ def test_awepipe_env_pointing_nowhere_is_a_catalog_error(tmp_path: Path,
     monkeypatch.setenv("AWEPIPE", str(tmp_path / "missing"))
     with pytest.raises(CatalogError, match="AWEPIPE"):
         Processor("local", session_log=False)
+
+
+@pytest.mark.parametrize("kwargs", [{"s": float("inf")}, {"s": 1e308}, {"s": "nan"}, {"dpu_time": 1e308},
+                                    {"dpu_mem": 1e18}, {"dpu_mem": 0.5}, {"send_code": "no"},
+                                    {"m": "nul \x00 byte"}, {"p": "[" * 50 + "]" * 50}])
+def test_out_of_bounds_values_at_the_prompt_are_option_errors(session: Session, kwargs: Any) -> None:
+    sequence = "ReadNoise" if "p" in kwargs else "Null"
+    with pytest.raises(OptionError):
+        session.dpu.run(sequence, i="WFI", **kwargs) if "p" in kwargs else session.dpu.run(sequence, **kwargs)
+    assert session.dpu.get_jobids() == []
+
+
+def test_nested_option_values_are_bounded_in_depth(catalog: Catalog) -> None:
+    deep = {"a": {"b": {"c": {"d": {"e": 1}}}}}
+    with pytest.raises(OptionError, match="nested more than 4 deep"):
+        catalog.parse("ReadNoise", {"i": "WFI", "p": deep})
+    assert catalog.parse("ReadNoise", {"i": "WFI", "p": {"a": {"b": {"c": 1}}}})["pars"]["a"]["b"]["c"] == 1
+
+
+def test_option_text_is_bounded_per_value_and_per_run(catalog: Catalog) -> None:
+    assert len(catalog.parse("Null", {"m": "x" * 32768})["message"]) == 32768
+    with pytest.raises(OptionError, match="text of 32769 characters; at most 32768"):
+        catalog.parse("Null", {"m": "x" * 32769})
+    pars = {f"k{i}": "y" * 20000 for i in range(3)}
+    with pytest.raises(OptionError, match="more than 65536 characters of text in all"):
+        catalog.parse("ReadNoise", {"i": "WFI", "p": pars, "d": "z" * 10000})

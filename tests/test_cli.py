@@ -206,3 +206,33 @@ def test_shell_session_keeps_its_log_file_and_one_shot_commands_do_not(env: Env)
     logs = list(env.cwd.glob("[0-9]*_[0-9]*.log"))
     assert len(logs) == 1
     assert "Sending job with identifier 1 to DPU" in logs[0].read_text()
+
+
+def test_a_bad_value_at_the_shell_prompt_is_one_line_not_a_traceback(env: Env) -> None:
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+                          input="dpu.run('Null', s=float('inf'))\ndpu.run('Null', dpu_mem=0.5)\n"
+                                "print('STILL', dpu.get_jobids())\n",
+                          cwd=env.cwd, env=environ, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "OptionError: option 's'/'sleep': must be a finite number, got inf" in proc.stderr
+    assert "OptionError: dpu_mem must be a positive number of MB from 16" in proc.stderr
+    assert "Traceback" not in proc.stderr and "STILL []" in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["Null", "s=inf"], "option 's'/'sleep': must be a finite number, got inf"),
+    (["Null", "s=nan"], "option 's'/'sleep': must be a finite number, got nan"),
+    (["Null", "s=1e308"], "the tasks' estimate for these options is 1e+308 s"),
+    (["--time", "1e308", "Null"], "dpu_time must be a positive number of seconds, at most 31536000"),
+    (["--time", "nan", "Null"], "dpu_time must be a positive number of seconds"),
+    (["--mem", "1e18", "Null"], "dpu_mem must be a positive number of MB from 16 to 67108864"),
+    (["--mem", "0.5", "Null"], "dpu_mem must be a positive number of MB from 16 to 67108864 (64 TB); "
+                               "got 0.5"),
+])
+def test_numbers_out_of_bounds_are_exit_2_with_a_message_and_nothing_recorded(
+        capsys: Capture, args: List[str], message: str) -> None:
+    assert cli.main(["run", "--dpu", "testlocal", *args]) == 2  # was a traceback (or a doomed job)
+    err = capsys.readouterr().err
+    assert err.startswith("dpu: error: ") and message in err and "Traceback" not in err
+    assert run_json(capsys, ["jobids", "--dpu", "testlocal"]) == []

@@ -205,7 +205,7 @@ def test_folders_with_a_colon_are_refused_because_pythonpath_cannot_carry_them(t
     with pytest.raises(ConfigError, match=at(path, 3) + "workdir: '/data/a:b' holds a ':'"):
         load_file(path)
     path = write(tmp_path, "v.yaml", "name: x\nscheduler: local\nawe_versions:\n  m: {path: /o:pt}\n")
-    with pytest.raises(ConfigError, match=at(path, 3) + "awe_versions.m.path: '/o:pt' holds a ':'"):
+    with pytest.raises(ConfigError, match=at(path, 4) + "awe_versions.m.path: '/o:pt' holds a ':'"):
         load_file(path)
 
 
@@ -273,3 +273,114 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     report = json.loads(capsys.readouterr().out)
     assert [r["ok"] for r in report] == [True, False]
     assert report[0]["dpu"] == "groningen" and "allowed: local" in report[1]["error"]
+
+
+# -- issue 10: broken files are skipped, bad values refused, what passes the check renders --------
+def test_a_latin1_config_file_is_skipped_with_one_warning_and_local_still_runs(
+        env: Env, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    (env.config / "latin.yaml").write_bytes(b"name: latin\nscheduler: local\n# caf\xe9 au lait\n")
+    env.write_dpu()
+    assert cli.main(["run", "--dpu", "testlocal", "--wait", "--timeout", "60", "Null"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "latin.yaml" in r.getMessage()]
+    assert len(warnings) == 1 and "latin.yaml:3: not UTF-8 (byte 0xe9)" in warnings[0]
+    capsys.readouterr()
+    assert cli.main(["status", "--dpu", "latin"]) == 2  # asked for by name: the full error
+    assert "latin.yaml:3: not UTF-8 (byte 0xe9); save the DPU file as UTF-8" in capsys.readouterr().err
+
+
+def test_a_list_as_a_key_is_an_error_with_file_and_line(env: Env) -> None:
+    path = write(env.config, "lk.yaml", "name: lk\nscheduler: local\n? [a, b]\n: 1\n")
+    with pytest.raises(ConfigError, match=at(path, 3) + "a key must be a plain value, not a list"):
+        load_file(path)
+    dpus, problems = discover()  # the other DPUs keep working
+    assert "local" in dpus and len(problems) == 1
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.yaml", "name: x\nscheduler: local\nslots: 2\nslots: 4\n")
+    with pytest.raises(ConfigError, match=at(path, 4) + r"key 'slots': given twice \(lines 3 and 4\)"):
+        load_file(path)
+
+
+def test_aliases_are_refused_so_an_alias_bomb_ends_at_once(tmp_path: Path) -> None:
+    rows = ['a: &a ["x","x","x","x","x","x","x","x","x"]'] + [
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = write(tmp_path, "bomb.yaml", "name: x\nscheduler: local\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=at(path, 3) + r"this value is used again through an alias"):
+        load_file(path)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('account: "astro group"', "account: 'astro group' is not allowed; allowed: letters, digits and _.+-"),
+    ('account: "acct;id"', "account: 'acct;id' is not allowed; allowed: letters, digits and _.+-"),
+    ('qos: "normal --x"', "qos: 'normal --x' is not allowed"),
+    ("slots: -1", "slots: -1 is out of range; allowed: >= 1"),
+    ("max_array_size: 0", "max_array_size: 0 is out of range; allowed: >= 1"),
+    ('extra_directives: ["--comment=ok\\ntouch /tmp/x"]', r"extra_directives[0]: '--comment=ok\ntouch "
+                                                        "/tmp/x' holds a newline"),
+    ('extra_directives: ["touch /tmp/x"]', "extra_directives[0]: 'touch /tmp/x' is not allowed; "
+                                           "allowed: a directive starting with '-'"),
+    ("defaults: {time: 600, mem: .inf}", "defaults.mem: must be an integer, got inf"),
+    ("time_factor: .nan", "time_factor: must be a finite number, got nan"),
+    ("poll: {min_interval: -1}", "poll.min_interval: -1 is out of range"),
+    ('env: {"BAD KEY": "1"}', "env.BAD KEY: 'BAD KEY' is not allowed; allowed: a shell variable name"),
+    ('python: "python3 -u"', "python: 'python3 -u' is not allowed; allowed: a command name or path"),
+    ("bin_dir: opt/bin", "bin_dir: 'opt/bin' is not allowed; allowed: an absolute path"),
+    ('awe_versions: {m: {setup: ["module load a\\u0000b"]}}', "awe_versions.m.setup[0]: "),
+    ("workdir: relative/dir", "workdir: 'relative/dir' is relative"),
+])
+def test_values_that_reach_a_script_are_checked_by_config_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str) -> None:
+    path = write(tmp_path, "s.yaml", f"name: s\nscheduler: slurm\n{line}\n")
+    assert cli.main(["config", "check", str(path)]) == 2
+    assert f"{path}:3: {message}" in capsys.readouterr().err
+
+
+def test_a_workdir_with_a_space_is_refused_for_sge_and_pbs_not_for_slurm(tmp_path: Path) -> None:
+    for scheduler in ("sge", "pbs"):
+        path = write(tmp_path, f"{scheduler}.yaml",
+                     f"name: x\nscheduler: {scheduler}\nworkdir: /data/my jobs\n")
+        with pytest.raises(ConfigError, match=at(path, 3) + rf"workdir: '/data/my jobs' cannot go into "
+                                                            rf"a {scheduler} '-o' directive"):
+            load_file(path)
+    assert load_file(write(tmp_path, "sl.yaml", "name: x\nscheduler: slurm\nworkdir: /data/my jobs\n"))
+
+
+def test_config_check_reports_every_broken_file_and_renders_a_script_per_good_dpu(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    for example in ("example-slurm.yaml", "example-pbspro.yaml", "example-sge-drmaa.yaml"):
+        text = (packaged("cluster_configs") / example).read_text()
+        (env.config / example.replace("example-", "")).write_text(text)
+    write(env.config, "broken.yaml", "name: broken\nscheduler: slurm\naccount: a b\n")
+    (env.config / "latin.yaml").write_bytes(b"name: latin\nscheduler: local\n# \xe9\n")
+    assert cli.main(["config", "check", "--json"]) == 2  # no files: the whole search path
+    report = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    broken = report["broken.yaml"]
+    assert not broken["ok"] and "broken.yaml:3: account: 'a b' is not allowed" in broken["error"]
+    assert not report["latin.yaml"]["ok"] and "not UTF-8" in report["latin.yaml"]["error"]
+    assert report["slurm.yaml"]["rendered"] == ["develop/job-0.sh", "master/job-0.sh"]
+    assert report["pbspro.yaml"]["rendered"] == ["master/job-0.sh"]
+    assert report["sge-drmaa.yaml"]["rendered"] == ["job-0.sh", "nativeSpecification"]
+    assert report["local.yaml"]["ok"]
+
+
+def test_a_script_that_does_not_render_fails_the_check_naming_dpu_and_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpu_slurm import render
+    path = write(tmp_path, "g.yaml", DESIGN_EXAMPLE)
+    # A stricter directive filter than the schema (as a scheduler with a smaller alphabet would be).
+    strict = render.directive
+
+    def no_dots(value: object) -> render.Raw:
+        if "." in str(value):
+            raise ValueError(f"{str(value)!r} cannot go into a scheduler directive")
+        return strict(value)
+
+    render.environment.cache_clear()
+    monkeypatch.setattr(render, "directive", no_dots)
+    try:
+        assert cli.main(["config", "check", str(path)]) == 2
+    finally:
+        render.environment.cache_clear()
+    err = capsys.readouterr().err
+    assert f"{path}: DPU 'groningen': a trial job script does not render" in err

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dpu_slurm.catalog import Catalog
+from dpu_slurm.catalog import Catalog, Task
 from dpu_slurm.config import DPUConfig
 from dpu_slurm.errors import OptionError
 from dpu_slurm.plan import make_plan, pick_partition
@@ -95,7 +95,45 @@ def test_dpu_mem_default_comes_from_the_config_and_is_never_rounded_to_zero(cata
     dpu = cluster(defaults={"time": 600, "mem": 1234})
     assert make_plan(catalog, dpu, "Null", {}).mem == 1234
     assert make_plan(catalog, dpu, "Null", {}, dpu_mem=3000).mem == 3000
-    assert make_plan(catalog, dpu, "Null", {}, dpu_mem=0.5).mem == 1  # 0 would mean no memory at all
+    assert make_plan(catalog, dpu, "Null", {}, dpu_mem=100.5).mem == 101  # rounded up, never down
+
+
+@pytest.mark.parametrize("bad", [0.5, 15, 1e18, float("inf"), 64 * 1024 * 1024 + 1])
+def test_dpu_mem_outside_16_mb_to_64_tb_is_refused_not_rounded(catalog: Catalog, bad: Any) -> None:
+    # 0.5 used to become 1 MB (the process died in its pre-exec); 1e18 was queued as is
+    with pytest.raises(OptionError, match=r"dpu_mem must be a positive number of MB from 16 to "
+                                          r"67108864 \(64 TB\); got "):
+        make_plan(catalog, cluster(), "Null", {}, dpu_mem=bad)
+
+
+@pytest.mark.parametrize("bad", [1e308, 365 * 86400 + 1, float("-inf")])
+def test_dpu_time_beyond_a_year_is_refused(catalog: Catalog, bad: Any) -> None:
+    with pytest.raises(OptionError, match="dpu_time must be a positive number of seconds, at most "
+                                          "31536000"):
+        make_plan(catalog, cluster(), "Null", {}, dpu_time=bad)
+
+
+@pytest.mark.parametrize("sleep", ["inf", "1e308", "nan", "-inf", float("inf"), 1e308])
+def test_option_values_that_overflow_the_time_limit_are_option_errors(catalog: Catalog,
+                                                                      sleep: Any) -> None:
+    # s=inf and s=1e308 used to end in OverflowError/ValueError tracebacks
+    with pytest.raises(OptionError, match=r"option 's'/'sleep': must be a finite number|"
+                                          r"more than 31536000 s \(365 days\)"):
+        make_plan(catalog, cluster(), "Null", {"s": sleep})
+
+
+def test_a_task_split_that_raises_anything_is_an_option_error(catalog: Catalog) -> None:
+    with pytest.raises(OptionError, match="count must be at least 1 and at most 100000"):
+        make_plan(catalog, cluster(), "Null", {"n": 10 ** 9})
+    broken = Catalog([Task("T", run="m:f", estimate=lambda o: 1 / 0)])
+    with pytest.raises(OptionError, match="T: the time estimate failed with these options: "
+                                          "ZeroDivisionError"):
+        make_plan(broken, cluster(), "T", {})
+
+
+def test_send_code_must_be_a_boolean(catalog: Catalog) -> None:
+    with pytest.raises(OptionError, match=r"send_code: must be true or false .*got 'no'"):
+        make_plan(catalog, cluster(), "Null", {}, send_code="no")  # type: ignore[arg-type]
 
 
 def test_partition_is_the_first_that_fits(catalog: Catalog) -> None:

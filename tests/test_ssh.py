@@ -330,3 +330,22 @@ def test_key_from_ssh_agent(remote, tmp_path, sshd):
         os.environ.pop("SSH_AUTH_SOCK", None)
         agent.terminate()
         agent.wait(10)
+
+
+def test_the_card_is_filed_under_the_remote_login_and_the_page_shows_the_job_once(remote, sshd):
+    from dpu_slurm.web.mirror import Mirror
+
+    job_id = remote.run("Null", dpu_mem=50, return_jobid=True)
+    finished(remote, job_id)
+    user = sshd["SSHD_USER"]   # the local user is root: the card folder must be the login's
+    cards = list((remote.remote_root / "index" / user).glob("*.json"))
+    assert len(cards) == 1 and cards[0].stat().st_uid == Path(sshd["SSHD_HOME"]).stat().st_uid
+    page = Mirror(get_dpu("remote"), remote._store)
+    try:
+        page.refresh(force=True)
+        rows = page.rows()
+        assert [(r.user, r.job_id, r.status) for r in rows] == [(user, job_id, "FINISHED")]
+        assert page.warnings == []
+        assert any("Null done" in line for line in page.job(rows[0].key)["processes"][0]["log"])
+    finally:
+        page.close()

@@ -24,6 +24,7 @@ from dpu_slurm import cli, tokens
 from dpu_slurm.config import get_dpu
 from dpu_slurm.errors import OptionError
 from dpu_slurm.session import open_store
+from dpu_slurm.web.api import parse
 from dpu_slurm.web.cards import CARD_VERSION
 from dpu_slurm.web.server import QueueServer, make_server
 from tests.conftest import REPO, Env, Session, wait_until
@@ -139,11 +140,12 @@ def test_filters_by_user_and_status(session: Session, env: Env) -> None:
 
 
 def test_a_card_in_someone_elses_folder_is_ignored_with_a_warning(session: Session, env: Env) -> None:
-    other_users_job(env, "nobody", forged_folder="alice")   # nobody posing as alice
+    other_users_job(env, "nobody", forged_folder="daemon")   # nobody posing as daemon
     with serving() as (url, _):
         data = get_json(url + "/api/queue")
     assert data["jobs"] == []
-    assert data["warnings"] == ["1 job card(s) ignored: a card in the folder of 'alice' belongs to 'nobody'"]
+    assert data["warnings"] == ["1 job card(s) ignored: daemon: belongs to uid 65534 (nobody), "
+                                "not to uid 1 (daemon)"]
 
 
 def test_job_text_is_escaped_and_only_our_script_may_run(session: Session) -> None:
@@ -218,7 +220,6 @@ def token() -> str:
     return made
 
 
-DEEP = b"[" * 100_000 + b"]" * 100_000
 RUN = {"sequence": "Null", "options": {"m": "via web", "n": 2}, "dpu_options": {"dpu_mem": 300}}
 
 
@@ -269,11 +270,8 @@ def test_api_validation_errors_are_400_with_the_prompts_message(
     ({"sequence": "Null", "dpu_options": {"dpu_cpus": 2}}, "unknown dpu option(s) dpu_cpus"),
     ({"sequence": "Null", "dpu": "elsewhere"}, "this server submits to DPU 'testlocal'"),
     ({"sequence": "Null", "dpu_options": {"dpu_time": -1}}, "dpu_time must be a positive number"),
-    # anything JSON can carry: a 400 saying what is wrong, never a 500
-    (b'{"sequence": "Null", "options": {"m": ' + DEEP + b"}}", "nested too deeply"),
-    (b'{"sequence": "Null", "options": {"n": NaN}}', "NaN is not a JSON number"),
-    (b'{"sequence": "Null", "options": {"n": 1e400}}', "out of range"),
-    (b'{"sequence": "Null", "options": {"n": -Infinity}}', "not a JSON number"),
+    # wrong types and undecodable bytes: a 400 saying what is wrong, never a 500 (more in
+    # test_api_bodies_outside_the_model_are_400)
     ({"sequence": "Null", "options": {"m": {"deep": [1, {"x": None}]}, "n": [2]}}, ""),
     ({"sequence": "Null", "options": {"m": "x", "n": True}}, ""),
     (b'{"sequence": "\\ud800", "options": {}}', ""),
@@ -338,3 +336,32 @@ def test_dpu_web_on_a_taken_port_is_a_clear_error(session: Session, capsys: Capt
 def _no_stray_index(env: Env) -> Iterator[None]:
     yield
     shutil.rmtree(env.work, ignore_errors=True)   # chowned folders: remove them as root now
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"sequence": "Null", "options": {"s": NaN}}', "NaN is not a number JSON allows"),
+    (b'{"sequence": "Null", "options": {"s": Infinity}}', "Infinity is not a number JSON allows"),
+    (b'{"sequence": "Null", "options": {"s": 1e400}}', "options.s: must be a finite number, got inf"),
+    (b'{"sequence": "Null", "options": {"m": "\\ud800"}}', "options.m: '\\ud800' holds a lone surrogate"),
+    (b'{"sequence": "Null\\ud800"}', "sequence: 'Null\\ud800' holds a lone surrogate"),
+    (b'{"sequence": "Null", "options": {"m": "a\\u0000b"}}', "holds a NUL character"),
+    (b'{"sequence": "Null", "options": {"p": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+     "nested too deeply"),
+    (b'{"sequence": "Null", "options": {"p": [[[[[1]]]]]}}', "nested more than 4 deep"),
+    (b'{"sequence": "Null", "dpu_options": {"send_code": "no"}}', "send_code: must be true or false"),
+    (b'{"sequence": "Null", "dpu_options": {"dpu_mem": 1e18}}', "dpu_mem must be a positive number of MB"),
+    (b'{"sequence": "Null", "dpu_options": {"dpu_time": 1e308}}', "dpu_time must be a positive number"),
+])
+def test_api_bodies_outside_the_model_are_400(session: Session, token: str, body: bytes,
+                                              message: str) -> None:
+    with serving() as (url, _):
+        status, answer = post(url, body, token)
+    assert status == 400 and message in answer["error"], answer
+    assert session.dpu.get_jobids() == []
+
+
+def test_api_parse_uses_the_run_model_and_keeps_good_values() -> None:
+    sequence, options, asked = parse(json.dumps({"sequence": "Null", "options": {"m": "x\ny", "s": 1},
+                                                 "dpu_options": {"dpu_mem": 64, "send_code": True}}
+                                                ).encode(), "testlocal")
+    assert (sequence, options, asked) == ("Null", {"m": "x\ny", "s": 1}, {"dpu_mem": 64, "send_code": True})

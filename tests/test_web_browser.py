@@ -168,10 +168,13 @@ def other_users_slurm_card(env: Env, native: str) -> None:
     now = time.time()
     card = {"v": 1, "user": "nobody", "store": "0ddba11", "job_id": 3, "dpu": "webslurm",
             "sequence": "Reduce", "options": {"date": "2000-04-29"}, "nproc": 1, "ntasks": 1,
-            "created": now, "submitted": now, "jobdir": "/tmp/nobody-jobs/3.0ddba11",
+            "created": now, "submitted": now, "jobdir": str(env.work / "nobody-jobs" / "3.0ddba11"),
             "native_ids": [native], "chunk": 400, "time_limit": 300}
     (folder / "3.0ddba11.json").write_text(json.dumps(card))
     uid = pwd.getpwnam("nobody").pw_uid
+    # The page believes a card only when its job folder is the card owner's.
+    Path(card["jobdir"]).mkdir(parents=True)
+    os.chown(card["jobdir"], uid, -1)
     os.chown(folder, uid, -1)
     os.chown(folder / "3.0ddba11.json", uid, -1)
 

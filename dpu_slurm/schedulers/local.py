@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import resource
 import signal
@@ -24,6 +25,7 @@ from ..transport.base import Gathered
 from ..worker import write_json
 from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
 
+log = logging.getLogger(__name__)
 RUNNER_FILE = "runner.json"
 PID_FILE = "runner.pid"
 KILL_GRACE = 3.0
@@ -79,16 +81,22 @@ class LocalScheduler(Scheduler):
             raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))
             if raw is None:
                 continue
-            data = json.loads(raw)
-            alive = _alive(data.get("pid"), data.get("pstart"))
-            seen: Dict[int, Observation] = {}
-            for idx, (native, reason) in enumerate(data["states"]):
-                obs = self.observe(native, reason)
-                if obs.state != ENDED and not alive and data.get("pid"):
-                    continue  # the runner is gone: the worker's own record decides
-                seen[idx] = obs
-            out[job.id] = seen
+            try:
+                out[job.id] = self._observed(json.loads(raw))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                # The queue page reads other users' folders: a broken file costs only its job.
+                log.warning("job %s: unreadable %s; its worker records decide", job.id, RUNNER_FILE)
         return out
+
+    def _observed(self, data: Dict[str, Any]) -> Dict[int, Observation]:
+        alive = _alive(data.get("pid"), data.get("pstart"))
+        seen: Dict[int, Observation] = {}
+        for idx, (native, reason) in enumerate(data["states"]):
+            obs = self.observe(str(native), str(reason))
+            if obs.state != ENDED and not alive and data.get("pid"):
+                continue  # the runner is gone: the worker's own record decides
+            seen[idx] = obs
+        return seen
 
     def cancel(self, job: Job, force: bool) -> None:
         raw = self.transport.read_files([str(Path(job.jobdir) / RUNNER_FILE)])

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle
+from .owned import IndexScan, OwnedFile, OwnedRead
+
+RECORD_CAP = 64 << 10     # a worker's status record, a job card
+FILE_CAP = 16 << 20       # a scheduler's file read for a poll (runner.json of a big job)
 
 
 @dataclass
@@ -46,9 +50,36 @@ class Transport(ABC):
 
     @abstractmethod
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
         """In ONE round trip: run argv (a scheduler's status command), read files, and read
-        p/<index>/<record_name> of each listed process that has started."""
+        p/<index>/<record_name> of each listed process that has started. With `owners` (job
+        folder -> uid) every file is read as read_owned does, and files outside those folders
+        read as None: the queue page reads other users' folders so."""
+
+    @abstractmethod
+    def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
+                   private: bool = False) -> OwnedRead:
+        """Many files of other users in one round trip, each only if it and every folder from
+        its base down is owned by its uid, none a symlink, the file a regular one; at most `cap`
+        bytes (the last ones when `tail`, else a bigger file is refused). `private` also refuses
+        what group or others may write. See owned.py."""
+
+    @abstractmethod
+    def scan_index(self, root: str, since: float) -> IndexScan:
+        """The job cards under root (owner-checked, see owned.scan_index), in one round trip."""
+
+    @abstractmethod
+    def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        """Write root/folder/name into our own folder of a shared sticky root (owned.write_own);
+        DPUError when the folder is not ours or others may write it."""
+
+    @abstractmethod
+    def account(self) -> Tuple[str, int]:
+        """The name and uid the target runs our commands as (names a card folder there)."""
+
+    @abstractmethod
+    def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        """The uids of these user names on the target (None: no such user)."""
 
     @abstractmethod
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle, unpack
-from .base import Completed, Gathered, Records, Transport, started_indices
+from . import owned
+from .base import FILE_CAP, RECORD_CAP, Completed, Gathered, Records, Transport, started_indices
+from .owned import IndexScan, OwnedFile, OwnedRead
 
 
 class LocalTransport(Transport):
@@ -26,11 +28,7 @@ class LocalTransport(Transport):
 
     def write_files(self, files: Dict[str, bytes]) -> None:
         for name, data in files.items():
-            path = Path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            owned.write_atomic(name, data, 0o644)
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
         out: Dict[str, Optional[bytes]] = {}
@@ -42,8 +40,10 @@ class LocalTransport(Transport):
         return out
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
         completed = self.run(argv) if argv else None
+        if owners is not None:
+            return Gathered(completed, *_gather_owned(files, records, record_name, owners))
         found: Dict[Tuple[str, int], bytes] = {}
         for jobdir, wanted in records.items():
             try:
@@ -56,6 +56,22 @@ class LocalTransport(Transport):
                 except OSError:
                     pass
         return Gathered(completed, self.read_files(files), found)
+
+    def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
+                   private: bool = False) -> OwnedRead:
+        return owned.read_owned(files, cap, tail, private)
+
+    def scan_index(self, root: str, since: float) -> IndexScan:
+        return owned.scan_index(root, since)
+
+    def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        owned.write_own(root, folder, name, data)
+
+    def account(self) -> Tuple[str, int]:
+        return owned.account()
+
+    def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        return owned.user_ids(names)
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
         removed: List[str] = []
@@ -77,3 +93,23 @@ class LocalTransport(Transport):
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)
+
+
+def _gather_owned(files: Sequence[str], records: Records, record_name: str, owners: Dict[str, int]
+                  ) -> Tuple[Dict[str, Optional[bytes]], Dict[Tuple[str, int], bytes]]:
+    """gather's files and records, each read only from a folder of its owner (owned.py)."""
+    got: Dict[str, Optional[bytes]] = {}
+    for path in files:
+        item = owned.owner_of(path, owners)
+        got[path] = None if item is None else owned.read_owned([item], FILE_CAP).data[item.path]
+    found: Dict[Tuple[str, int], bytes] = {}
+    for jobdir, wanted in records.items():
+        uid = owners.get(jobdir)
+        if uid is None:
+            continue
+        items = [OwnedFile(jobdir, f"p/{i}/{record_name}", uid)
+                 for i in owned.started_owned(jobdir, uid, wanted)]
+        for item, data in zip(items, owned.read_owned(items, RECORD_CAP).data.values(), strict=True):
+            if data is not None:
+                found[(jobdir, int(item.rel.split("/")[1]))] = data
+    return got, found

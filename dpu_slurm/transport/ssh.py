@@ -25,6 +25,7 @@ from ..errors import DPUError, HostKeyError, Unreachable
 from ..render import quote
 from . import remote_helper
 from .base import Completed, Gathered, Records, Transport
+from .owned import IndexScan, Listed, OwnedFile, OwnedRead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +95,7 @@ class SSHTransport(Transport):
         self._jumps: List[Any] = []
         self._sftp: Any = None
         self._home: Optional[str] = None
+        self._account: Optional[Tuple[str, int]] = None
         self.round_trips = 0      # commands and helper calls: each one request/answer
         self.bytes_sent = 0       # everything written to remote stdin
         self.upload_bytes = 0     # of which code bundle bytes
@@ -244,9 +246,22 @@ class SSHTransport(Transport):
         if path.startswith("/"):
             return path
         if self._home is None:
-            self._home = str(self.helper({"home": True})["home"])
+            self._about()
         rest = path[2:] if path.startswith("~/") else ("" if path == "~" else path)
         return f"{self._home}/{rest}".rstrip("/")
+
+    def _about(self) -> None:
+        """The remote home and account, asked once per connection object."""
+        got = self.helper({"home": True})
+        self._home = str(got["home"])
+        name, uid = got["account"]
+        self._account = (str(name), int(uid))
+
+    def account(self) -> Tuple[str, int]:
+        if self._account is None:
+            self._about()
+        assert self._account is not None
+        return self._account
 
     def write_files(self, files: Dict[str, bytes]) -> None:
         self.helper({"write": {p: base64.b64encode(d).decode() for p, d in files.items()}})
@@ -258,9 +273,11 @@ class SSHTransport(Transport):
         return {p: None if got.get(p) is None else base64.b64decode(got[p]) for p in paths}
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
+        if owners is not None:
+            request["owners"] = dict(owners)
         if argv:
             request["run"] = list(argv)
         out = self.helper(request)
@@ -275,6 +292,34 @@ class SSHTransport(Transport):
             jobdir, _, idx = key.rpartition("|")
             found[(jobdir, int(idx))] = base64.b64decode(data)
         return Gathered(completed, got_files, found)
+
+    def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
+                   private: bool = False) -> OwnedRead:
+        if not files:
+            return OwnedRead()
+        got = self.helper({"owned": {"files": [[f.base, f.rel, f.uid] for f in files], "cap": cap,
+                                     "tail": tail, "private": private}})["owned"]
+        data = {f.path: None if got["data"].get(f.path) is None else base64.b64decode(got["data"][f.path])
+                for f in files}
+        return OwnedRead(data, {str(k): str(v) for k, v in got["refused"].items()})
+
+    def scan_index(self, root: str, since: float) -> IndexScan:
+        got = self.helper({"scan_index": [root, since]})["index"]
+        if got.get("error"):
+            raise DPUError(str(got["error"]))
+        return IndexScan([Listed(str(p), str(u), int(uid), float(m)) for p, u, uid, m in got["cards"]],
+                         [(str(n), str(why)) for n, why in got["refused"]])
+
+    def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        refused = self.helper({"write_own": [root, folder, name, base64.b64encode(data).decode()]})
+        if refused.get("write_own"):
+            raise DPUError(str(refused["write_own"]))
+
+    def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        if not names:
+            return {}
+        got = self.helper({"uids": list(names)})["uids"]
+        return {n: None if got.get(n) is None else int(got[n]) for n in names}
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
         return list(self.helper({"remove_bundles": [root, sorted(keep), older_than]})["removed"])

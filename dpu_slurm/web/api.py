@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -23,16 +22,16 @@ from .. import tokens
 from ..catalog import Catalog
 from ..errors import DPUError, SubmitError, Unreachable
 from ..plan import make_plan
+from ..schema import DPU_OPTIONS, MAX_DEPTH, At, check_dpu_options, check_run
 from ..session import DPUSession, awepipe_path, store_id
 from ..store import Store
+from ..text import printable
 from .mirror import job_url
-from .pages import printable
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 FIELDS = ("sequence", "options", "dpu_options", "dpu")
-DPU_OPTIONS = ("dpu_time", "dpu_mem", "dpu_aweversion", "send_code")
 Answer = Tuple[int, Dict[str, Any]]
 
 
@@ -111,15 +110,21 @@ class RunAPI:
                      "url": job_url(f"{info.user}/{job_id}.{store}")}
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows; numbers must be finite")
+
+
 def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
-    """(sequence, options, dpu options) of a request body, or BadRequest saying what is wrong."""
+    """(sequence, options, dpu options) of a request body, or BadRequest saying what is wrong.
+    The body is checked by the model manifest entries use (schema.RunRequest)."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
-    except RecursionError:
-        raise BadRequest(400, "the body is nested too deeply; options are flat KEY: VALUE pairs") from None
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(400, f"the body is not JSON ({exc}); send e.g. "
                               '{"sequence": "Null", "options": {"m": "hello"}}') from None
+    except RecursionError:
+        raise BadRequest(400, f"the body is nested too deeply; option values nest at most "
+                              f"{MAX_DEPTH} deep") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "the body must be a JSON object with 'sequence' and 'options'")
     unknown = sorted(set(data) - set(FIELDS))
@@ -139,17 +144,9 @@ def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     bad = sorted(set(dpu_options) - set(DPU_OPTIONS))
     if bad:
         raise BadRequest(400, f"unknown dpu option(s) {', '.join(bad)}; allowed: {', '.join(DPU_OPTIONS)}")
-    if not isinstance(dpu_options.get("send_code", True), bool):
-        raise BadRequest(400, "dpu option 'send_code' must be true or false")
-    return sequence, options, dpu_options
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
+    try:
+        run = check_run(data, At(key=""))
+        asked = check_dpu_options(dpu_options, At(key="dpu_options"))
+    except DPUError as exc:  # the prompt's words: non-finite numbers, surrogates, depth, sizes
+        raise BadRequest(400, str(exc)) from None
+    return run["sequence"], run["options"], asked

@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import DPUConfig, current_user, packaged
 from ..session import DPUSession
 from ..store import LETTERS, Store
+from ..text import printable
 from .api import MAX_BODY, RunAPI
 from .mirror import STATUSES, Mirror
-from .pages import clean, html, json_bytes, printable
+from .pages import html, json_bytes, json_safe
 from .state import Entry, Refresher
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class App:
         if found is None:
             return None
         now = time.time()
-        return clean({"dpu": self.dpu.name, "now": now, "job": found["job"].to_json(now),
+        return json_safe({"dpu": self.dpu.name, "now": now, "job": found["job"].to_json(now),
                       "processes": found["processes"], "logs_cut": found["logs_cut"]})
 
 
@@ -154,7 +155,7 @@ async def queue_page(request: Request) -> Response:
 async def queue_json(request: Request) -> Response:
     meta, entries, now = _app(request).queue(*_filters(request))
     # Each job's JSON text is made once per snapshot (running jobs: per request, for their time).
-    head = json.dumps(clean(meta), ensure_ascii=False, allow_nan=False)
+    head = json.dumps(json_safe(meta), ensure_ascii=False, allow_nan=False)
     body = head[:-1] + ', "jobs": [' + ", ".join(e.json_text(now) for e in entries) + "]}"
     return Response(body.encode("utf-8", "replace"), 200, media_type=JSON)
 

@@ -4,24 +4,43 @@ Each user's store is private, so ``session.submit`` also drops a card per job in
 index folder (config key ``job_index``; default ``<workdir>/index``, which only its user sees):
 ``INDEX/<user>/<jobid>.<store>.json``. A sysadmin makes a shared index once with
 ``install -d -m 1777 /shared/dpu/index`` (sticky, like /tmp: each user creates and owns only
-their own folder). The page lists the index in one ``find`` call that also prints each card's
-owner, so a card is believed only when its folder, its owner and its ``user`` field agree.
+their own folder); when the first submit creates it, it is made 1777 too.
+
+A card is a claim, not a fact: the page reads it only from the folder of the user it names,
+owned by that user's uid and writable by nobody else, as a regular file of that uid (see
+transport/owned.py); every field is checked (types, ranges, lengths) before it is used, and the
+job folder it names must belong to the same uid. A card that fails is skipped with a warning.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import posixpath
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..config import DPUConfig, dpu_home
-from ..errors import ConfigError, Unreachable
+from ..errors import ConfigError
 from ..store import Job
 from ..transport import Transport
 
 log = logging.getLogger(__name__)
 
 CARD_VERSION = 1
+CARD_CAP = 64 << 10          # bytes of one card
+MAX_NPROC = 100_000          # processes a card may claim; config: web: {max_nproc: N}
+MAX_TEXT = 4096              # characters of one path or name in a card
+MAX_VALUE = 32768            # characters of one option value (the whole card: CARD_CAP bytes)
+MAX_OPTIONS = 200            # options of one card
+MAX_LIST = 1000              # items of one option value that is a list
+MAX_NATIVE = 10_000          # native scheduler ids of one card
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,255}")   # user names, also of SSSD/LDAP
+
+
+class BadCard(ValueError):
+    """A card that fails a check; the message says which field and why."""
 
 
 @dataclass
@@ -57,11 +76,52 @@ class Card:
                    time_limit=int(job.dpu_options.get("time_limit") or 0))
 
     @classmethod
-    def parse(cls, raw: bytes) -> Card:
-        data = json.loads(raw)
+    def parse(cls, raw: bytes, max_nproc: int = MAX_NPROC) -> Card:
+        """A checked card, or BadCard saying what is wrong with it."""
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise BadCard(f"not a JSON card ({str(exc)[:80]})") from None
+        if not isinstance(data, dict):
+            raise BadCard("not a JSON object")
         if data.get("v") != CARD_VERSION:
-            raise ValueError(f"card version {data.get('v')!r}, this dpu_slurm reads {CARD_VERSION}")
-        return cls(**{k: v for k, v in data.items() if k != "v"})
+            raise BadCard(f"card version {_short(data.get('v'))}, this dpu_slurm reads {CARD_VERSION}")
+        fields = {k: v for k, v in data.items() if k != "v"}
+        wanted = set(cls.__dataclass_fields__)
+        if set(fields) != wanted:
+            odd = sorted(set(fields) ^ wanted)
+            raise BadCard(f"fields missing or unknown: {', '.join(map(str, odd))[:80]}")
+        card = cls(**fields)
+        card.check(max_nproc)
+        return card
+
+    def check(self, max_nproc: int) -> None:
+        _text("user", self.user, 256)
+        if not _NAME.fullmatch(self.user):
+            raise BadCard(f"user {_short(self.user)} is not a user name")
+        if not isinstance(self.store, str) or not _NAME.fullmatch(self.store):
+            raise BadCard(f"store {_short(self.store)} is not a store id")
+        _int("job_id", self.job_id, 1, 2**62)
+        _text("dpu", self.dpu, 200)
+        _text("sequence", self.sequence, 1000)
+        _options(self.options)
+        _int("nproc", self.nproc, 1, max_nproc)
+        _int("ntasks", self.ntasks, 1, 1000)
+        for name in ("created", "submitted"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or not 0 <= value < 1e11:
+                raise BadCard(f"{name} {_short(value)} is not a time")
+        _text("jobdir", self.jobdir, MAX_TEXT)
+        if not self.jobdir.startswith("/") or posixpath.normpath(self.jobdir) != self.jobdir \
+                or "\0" in self.jobdir:
+            raise BadCard("jobdir is not a plain absolute path")
+        if not isinstance(self.native_ids, list) or len(self.native_ids) > MAX_NATIVE:
+            raise BadCard(f"native_ids must be a list of at most {MAX_NATIVE} ids")
+        for native in self.native_ids:
+            _text("native id", native, 200)
+        _int("chunk", self.chunk, 0, 10**9)
+        _int("time_limit", self.time_limit, 0, 10**9)
 
     def dump(self) -> bytes:
         return json.dumps({"v": CARD_VERSION, **vars(self)}).encode()
@@ -87,47 +147,80 @@ def card_path(root: str, user: str, job_id: int, store: str) -> str:
 def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str) -> Optional[str]:
     """Drop the job's card; a failure is logged, never raised (the job is already queued)."""
     try:
-        path = card_path(index_dir(dpu, transport), job.user, job.id, store)
-        transport.write_files({path: Card.from_job(job, store).dump()})
-        return path
+        root = index_dir(dpu, transport)
+        card = Card.from_job(job, store)
+        card.user = transport.account()[0]   # the folder is the target account's (SSH: its login)
+        card.check(max_nproc(dpu))           # what the page would refuse is not written
+        data = card.dump()
+        if len(data) > CARD_CAP:
+            raise BadCard(f"the card would have {len(data)} bytes, more than the {CARD_CAP} a page reads")
+        transport.write_own(root, card.user, f"{job.id}.{store}.json", data)
+        return card_path(root, card.user, job.id, store)
     except Exception as exc:
-        log.warning("could not write the job card of job %s on DPU %s (%s: %s); the queue page "
-                    "will not list it", job.id, dpu.name, type(exc).__name__, exc)
+        log.warning("could not write the job card of job %s on DPU %s (%s); the job is submitted, "
+                    "but the queue page will not list it", job.id, dpu.name, exc)
         return None
 
 
-@dataclass
-class Listed:
-    """One card file found in the index."""
-
-    path: str
-    user: str     # the folder it is in, checked against the file's owner
-    mtime: float
+def max_nproc(dpu: DPUConfig) -> int:
+    """The most processes a card may claim: config ``web: {max_nproc: N}``, else MAX_NPROC."""
+    value = int((dpu.web or {}).get("max_nproc") or 0)
+    return value if value > 0 else MAX_NPROC
 
 
-def list_cards(transport: Transport, root: str, since: float) -> Tuple[List[Listed], List[str]]:
-    """Cards modified after `since` (one ``find`` call) and the ones refused, with why."""
-    res = transport.run(["find", root, "-mindepth", "2", "-maxdepth", "2", "-type", "f",
-                         "-name", "*.json", "-printf", "%u\\t%T@\\t%P\\n"], timeout=60)
-    if res.returncode != 0 and "No such file" in res.stderr:
-        return [], []   # no job was submitted with a card yet
-    if res.returncode != 0:
-        raise Unreachable(f"cannot list the job index {root}: {(res.stderr or res.stdout).strip()}")
-    found: List[Listed] = []
-    refused: List[str] = []
-    for line in res.stdout.splitlines():
-        owner, _, rest = line.partition("\t")
-        stamp, _, rel = rest.partition("\t")
-        folder, _, name = rel.partition("/")
-        if not name or "/" in name:
-            continue
-        if owner != folder:
-            refused.append(f"a card in the folder of {folder!r} belongs to {owner!r}")
-            continue
-        try:
-            mtime = float(stamp)
-        except ValueError:
-            continue
-        if mtime >= since:
-            found.append(Listed(f"{root}/{rel}", folder, mtime))
-    return found, refused
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a card may hold")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(name: str, value: Any, limit: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise BadCard(f"{name} must be a text of 1 to {limit} characters, not {_short(value)}")
+    _encodable(name, value)
+
+
+def _encodable(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadCard(f"{name} holds a lone surrogate (text that is not Unicode)") from None
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadCard(f"{name} must be an integer from {low} to {high}, not {_short(value)}")
+
+
+def _scalar(name: str, value: Any) -> None:
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadCard(f"option {name} is not a finite number")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE:
+            raise BadCard(f"option {name} is longer than {MAX_VALUE} characters")
+        _encodable(f"option {name}", value)
+        return
+    raise BadCard(f"option {name} is a {type(value).__name__}; options are texts, numbers, "
+                  "true/false, null or lists of those")
+
+
+def _options(options: Any) -> None:
+    if not isinstance(options, dict) or len(options) > MAX_OPTIONS:
+        raise BadCard(f"options must be a mapping of at most {MAX_OPTIONS} names to values, "
+                      f"not {_short(options)}")
+    for key, value in options.items():
+        _text("option name", key, 200)
+        if isinstance(value, list):
+            if len(value) > MAX_LIST:
+                raise BadCard(f"option {_short(key)} lists more than {MAX_LIST} values")
+            for item in value:
+                _scalar(_short(key), item)
+        else:
+            _scalar(_short(key), value)

@@ -14,8 +14,9 @@ from ..config import current_user, default_dpu_name, get_dpu
 from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
+from ..text import printable
 from .mirror import Mirror, Row
-from .pages import duration, printable, when
+from .pages import duration, when
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import sqlite3
 import threading
 import time
@@ -20,16 +21,21 @@ from ..errors import DPUError, Unreachable
 from ..session import DPUSession, JobView
 from ..status import poll_settings
 from ..store import LETTERS, Job, Store
-from ..transport import Transport
-from ..worker import LOG, STATUS, process_dir
-from .cards import Card, Listed, index_dir, list_cards
-from .pages import printable
+from ..text import clean, printable
+from ..transport import Transport, connect
+from ..transport.base import RECORD_CAP
+from ..transport.owned import Listed, OwnedFile
+from ..worker import LOG, STATUS
+from .cards import CARD_CAP, BadCard, Card, index_dir, max_nproc
+from .guard import OwnersOnly
 
 log = logging.getLogger(__name__)
 
 MAX_TIMED = 200     # worker records read per job to find when it started and ended
 LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
+LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
+USER_PROCS = 200_000  # processes all cards of one user may claim (each card: cards.max_nproc)
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
 
 
@@ -84,20 +90,26 @@ class Mirror:
         self.dpu = dpu
         self.own = own            # the server user's store: its jobs show even without a card
         self.days = days
+        # Every job file is read as its owner's: see guard.py and transport/owned.py.
+        self.transport = OwnersOnly(transport or connect(dpu))
         # The page's own session on an in-memory store: polled like any user's, for all users.
-        self.session = DPUSession(dpu, Store(Path(":memory:")), transport=transport)
+        self.session = DPUSession(dpu, Store(Path(":memory:")), transport=self.transport)
         self.db = self.session.store
-        self.transport = self.session.transport
         self.scheduler = self.session.scheduler
         self.scheduler.all_users = True
         self.cards: Dict[int, Card] = {}      # mirror id -> card
+        self.uids: Dict[int, int] = {}        # mirror id -> uid that owns the job's files
         self.ids: Dict[str, int] = {}         # card key -> mirror id
         self.read: Dict[str, float] = {}      # card path -> mtime when read
+        self.paths: Dict[str, str] = {}       # card path -> key of the job it added
+        self.bad: Dict[str, str] = {}         # card path -> why its content was refused
+        self.warned: Set[str] = set()         # refusals logged already (each is logged once)
+        self.max_nproc = max_nproc(dpu)
         self.times: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
         self.lock = threading.RLock()         # the store, the transport and the maps above
         self.updated = 0.0
         self.warnings: List[str] = []
-        self.broken: Set[str] = set()         # card keys that cannot be shown (logged once)
+        self.broken: Set[str] = set()         # job keys that cannot be shown (logged once)
         self.settled: Dict[int, Row] = {}     # rows that no longer change: finished, times known
         self.interval = max(1.0, poll_settings(dpu)[0])
 
@@ -128,23 +140,84 @@ class Mirror:
             self.updated = time.time()
 
     def _add_cards(self, warnings: List[str]) -> None:
+        """Cards are claims: only those that pass every check of cards.py and owned.py show; a
+        card that is gone (deleted, aged out, now refused) takes its job off the page."""
         root = index_dir(self.dpu, self.transport)
-        listed, refused = list_cards(self.transport, root, time.time() - self.days * 86400)
-        if refused:
-            warnings.append(f"{len(refused)} job card(s) ignored: {refused[0]}")
-        new: List[Listed] = [c for c in listed if self.read.get(c.path) != c.mtime]
-        raw = self.transport.read_files([c.path for c in new]) if new else {}
+        scan = self.transport.scan_index(root, time.time() - self.days * 86400)
+        # printable(): names come from other users' folders; a terminal must not obey them.
+        refused = [printable(f"{name}: {why}") for name, why in scan.refused]
+        listed = {c.path: c for c in scan.cards}
+        for path in [p for p in self.read if p not in listed]:
+            self._drop_card(path)
+        new = sorted((c for c in scan.cards if self.read.get(c.path) != c.mtime),
+                     key=lambda c: c.mtime, reverse=True)   # newest first: they win the budget
+        got = self.transport.read_owned(
+            [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
+            CARD_CAP, private=True)
+        accepted: List[Tuple[Listed, Card]] = []
+        for item in new:
+            self._drop_card(item.path)
+        claimed = {c.jobdir: c.key for c in self.cards.values()}   # job folder -> its job's key
+        procs: Dict[str, int] = {}   # per user: processes of their cards on the page
+        for c in self.cards.values():
+            procs[c.user] = procs.get(c.user, 0) + c.nproc
         for item in new:
             self.read[item.path] = item.mtime
-            try:
-                card = Card.parse(raw.get(item.path) or b"")
-            except (ValueError, TypeError) as exc:
-                log.warning("unreadable job card %s: %s", item.path, exc)
-                continue
-            if card.user != item.user or card.dpu != self.dpu.name:
-                log.warning("job card %s names user %r / DPU %r; ignored", item.path, card.user, card.dpu)
-                continue
-            self._add(card)
+            why = self._check_card(item, got.data.get(item.path), got.refused.get(item.path), claimed)
+            if isinstance(why, Card) and procs.get(why.user, 0) + why.nproc > USER_PROCS:
+                why = f"the cards of {why.user} claim more than {USER_PROCS} processes in all"
+            if isinstance(why, Card):
+                accepted.append((item, why))
+                claimed[why.jobdir] = why.key
+                procs[why.user] = procs.get(why.user, 0) + why.nproc
+            elif why:
+                self.bad[item.path] = why
+        # The job folder a card names must be a folder of the card's owner (one round trip).
+        dirs = self.transport.read_owned([OwnedFile(c.jobdir, "", i.uid) for i, c in accepted], 1)
+        for item, card in accepted:
+            if dirs.data.get(card.jobdir) is None:
+                self.bad[item.path] = f"its job folder {dirs.refused.get(card.jobdir, 'does not exist')}"
+            elif self._add(card, item.uid):
+                self.paths[item.path] = card.key
+        refused += [printable(f"{p[len(root) + 1:]}: {why}") for p, why in sorted(self.bad.items())]
+        for text in refused:
+            if text not in self.warned:
+                self.warned.add(text)
+                log.warning("job card ignored: %s", text)
+        if refused:
+            warnings.append(f"{len(refused)} job card(s) ignored: {refused[0]}")
+
+    def _check_card(self, item: Listed, raw: Optional[bytes], refused: Optional[str],
+                    claimed: Dict[str, str]) -> Card | str:
+        """The card, or why it is refused ("": nothing to add, e.g. it vanished meanwhile)."""
+        if refused:
+            return refused
+        if raw is None:
+            return ""
+        try:
+            card = Card.parse(raw, self.max_nproc)
+        except BadCard as exc:
+            return str(exc)
+        if card.user != item.user:
+            return f"names user {card.user!r}, but it is in the folder of {item.user!r}"
+        if card.dpu != self.dpu.name:
+            return f"is a card of DPU {card.dpu!r}, not of {self.dpu.name!r}"
+        if card.jobdir in claimed:   # the same job from our own store is shown already
+            return "" if claimed[card.jobdir] == card.key else "names the job folder of another job"
+        return card
+
+    def _drop_card(self, path: str) -> None:
+        """Forget what a card added, so it is read again (or its job leaves the page)."""
+        self.read.pop(path, None)
+        self.bad.pop(path, None)
+        key = self.paths.pop(path, None)
+        if key is not None and key in self.ids:
+            jid = self.ids.pop(key)
+            card = self.cards.pop(jid)
+            self.uids.pop(jid, None)
+            self.times.pop(jid, None)
+            self.transport.owners.pop(card.jobdir, None)
+            self.db.forget([jid])
 
     def _add_own(self) -> None:
         if self.own is None:
@@ -152,46 +225,56 @@ class Mirror:
         store = self.own.meta_get("store_id")
         if store is None:
             return  # this user never submitted a job
+        name, uid = self.transport.account()   # whose files our jobs are on the DPU, as cards name it
         for job in self.own.jobs_since(self.dpu.name, time.time() - self.days * 86400):
-            if f"{job.user}/{job.id}.{store}" not in self.ids:
-                self._add(Card.from_job(job, store))
+            if f"{name}/{job.id}.{store}" in self.ids:
+                continue
+            if job.jobdir and job.jobdir not in self.transport.owners:
+                card = Card.from_job(job, store)
+                card.user = name
+                self._add(card, uid)
 
-    def _add(self, card: Card) -> None:
-        """Copy a card's job into the page's store; a card that does not fit is skipped, once."""
+    def _add(self, card: Card, uid: int) -> bool:
+        """Copy a card's job into the page's store (with the card's own times: 'young' and
+        'submitted' use them); a job that does not fit is skipped, and logged once."""
         if card.key in self.ids:
-            return
+            return False
         try:
             jid = self.db.record_mirrored(
                 self.dpu.name, card.user, card.sequence, card.options,
                 {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks,
                 card.jobdir, card.native_ids, card.created, card.submitted)
         except (TypeError, ValueError, OverflowError, sqlite3.Error) as exc:
-            if card.key not in self.broken:   # said once, not at every refresh
+            if card.key not in self.broken:
                 self.broken.add(card.key)
                 log.warning("job %s cannot be shown (%s: %s); skipped", printable(card.key),
                             type(exc).__name__, printable(str(exc)))
-            return
+            return False
         self.broken.discard(card.key)
         self.cards[jid] = card
+        self.uids[jid] = uid
         self.ids[card.key] = jid
+        self.transport.owners[card.jobdir] = uid
+        return True
 
     def _times(self) -> None:
         """When each job started (its first process) and ended (its last), from worker records."""
-        wanted: Dict[int, List[str]] = {}
+        wanted: Dict[int, List[OwnedFile]] = {}
         unsettled = [jid for jid in self.cards if self.times.get(jid, (None, None))[1] is None]
         for job in self.db.jobs(ids=unsettled) if unsettled else []:
             start, end = self.times.get(job.id, (None, None))
             if start is not None and job.finished is None:
                 continue
             procs = [p for p in self.db.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
-            wanted[job.id] = [str(process_dir(Path(job.jobdir), p.idx) / STATUS) for p in procs]
-        paths = [p for group in wanted.values() for p in group]
-        raw = self.transport.read_files(paths) if paths else {}
+            wanted[job.id] = [OwnedFile(job.jobdir, f"p/{p.idx}/{STATUS}", self.uids[job.id])
+                              for p in procs]
+        items = [p for group in wanted.values() for p in group]
+        raw = self.transport.read_owned(items, RECORD_CAP).data if items else {}
         jobs = {j.id: j for j in self.db.jobs(ids=list(wanted))} if wanted else {}
         for jid, group in wanted.items():
-            records = [_record(raw.get(p)) for p in group]
-            starts = [r["started"] for r in records if r.get("started")]
-            ends = [r["ended"] for r in records if r.get("ended")]
+            records = [_record(raw.get(p.path)) for p in group]
+            starts = [r["started"] for r in records if _time(r.get("started"))]
+            ends = [r["ended"] for r in records if _time(r.get("ended"))]
             start = min(starts) if starts else self.times.get(jid, (None, None))[0]
             finished = jobs[jid].finished
             end = (max(ends) if ends else finished) if finished is not None else None
@@ -204,6 +287,8 @@ class Mirror:
         A finished job whose times are known keeps its row: only the others are read again."""
         out = []
         with self.lock:
+            for jid in [j for j in self.settled if j not in self.cards]:
+                del self.settled[jid]   # its card is gone
             todo = [jid for jid in self.cards if jid not in self.settled]
             jobs = (self.db.jobs() if len(todo) > 500 else self.db.jobs(ids=todo)) if todo else []
             wanted = set(todo)
@@ -238,10 +323,11 @@ class Mirror:
         card = self.cards[job.id]
         start, end = self.times.get(job.id, (None, None))
         mask = _masker(card.jobdir)
-        options = {k: _masked(v, mask) for k, v in card.options.items()}
-        return Row(card.key, card.job_id, card.user, card.sequence, options, view.status,
-                   view.ok, view.counts.letters, job.nproc, view.counts.queued, view.counts.running,
-                   card.submitted, start, end)
+        options = clean({k: _masked(v, mask) for k, v in card.options.items()})
+        # clean(): text that cannot be encoded (a lone surrogate) must not fail a page.
+        return Row(clean(card.key), card.job_id, clean(card.user), clean(card.sequence), options,
+                   view.status, view.ok, view.counts.letters, job.nproc, view.counts.queued,
+                   view.counts.running, card.submitted, start, end)
 
     def job(self, key: str) -> Optional[Dict[str, Any]]:
         """One job with its processes and the tail of their logs (paths masked), or None."""
@@ -252,14 +338,17 @@ class Mirror:
             job = self.db.job(jid)
             row = self._row(job, JobView(job, self.db.counts([jid])[jid]))
             procs = self.db.procs(jid)
-            paths = {p.idx: str(process_dir(Path(job.jobdir), p.idx) / LOG) for p in procs[:LOG_PROCESSES]}
-            raw = self.transport.read_files(list(paths.values()))  # an SSH transport is not thread-safe
+            # Each log only as a regular file of the job's owner, from its folder, its tail only.
+            items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
+                     for p in procs[:LOG_PROCESSES]}
+            got = self.transport.read_owned(list(items.values()), LOG_CAP, tail=True)  # SSH: not thread-safe
         mask = _masker(self.cards[jid].jobdir)
-        logs = {idx: [mask(line) for line in _tail(raw.get(path))] for idx, path in paths.items()}
+        logs = {idx: [clean(mask(line)) for line in _tail(got.data.get(item.path))]
+                for idx, item in items.items()}
         return {"job": row, "processes": [
-            {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": mask(p.reason),
+            {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": clean(mask(p.reason)),
              "log": logs.get(p.idx)} for p in procs],
-            "logs_cut": max(0, len(procs) - len(paths))}
+            "logs_cut": max(0, len(procs) - len(items))}
 
 
 def _newest(row: Row) -> Tuple[float, str]:
@@ -278,7 +367,16 @@ def _record(raw: Optional[bytes]) -> Dict[str, Any]:
 
 
 def _tail(raw: Optional[bytes]) -> List[str]:
-    return raw.decode("utf-8", "replace").splitlines()[-LOG_TAIL:] if raw else []
+    if not raw:
+        return []
+    lines = raw.decode("utf-8", "replace").splitlines()
+    if len(raw) >= LOG_CAP:
+        lines = lines[1:]   # the read began inside a line
+    return lines[-LOG_TAIL:]
+
+
+def _time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e11
 
 
 def _masked(value: Any, mask: Callable[[str], str]) -> Any:

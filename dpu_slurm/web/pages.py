@@ -1,8 +1,9 @@
 """Rendering that cannot fail a page: HTML templates, JSON bodies and log text.
 
 Job text comes from other users' cards and from workers' logs, so it may hold anything JSON can
-carry: lone surrogates, non-finite numbers, deep nesting, control characters. Everything here
-replaces what it cannot encode instead of raising. Needs only jinja2 (``dpu queue`` uses it too).
+carry: lone surrogates, non-finite numbers, deep nesting. Everything here replaces what it
+cannot encode instead of raising (text.printable escapes control characters for terminals and
+logs). Needs only jinja2 (``dpu queue`` uses it too).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def templates() -> jinja2.Environment:
     env.filters["when"] = when
     env.filters["duration"] = duration
     env.filters["ago"] = ago
-    env.filters["tojson_text"] = lambda v: json.dumps(clean(v), ensure_ascii=False)
+    env.filters["tojson_text"] = lambda v: json.dumps(json_safe(v), ensure_ascii=False)
     return env
 
 
@@ -37,11 +38,11 @@ def html(name: str, **context: Any) -> bytes:
 
 
 def json_bytes(data: Any) -> bytes:
-    """A JSON body that always encodes: see clean()."""
-    return json.dumps(clean(data), ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
+    """A JSON body that always encodes: see json_safe()."""
+    return json.dumps(json_safe(data), ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
 
 
-def clean(value: Any, depth: int = 0) -> Any:
+def json_safe(value: Any, depth: int = 0) -> Any:
     """`value` made safe for JSON: non-finite numbers become strings ("inf"), keys strings,
     unknown types their str(), nesting deeper than MAX_DEPTH "...". Strings are kept as they
     are; the encoder replaces what UTF-8 cannot carry."""
@@ -52,9 +53,9 @@ def clean(value: Any, depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         return "..."
     if isinstance(value, dict):
-        return {str(k): clean(v, depth + 1) for k, v in value.items()}
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v, depth + 1) for v in value]
+        return [json_safe(v, depth + 1) for v in value]
     return str(value)
 
 
@@ -83,9 +84,3 @@ def ago(seconds: Optional[float]) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
-
-def printable(text: str, width: int = 0) -> str:
-    """Text for a terminal or a log line: control characters (escape sequences, CR, LF) shown
-    escaped, not obeyed."""
-    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-    return out if not width or len(out) <= width else out[:width - 3] + "..."

@@ -16,8 +16,9 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..status import poll_settings
 from ..store import LETTERS
+from ..text import printable
 from .mirror import Mirror, Row
-from .pages import clean, printable, templates
+from .pages import json_safe, templates
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Entry:
     def json_text(self, now: float) -> str:
         if self.text is not None:
             return self.text
-        return json.dumps(clean(with_running_time(self.data or {}, now)), ensure_ascii=False)
+        return json.dumps(json_safe(with_running_time(self.data or {}, now)), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def with_running_time(row: Dict[str, Any], now: float) -> Dict[str, Any]:
 
 
 def entry(row: Row, now: float) -> Entry:
-    data = clean(row.to_json(now))
+    data = json_safe(row.to_json(now))
     data.pop("running_time", None)
     timed = with_running_time(data, now)
     html = templates().get_template("queue_row.html.j2").render(j=timed, letters=LETTERS)

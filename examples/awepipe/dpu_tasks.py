@@ -30,8 +30,8 @@ def per_ccd(options):
 
 
 def _count(options):
-    if options["count"] < 1:
-        raise ValueError(f"count must be at least 1, got {options['count']}")
+    if not 1 <= options["count"] <= 100_000:
+        raise ValueError(f"count must be at least 1 and at most 100000, got {options['count']}")
     return options["count"]
 
 

@@ -1,0 +1,520 @@
+"""The one validation model: every input (cluster YAML, bulk manifest, API body, run options)
+is checked here, against specs derived from type hints, with errors naming file:line:key.
+
+A spec is written once as a type: a dataclass (``DPUConfig``) or a ``TypedDict`` is a record,
+``Annotated[str, Rule(...)]`` narrows a scalar, ``Literal[...]`` is a choice, ``List``/``Dict``
+nest, and ``Annotated[Dict[str, Any], As(Host)]`` keeps a plain runtime type while checking
+against the record ``Host``. YAML is read by one loader that refuses aliases, duplicate and
+non-scalar keys, and keeps the line of every key for the messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+import typing
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import (
+    Annotated,
+    Any,
+    Dict,
+    FrozenSet,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypedDict,
+    Union,
+)
+
+import yaml
+
+from .errors import DPUError, OptionError
+
+# -- bounds every input shares ---------------------------------------------------------------
+MAX_TIME = 365 * 86400            # seconds: one process may ask for at most a year
+MIN_MEM, MAX_MEM = 16, 64 << 20   # MB per process: 16 MB .. 64 TB
+MAX_PROCESSES = 100_000           # processes of one job
+MAX_ENTRIES = 100_000             # runs of one manifest, all templates together
+MAX_TEXT = 32 << 10               # characters of one string (what the queue page's cards show)
+MAX_RUN_TEXT = 64 << 10           # characters of all of a run's option values together
+MAX_DEPTH = 4                     # nesting of list/dict option values
+MAX_ITEMS = 10_000                # items of all list/dict option values of a run
+MAX_INT = 2 ** 63 - 1             # what the store, JSON readers and schedulers agree on
+MAX_YAML_BYTES = 64 << 20         # a manifest or DPU file larger than this is refused unread
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a scalar may be beyond its type: a full-match pattern and/or bounds."""
+
+    pattern: str = ""
+    what: str = ""          # the allowed values in words, for the message
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
+class As:
+    """``Annotated[RuntimeType, As(SchemaType)]``: check against SchemaType, keep RuntimeType."""
+
+    schema: Any
+
+
+def bounded(lo: Optional[float], hi: Optional[float], unit: str = "") -> Rule:
+    parts = [f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
+    return Rule(lo=lo, hi=hi, what=" and ".join(p for p in parts if p) + (f" {unit}" if unit else ""))
+
+
+# Shared field rules (what a scheduler directive or a file name can carry).
+WORD = Rule(r"[A-Za-z0-9_.+-]+", "letters, digits and _.+- (what scheduler directives accept)")
+NAME = Rule(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}",
+            "1-64 letters, digits and _.+-, starting with a letter or digit")
+IDENT = Rule(r"[A-Za-z_][A-Za-z0-9_]*", "a shell variable name: letters, digits and _, not starting "
+                                        "with a digit")
+COMMAND = Rule(r"[^\s]+", "a command name or path without spaces")
+TEXT = Rule(what="one line of text")
+SECONDS = bounded(1, MAX_TIME, "seconds")
+MEGABYTES = bounded(MIN_MEM, MAX_MEM, "MB")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+@dataclass
+class At:
+    """Where a value came from: the file (None for a JSON body or the prompt), line and key."""
+
+    file: Optional[str] = None
+    line: Optional[int] = None
+    key: str = ""
+    error: Type[DPUError] = OptionError
+
+    def child(self, key: str, container: Any = None, index: Any = None) -> At:
+        line = self.line
+        lines = getattr(container, "lines", None)
+        if lines is not None and index in lines:
+            line = lines[index]
+        name = f"{self.key}[{key}]" if isinstance(index, int) else (
+            f"{self.key}.{key}" if self.key else key)
+        return At(self.file, line, name, self.error)
+
+    def where(self) -> str:
+        place = self.file or ""
+        if place and self.line:
+            place += f":{self.line}"
+        return place
+
+    def fail(self, message: str, key: Optional[str] = None) -> DPUError:
+        label = self.key if key is None else key
+        head = ": ".join(p for p in (self.where(), label) if p)
+        return self.error(f"{head}: {message}" if head else message)
+
+
+def short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- YAML with lines, no aliases, no duplicate keys ---------------------------------------------
+class LMap(Dict[Any, Any]):
+    """A YAML mapping that knows its line and the line of each key."""
+
+    line = 0
+    lines: Dict[Any, int]
+
+
+class LList(List[Any]):
+    """A YAML sequence that knows its line and the line of each item."""
+
+    line = 0
+    lines: Dict[int, int]
+
+
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed
+
+
+class Loader(_Base):
+    """Safe YAML for user files: aliases, duplicate keys and non-scalar keys are errors; dates and
+    ``Null`` stay text (a date option, a task name); only ``~``, ``null`` and empty mean nothing."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # Without aliases every node is built once; a node met again is an alias, which could
+        # make a few hundred bytes expand to gigabytes: refuse it at its first reuse.
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise yaml.constructor.ConstructorError(
+                None, None, "this value is used again through an alias (*name); write the "
+                "values out: aliases are refused so a small file cannot expand without bound",
+                node.start_mark)
+        return super().construct_object(node, deep)
+
+
+Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:null")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|)$"), ["~", "n", ""])
+
+
+def _construct_map(loader: Loader, node: yaml.MappingNode) -> LMap:
+    out = LMap()
+    out.line, out.lines = node.start_mark.line + 1, {}
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not a {kind}", key_node.start_mark)
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not {type(key).__name__}",
+                key_node.start_mark) from None
+        if key in out.lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {short(key)}: given twice (lines {out.lines[key]} and {line}); "
+                "keep one", key_node.start_mark)
+        out.lines[key] = line
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+def _construct_list(loader: Loader, node: yaml.SequenceNode) -> LList:
+    out = LList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.lines = {i: child.start_mark.line + 1 for i, child in enumerate(node.value)}
+    return out
+
+
+Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
+
+
+def load_yaml(path: Path, error: Type[DPUError], what: str = "file") -> Any:
+    """Read a YAML file as UTF-8 with the Loader; every problem is `error` naming path:line."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(f"{path}: larger than {MAX_YAML_BYTES >> 20} MB; split the {what}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the {what} as "
+                    "UTF-8") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise error(f"{path}:{line}: holds a NUL character; a {what} is plain text")
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        kind = "" if isinstance(exc, yaml.constructor.ConstructorError) or "alias" in problem \
+            else "malformed YAML: "
+        raise error(f"{where}: {kind}{problem}") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply; flatten the {what}") from None
+
+
+# -- specs derived from types ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    kind: str                       # str int float bool choice list map record any
+    rule: Rule = Rule()
+    nullable: bool = False
+    choices: Tuple[str, ...] = ()
+    item: Optional[Spec] = None     # list items, map values
+    key: Optional[Spec] = None      # map keys
+    fields: Tuple[Tuple[str, Spec], ...] = ()
+    required: FrozenSet[str] = frozenset()
+
+    @property
+    def field_map(self) -> Dict[str, Spec]:
+        return dict(self.fields)
+
+
+_ANY = Spec("any")
+_KIND_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "list": "a list", "map": "a mapping", "record": "a mapping"}
+
+
+def _hints(cls: Any) -> Dict[str, Any]:
+    module = sys.modules.get(cls.__module__)
+    return typing.get_type_hints(cls, globalns=vars(module) if module else None, include_extras=True)
+
+
+@cache
+def spec_of(tp: Any) -> Spec:
+    """The Spec of a type annotation (cached: each schema is derived once)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        base, extras = args[0], args[1:]
+        for extra in extras:
+            if isinstance(extra, As):
+                return spec_of(extra.schema)
+        spec = spec_of(base)
+        for extra in extras:
+            if isinstance(extra, Rule):
+                spec = dataclasses.replace(spec, rule=extra)
+        return spec
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        spec = spec_of(inner[0]) if len(inner) == 1 else _ANY
+        return dataclasses.replace(spec, nullable=True)
+    if origin is Literal:
+        return Spec("choice", choices=tuple(str(a) for a in args))
+    if origin in (list, List):
+        return Spec("list", item=spec_of(args[0]) if args else _ANY)
+    if origin in (dict, Dict):
+        return Spec("map", key=spec_of(args[0]), item=spec_of(args[1])) if args else Spec("map", item=_ANY)
+    if tp in (str, int, float, bool):
+        return Spec(tp.__name__)
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        fields = tuple((f.name, spec_of(hints[f.name])) for f in dataclasses.fields(tp)
+                       if f.metadata.get("schema", True))
+        required = frozenset(f.name for f in dataclasses.fields(tp) if f.metadata.get("schema", True)
+                             and f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING)
+        return Spec("record", fields=fields, required=required)
+    if isinstance(tp, type) and issubclass(tp, dict) and hasattr(tp, "__required_keys__"):  # TypedDict
+        hints = _hints(tp)
+        return Spec("record", fields=tuple((k, spec_of(v)) for k, v in hints.items()),
+                    required=frozenset(tp.__required_keys__))
+    return _ANY
+
+
+# -- checking ------------------------------------------------------------------------------------
+def _text(value: str, at: At, multiline: bool = False) -> None:
+    bad = "\x00" if multiline else "\x00\n\r"
+    for ch in bad:
+        if ch in value:
+            name = {"\x00": "a NUL character", "\n": "a newline", "\r": "a carriage return"}[ch]
+            raise at.fail(f"{short(value)} holds {name}, which is never allowed here")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise at.fail(f"{short(value)} holds a lone surrogate (half of a UTF-16 pair); "
+                      "send real characters") from None
+    if len(value) > MAX_TEXT:
+        raise at.fail(f"text of {len(value)} characters; at most {MAX_TEXT}")
+
+
+def _number(value: Any, at: At, rule: Rule) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise at.fail(f"must be a finite number, got {value!r}")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise at.fail(f"{short(value)} is out of range")
+    if (rule.lo is not None and value < rule.lo) or (rule.hi is not None and value > rule.hi):
+        raise at.fail(f"{value!r} is out of range; allowed: {rule.what}")
+
+
+def check(value: Any, spec: Spec, at: At) -> Any:
+    """The value as plain Python (dict, list, scalars) if it fits `spec`, else at.error."""
+    if value is None:
+        if spec.nullable or spec.kind == "any":
+            return None
+        if spec.kind == "record":
+            return check({}, spec, at)
+        raise at.fail(f"must be {_KIND_WORDS.get(spec.kind, 'a value')}, not empty")
+    kind = spec.kind
+    if kind == "record":
+        return _record(value, spec, at)
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            raise at.fail(f"must be a list, not {_what(value)}")
+        assert spec.item is not None
+        return [check(v, spec.item, at.child(str(i), value, i)) for i, v in enumerate(value)]
+    if kind == "map":
+        if not isinstance(value, dict):
+            raise at.fail(f"must be a mapping, not {_what(value)}")
+        assert spec.item is not None
+        out = {}
+        for k, v in value.items():
+            sub = at.child(str(k), value, k)
+            key = check(k, spec.key, sub) if spec.key is not None else k
+            out[key] = check(v, spec.item, sub)
+        return out
+    if kind == "any":
+        return value
+    if kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise at.fail(f"is {short(value) if isinstance(value, str) else _what(value)}; "
+                          f"allowed: {', '.join(spec.choices)}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise at.fail(f"must be true or false (a YAML/JSON boolean, unquoted), got {short(value)}")
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind == "int" and not isinstance(value, int)):
+            raise at.fail(f"must be {_KIND_WORDS[kind]}, got {short(value)}")
+        _number(value, at, spec.rule)
+        return value
+    # str: numbers are written as text (a partition called 1, a version 2)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise at.fail(f"must be a string, not {_what(value)}")
+    text = value if isinstance(value, str) else str(value)
+    _text(text, at, spec.rule.multiline)
+    if spec.rule.pattern and not re.fullmatch(spec.rule.pattern, text):
+        raise at.fail(f"{short(text)} is not allowed; allowed: {spec.rule.what}")
+    return text
+
+
+def _record(value: Any, spec: Spec, at: At) -> Dict[str, Any]:
+    fields = spec.field_map
+    if not isinstance(value, dict):
+        raise at.fail(f"must be a mapping with keys {', '.join(fields)}, not {_what(value)}")
+    out: Dict[str, Any] = {}
+    for k, v in value.items():
+        if k not in fields:
+            sub = at.child(str(k), value, k)
+            raise sub.fail(f"unknown key; allowed here: {', '.join(fields)}", f"key '{sub.key}'")
+        out[k] = check(v, fields[k], at.child(k, value, k))
+    missing = [k for k, _ in spec.fields if k in spec.required and k not in value]
+    if missing:
+        line = getattr(value, "line", None) or at.line
+        required = ", ".join(k for k, _ in spec.fields if k in spec.required)
+        raise At(at.file, line, at.key, at.error).fail(f"missing key '{missing[0]}' (required: {required})")
+    return out
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"{type(value).__name__} {short(value)}"
+
+
+def check_record(value: Any, tp: Any, at: At) -> Dict[str, Any]:
+    out = check(value, spec_of(tp), at)
+    assert isinstance(out, dict)
+    return out
+
+
+# -- task option values (the prompt, CLI, manifests and the API alike) ---------------------------
+class _Budget:
+    def __init__(self) -> None:
+        self.chars = 0
+        self.items = 0
+
+
+def check_value(value: Any, at: At, budget: Optional[_Budget] = None, depth: int = 0) -> Any:
+    """A task option value: text without NUL or lone surrogates (newlines are data here), finite
+    numbers, lists/dicts nested at most MAX_DEPTH deep; sizes bounded per value and per run."""
+    budget = budget or _Budget()
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _text(value, at, multiline=True)
+        budget.chars += len(value)
+    elif isinstance(value, (int, float)):
+        _number(value, at, Rule())
+    elif isinstance(value, (list, tuple, dict)):
+        if depth >= MAX_DEPTH:
+            raise at.fail(f"nested more than {MAX_DEPTH} deep; flatten the value")
+        budget.items += len(value)
+        if budget.items > MAX_ITEMS:
+            raise at.fail(f"more than {MAX_ITEMS} list/dict items in all; pass a file name instead")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise at.fail(f"dict keys must be strings, got {short(k)}")
+                _text(k, at)
+                check_value(v, at.child(k), budget, depth + 1)
+        else:
+            for i, v in enumerate(value):
+                check_value(v, At(at.file, at.line, f"{at.key}[{i}]", at.error), budget, depth + 1)
+    else:
+        raise at.fail(f"{short(value)} must be made of str, int, float, bool, list and dict")
+    if budget.chars > MAX_RUN_TEXT:
+        raise at.fail(f"more than {MAX_RUN_TEXT} characters of text in all; pass a file name instead")
+    return value
+
+
+def check_options(options: Mapping[str, Any], at: At) -> Dict[str, Any]:
+    """A run's task options: names are one-line text, values as check_value (one shared budget)."""
+    if not isinstance(options, dict):
+        raise at.fail(f"must be a mapping of option name -> value, not {_what(options)}")
+    budget = _Budget()
+    out: Dict[str, Any] = {}
+    for name, value in options.items():
+        sub = at.child(str(name), options, name)
+        if not isinstance(name, str):
+            raise sub.fail(f"option names are text, got {short(name)}")
+        _text(name, sub)
+        out[name] = check_value(value, sub, budget)
+    return out
+
+
+# -- the run request: shared by Processor.run, `dpu run`, manifest entries and the API -----------
+VERSION = Rule(r"[A-Za-z0-9_.+-]{1,64}", "1-64 letters, digits and _.+-")
+
+
+class DpuOptions(TypedDict, total=False):
+    """The dpu_* options of one run, with the bounds every input shares."""
+
+    dpu_time: float     # bounds: check_dpu_options (its messages name the unit)
+    dpu_mem: float
+    dpu_aweversion: Annotated[str, VERSION]
+    send_code: bool
+
+
+DPU_OPTIONS: Tuple[str, ...] = tuple(DpuOptions.__annotations__)
+SEQUENCE = Rule(r"[^<>]*[^\s<>][^<>]*(>[^<>]*[^\s<>][^<>]*)*",
+                "a sequence identifier like 'ReadNoise' or 'Bias>HotPixels'")
+
+
+class _RunRequired(TypedDict):
+    sequence: Annotated[str, SEQUENCE]
+
+
+class RunRequest(_RunRequired, total=False):
+    """The API body: what to run, with which options, on which DPU."""
+
+    options: Dict[str, Any]
+    dpu_options: DpuOptions
+    dpu: Annotated[str, NAME]
+
+
+_AMOUNTS = {
+    "dpu_time": (0.0, MAX_TIME, f"a positive number of seconds, at most {MAX_TIME} (365 days)"),
+    "dpu_mem": (MIN_MEM, MAX_MEM, f"a positive number of MB from {MIN_MEM} to {MAX_MEM} (64 TB)"),
+}
+
+
+def check_dpu_options(values: Mapping[str, Any], at: At) -> Dict[str, Any]:
+    """dpu_time, dpu_mem, dpu_aweversion, send_code: None means not given; amounts bounded."""
+    given = {k: v for k, v in values.items() if v is not None}
+    for name, (lo, hi, what) in _AMOUNTS.items():
+        value = given.get(name)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        # dpu_time: above 0; dpu_mem: at least MIN_MEM (0.5 would be rounded to 1 MB and crash)
+        if not number or not math.isfinite(value) or value > hi or value < lo or (
+                name == "dpu_time" and value <= lo):
+            line = getattr(values, "lines", {}).get(name, at.line)
+            raise At(at.file, line, at.key, at.error).fail(f"{name} must be {what}; got {short(value)}")
+    return check_record(given, DpuOptions, at)
+
+
+def check_run(data: Any, at: At) -> Dict[str, Any]:
+    """A RunRequest (the API body): structure, option values and dpu options."""
+    out = check_record(data, RunRequest, at)
+    out["options"] = check_options(out.get("options") or {}, at.child("options", data, "options"))
+    return out
+
