@@ -6,23 +6,40 @@ the Processor, the command line and the web page all go through it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CancelRefused, CatalogError, DPUError, SubmitError, Unreachable
 from .plan import Plan
+from .reconcile import submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
 from .web.cards import write_card
 from .worker import LOG, RESULT, process_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def fault(step: str) -> None:
+    """Fault drill for tests only: DPU_FAULT=<step>[:<SIGNAL>] sends this process the signal
+    (default KILL) at that step of submit (record, shipped, accepted, chunk, stored), so a test
+    can kill a submitter at an exact point. Unset, as everywhere but in those tests: nothing."""
+    wanted = os.environ.get("DPU_FAULT")
+    if not wanted:
+        return
+    name, _, sig = wanted.partition(":")
+    if name == step:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
 def awepipe_path() -> Path:
@@ -107,8 +124,15 @@ class DPUSession:
         return self.transport.expand(self.dpu.target_workdir())
 
     # -- submit -----------------------------------------------------------------------------
-    def submit(self, plan: Plan, awepipe: Path) -> int:
-        """Record, ship, render, submit. A refused job stays recorded as 'not submitted'."""
+    def submit(self, plan: Plan, awepipe: Path,
+               recorded: Optional[Callable[[int], None]] = None) -> int:
+        """Record, ship, render, submit; `recorded` is told the job id as soon as it exists.
+
+        The record (with its tag and job folder) is written before the scheduler is called and
+        the native ids as each chunk is accepted, so a submitter killed at any point leaves a
+        job the next poll can settle (reconcile.py): adopted if the scheduler knows its tag,
+        not submitted otherwise. A job the scheduler refused is recorded as 'not submitted'.
+        """
         version = self.dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
         if not plan.send_code and not version.get("path"):
             raise DPUError(f"send_code=False runs the code installed on DPU {self.dpu.name!r}, but "
@@ -116,14 +140,20 @@ class DPUSession:
                            "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
                            "shell: leave out --no-send-code)")
         bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        sid = store_id(self.store)
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
-                    "partition": plan.partition, "chunk": self.dpu.max_array_size}
+                    "partition": plan.partition, "chunk": self.dpu.max_array_size, "store": sid}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
                                    resolved, plan.nproc, len(plan.tasks))
+        self.store.note(job_id, submitter_note())
+        calling = False  # True from the moment the scheduler may have queued something
         try:
+            if recorded is not None:
+                recorded(job_id)
             workdir = self.workdir()
-            jobdir = f"{workdir}/jobs/{job_id}.{store_id(self.store)}"
+            jobdir = f"{workdir}/jobs/{job_id}.{sid}"
             self.store.set_jobdir(job_id, jobdir, bundle.digest)
+            fault("record")
             unpacked = self.transport.ensure_bundle(bundle, f"{workdir}/bundles")
             paths = [f"{unpacked}/worker"]
             # {examples}: the example pipeline installed with dpu_slurm (the local DPU's "master")
@@ -133,22 +163,36 @@ class DPUSession:
                         "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
                         "processes": plan.overrides(), "created": time.time()}
             self.transport.write_files({f"{jobdir}/job.json": json.dumps(job_json).encode()})
+            fault("shipped")
+
+            def accepted(native_ids: List[str]) -> None:
+                fault("accepted")   # the scheduler took a chunk; the store does not know yet
+                self.store.accepted(job_id, native_ids)
+                fault("chunk")      # this chunk's id is stored; later chunks are not submitted
+
             req = SubmitRequest(
                 job_id=job_id, user=self.user, dpu=self.dpu.name, sequence=plan.sequence,
                 jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
                 partition=plan.partition, python=self.dpu.python_for_jobs(),
                 pythonpath=":".join(paths), setup=list(version.get("setup", [])),
-                env=dict(self.dpu.env))
+                env=dict(self.dpu.env), store=sid, accepted=accepted)
+            calling = True
             native = self.scheduler.submit(req)
-        except DPUError as exc:
+        except SubmitError as exc:  # refused: nothing of it stays queued (submit_chunks)
             self.store.not_submitted(job_id, str(exc))
-            if isinstance(exc, SubmitError):
-                raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
-            raise
+            raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
         except BaseException as exc:
-            self.store.not_submitted(job_id, f"{type(exc).__name__}: {exc}")
+            why = str(exc) if isinstance(exc, DPUError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if not calling:
+                self.store.not_submitted(job_id, why)
+            else:  # the scheduler may hold some of it: what is known stays, the next poll settles it
+                self.store.note(job_id, f"submission interrupted ({why}); the next poll adopts what "
+                                        "the scheduler holds under its tag or marks it not submitted")
+                log.warning("job %s: submission interrupted (%s); it is settled at the next poll",
+                            job_id, why)
             raise
         self.store.submitted(job_id, native)
+        fault("stored")
         # The queue page's view of the job (every user's, see web/cards.py); never fails the submit.
         write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id

@@ -22,7 +22,17 @@ from ..errors import SubmitError
 from ..store import Job
 from ..transport.base import Gathered
 from ..worker import write_json
-from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunk_tag,
+    tag_of,
+)
 
 RUNNER_FILE = "runner.json"
 PID_FILE = "runner.pid"
@@ -64,7 +74,10 @@ class LocalScheduler(Scheduler):
         if proc.returncode != 0 or not pid_file.exists():
             raise SubmitError(f"the local runner did not start (exit {proc.returncode}); "
                               f"see {jobdir / 'runner.log'}")
-        return [pid_file.read_text().strip()]
+        native = [pid_file.read_text().strip()]
+        if req.accepted is not None:
+            req.accepted(native)
+        return native
 
     def slot_dir(self) -> Path:
         return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
@@ -75,11 +88,14 @@ class LocalScheduler(Scheduler):
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         files = got.files
         out: Dict[int, Dict[int, Observation]] = {}
+        self.names = {}
         for job in jobs:
             raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))
             if raw is None:
                 continue
             data = json.loads(raw)
+            if data.get("pid"):  # the runner started: the job is queued here under its tag
+                self.remember(chunk_tag(tag_of(job), 0), str(data["pid"]))
             alive = _alive(data.get("pid"), data.get("pstart"))
             seen: Dict[int, Observation] = {}
             for idx, (native, reason) in enumerate(data["states"]):
