@@ -20,7 +20,7 @@ from .config import (
 )
 from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
-from .session import DPUSession, JobView, awepipe_path, open_store
+from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .store import Job
 
 log = logging.getLogger(__name__)
@@ -321,13 +321,17 @@ class Processor:
         return objects
 
     def cancel_job(self, jobid: int, force: bool = False) -> None:
-        """Cancel a job that is not yet running (force=True also kills running processes)."""
-        job = self._jobs(jobid)[0]
-        session = self._session_for(job)
-        session.cancel(job, force)
-        view = session.views(self._store.jobs(ids=[job.id]))[0]
-        self._say(f"Cancelled job {jobid}: status {view.status} N/E/A/S/U {view.counts.line()}")
+        """Cancel a job's queued processes (force=True also kills running ones). A finished job,
+        or one partly running, gets a line saying so and what to do; no exception, so a loop
+        over get_jobids() goes through every job."""
+        self.cancel(jobid, force)
 
+    def cancel(self, jobid: int, force: bool = False) -> Cancelled:
+        """cancel_job, returning what was done (the command line's exit code comes from it)."""
+        job = self._jobs(jobid)[0]
+        outcome = self._session_for(job).cancel(job, force)
+        self._say(outcome.line)
+        return outcome
 
 def _default(value: Any) -> str:
     return "" if value == "" else str(value)

@@ -11,17 +11,17 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
 from .config import DPUConfig, current_user, dpu_home, packaged
-from .errors import CancelRefused, CatalogError, DPUError, SubmitError, Unreachable
+from .errors import CatalogError, DPUError, SubmitError, Unreachable
 from .plan import Plan
-from .reconcile import submitter_note
+from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
-from .status import refresh
+from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
 from .web.cards import write_card
@@ -64,6 +64,15 @@ def store_id(store: Store) -> str:
         value = uuid.uuid4().hex[:8]
         store.meta_set("store_id", value)
     return value
+
+
+@dataclass
+class Cancelled:
+    """What a cancel did, as the line the user sees; `running` processes were left running."""
+
+    line: str
+    running: int = 0
+    unsettled: bool = False
 
 
 @dataclass
@@ -200,12 +209,16 @@ class DPUSession:
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
         """Poll the DPU; when it cannot be reached, keep the last known states and say so."""
+        settling = [j.id for j in self.store.jobs(dpu=self.dpu.name, active=True) if j.phase == "recorded"]
         try:
             polled = refresh(self.store, self.scheduler, self.dpu, force=force)
         except Unreachable as exc:
             self.unreachable = str(exc)
             return False
         self.unreachable = ""
+        for job in self.store.jobs(ids=settling) if settling and polled else []:
+            if job.phase == "submitted":  # adopted: its submitter died before writing the card
+                write_card(self.transport, self.dpu, job, store_id(self.store))
         return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
@@ -221,21 +234,65 @@ class DPUSession:
         return out
 
     # -- cancel ---------------------------------------------------------------------------
-    def cancel(self, job: Job, force: bool = False) -> None:
+    def cancel(self, job: Job, force: bool = False) -> Cancelled:
+        """Cancel what can be cancelled; never raises for a job that is over or partly running.
+
+        Finished or never submitted: nothing to do, said so. Partly running without force: the
+        queued processes are cancelled where the scheduler can single them out (SLURM, local),
+        and the line says how to kill the rest. A job still being submitted: what its tag finds.
+        """
+        if job.phase == "recorded":
+            self.refresh(force=True)  # settles it when its submitter is gone and the grace passed
+            job = self.store.job(job.id)
+        if job.phase == "recorded":
+            return self._cancel_recorded(job, force)
         if job.phase == "not_submitted":
-            raise DPUError(f"job {job.id} was never submitted ({job.error}); there is nothing to cancel")
-        if job.phase != "submitted" or job.finished is not None:
-            raise DPUError(f"job {job.id} is {'finished' if job.finished else job.phase}; "
-                           "there is nothing to cancel")
-        self.refresh(force=True)
-        running = [p for p in self.store.procs(job.id, open_only=True) if p.state == "RUNNING"]
+            return Cancelled(f"Job {job.id} was never submitted ({job.error}); nothing to cancel")
+        if job.finished is None:
+            self.refresh(force=True)
+            job = self.store.job(job.id)
+        if job.finished is not None:
+            view = self.views([job])[0]
+            return Cancelled(f"Job {job.id} is finished (status {view.status} N/E/A/S/U "
+                             f"{view.counts.line()}); nothing to cancel")
+        procs = self.store.procs(job.id, open_only=True)
+        running = sum(p.state == "RUNNING" for p in procs)
+        queued = len(procs) - running
+        target = replace(job, native_ids=[n for n in job.native_ids if n])
+        kill = (f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} --force) kills "
+                "them (they end as A)")
         if running and not force:
-            raise CancelRefused(f"job {job.id} has {len(running)} running process(es); "
-                                f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} "
-                                "--force) kills them (they end as A)")
+            if not queued:
+                return Cancelled(f"Job {job.id} has {running} running process(es) and none queued; "
+                                 f"nothing cancelled. {kill}", running)
+            if not self.scheduler.CANCELS_QUEUED_ONLY:
+                return Cancelled(f"Job {job.id} has {running} running and {queued} queued process(es); "
+                                 f"{self.dpu.scheduler} cancels an array only whole, so nothing was "
+                                 f"cancelled. {kill}", running)
+            self.store.cancelled(job.id)
+            self.scheduler.cancel(target, False)
+            self.refresh(force=True)
+            return Cancelled(f"Cancelled the {queued} queued process(es) of job {job.id}; {running} "
+                             f"running process(es) go on: {kill}", running)
         self.store.cancelled(job.id)
-        self.scheduler.cancel(job, force)
+        self.scheduler.cancel(target, force)
         self.refresh(force=True)
+        view = self.views(self.store.jobs(ids=[job.id]))[0]
+        return Cancelled(f"Cancelled job {job.id}: status {view.status} N/E/A/S/U {view.counts.line()}")
+
+    def _cancel_recorded(self, job: Job, force: bool) -> Cancelled:
+        """A job whose submission is not settled yet: cancel the chunks its tag finds."""
+        natives = [n for n in found_chunks(job, self.scheduler.names, []).values() if n]
+        _, _, grace = poll_settings(self.dpu)
+        if not natives:
+            return Cancelled(f"Job {job.id} is still being submitted and nothing on DPU {self.dpu.name} "
+                             f"carries its tag yet; nothing cancelled. Its submission is settled within "
+                             f"{grace:g} s (poll.grace) of its record: cancel it again then", unsettled=True)
+        self.store.cancelled(job.id)
+        self.scheduler.cancel(replace(job, native_ids=natives), force)
+        self.refresh(force=True)
+        return Cancelled(f"Job {job.id} was still being submitted; cancelled what carries its tag "
+                         f"({' '.join(natives)})" + ("" if force else " (queued processes only)"))
 
     # -- housekeeping ---------------------------------------------------------------------
     def cleanup(self, older_than_days: float = 7.0) -> List[str]:
@@ -261,4 +318,4 @@ class DPUSession:
         return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
 
 
-__all__ = ["DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]
+__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import DPUConfig, current_user
-from ..errors import SubmitError
+from ..errors import SchedulerError, SubmitError
 from ..render import render
 from ..store import Job
 from ..transport import Transport
@@ -128,6 +128,9 @@ class Scheduler(ABC):
     STATE_MAP: ClassVar[Mapping[str, Tuple[str, str]]] = {}
     # The queue page sets this: its polls cover every user's jobs, not only the caller's.
     all_users: bool = False
+    # cancel(job, force=False) leaves running processes alone and cancels the queued ones of the
+    # same array; schedulers that can only delete an array whole say False (nothing is cancelled).
+    CANCELS_QUEUED_ONLY: ClassVar[bool] = False
 
     def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
         self.dpu = dpu
@@ -166,9 +169,14 @@ class Scheduler(ABC):
             res = self.transport.run(argv(name, text))
             job_id = parse_id(res.stdout) if res.returncode == 0 else ""
             if not job_id:
-                if native:
-                    self.transport.run([self.cmd(cancel), *native])
                 msg = " ".join((res.stderr + " " + res.stdout).split()) or f"exit code {res.returncode}"
+                if native:
+                    back = self.transport.run([self.cmd(cancel), *native])
+                    if back.returncode != 0:  # not "nothing queued": the next poll adopts what runs
+                        raise SchedulerError(
+                            f"{Path(argv(name, text)[0]).name} refused chunk {len(native)} ({msg}) and "
+                            f"{cancel} of the chunks already queued ({' '.join(native)}) failed: "
+                            f"{' '.join((back.stderr + back.stdout).split())}")
                 raise SubmitError(f"{Path(argv(name, text)[0]).name} refused it: {msg}",
                                   transient=any(t in msg for t in self.TRANSIENT))
             native.append(job_id)

@@ -53,6 +53,7 @@ STATE_MAP = {
 class LocalScheduler(Scheduler):
     name = "local"
     STATE_MAP = STATE_MAP
+    CANCELS_QUEUED_ONLY = True
 
     def slots(self) -> int:
         return self.dpu.slots or os.cpu_count() or 1

@@ -70,6 +70,7 @@ class SlurmScheduler(Scheduler):
     name = "slurm"
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
+    CANCELS_QUEUED_ONLY = True
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
