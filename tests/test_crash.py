@@ -1,0 +1,307 @@
+"""Fault drills: the submitter is killed (or interrupted) at each step of submit, on the local DPU
+and on the real SLURM; the next poll settles the job: nothing stays SUBMITTING past the grace,
+nothing is queued twice, and the status is right (adopted and FINISHED, or NOT SUBMITTED).
+
+The kill is deterministic: DPU_FAULT=<step>[:<signal>] makes session.submit signal itself there.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Set
+
+import pytest
+import yaml
+
+from dpu_slurm import Processor, cli
+from dpu_slurm.schedulers.base import tag_of
+from dpu_slurm.session import JobView, open_store
+from dpu_slurm.store import Job
+from tests.conftest import Env
+
+GRACE = 2
+# Steps of session.submit, in order; the first two are before any scheduler call.
+BEFORE = ["record", "shipped"]
+AFTER = ["accepted", "chunk", "stored"]
+
+
+def prompt(env: Env, dpu: str, n: int, fault: str) -> subprocess.CompletedProcess[str]:
+    """A Python prompt that runs one job and is signalled at the fault step."""
+    code = (f"from dpu_slurm import Processor\n"
+            f"Processor({dpu!r}, session_log=False).run('Null', n={n}, dpu_mem=100)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
+                          env=dict(os.environ, DPU_FAULT=fault), timeout=180)
+
+
+def bulk_run(env: Env, manifest: Path, fault: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys\nfrom dpu_slurm import cli\nsys.exit(cli.main(['bulk', {str(manifest)!r}]))\n"
+    return subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
+                          env=dict(os.environ, DPU_FAULT=fault), timeout=180)
+
+
+def all_jobs() -> List[Job]:
+    store = open_store()
+    try:
+        return store.jobs()
+    finally:
+        store.close()
+
+
+def settle(dpu: str, timeout: float = 120) -> List[JobView]:
+    """Poll every job of the store until each is FINISHED or NOT SUBMITTED."""
+    proc = Processor(dpu, out=io.StringIO(), session_log=False)
+    try:
+        views = proc.wait([j.id for j in all_jobs()], timeout=timeout, interval=0.2)
+    finally:
+        proc.close()
+    stuck = [v.job.id for v in views if v.status not in ("FINISHED", "NOT SUBMITTED")]
+    assert not stuck, f"jobs {stuck} still {[v.status for v in views]}"
+    return views
+
+
+def runners(env: Env, dpu: str) -> List[Path]:
+    """The local DPU's own record of what it runs: one runner per queued job."""
+    return sorted((env.work / dpu / "jobs").glob("*/runner.pid"))
+
+
+def killed(res: subprocess.CompletedProcess[str], sig: str = "KILL") -> None:
+    if sig == "KILL":
+        assert res.returncode == -signal.SIGKILL, res.stderr
+    else:  # Ctrl-C: KeyboardInterrupt ends the prompt with a traceback
+        assert "KeyboardInterrupt" in res.stderr, res.stderr
+
+
+# -- the local DPU -----------------------------------------------------------------------------
+@pytest.mark.parametrize("step", BEFORE + AFTER)
+def test_prompt_killed_at_each_step_on_the_local_dpu(env: Env, step: str) -> None:
+    env.write_dpu(poll={"grace": GRACE})
+    killed(prompt(env, "testlocal", 2, f"{step}:KILL"))
+    [job] = all_jobs()
+    # what a kill -9 leaves: SUBMITTING until the next poll (after the store write: submitted)
+    assert job.phase == ("submitted" if step == "stored" else "recorded")
+    [view] = settle("testlocal")
+    if step in BEFORE:
+        assert view.status == "NOT SUBMITTED"
+        assert "nothing on DPU testlocal carries its tag" in view.job.error
+        assert runners(env, "testlocal") == []
+    else:
+        assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 0, 0))
+        assert len(runners(env, "testlocal")) == 1  # adopted, never queued twice
+        assert view.job.native_ids == [runners(env, "testlocal")[0].read_text().strip()]
+
+
+def test_ctrl_c_before_the_scheduler_call_is_not_submitted_at_once(env: Env) -> None:
+    env.write_dpu(poll={"grace": 3600})  # no grace needed: nothing reached the scheduler
+    killed(prompt(env, "testlocal", 1, "shipped:INT"), "INT")
+    [job] = all_jobs()
+    assert job.phase == "not_submitted" and "KeyboardInterrupt" in job.error
+    assert runners(env, "testlocal") == []
+
+
+def test_ctrl_c_after_the_scheduler_accepted_keeps_the_job(env: Env) -> None:
+    env.write_dpu(poll={"grace": GRACE})
+    killed(prompt(env, "testlocal", 2, "accepted:INT"), "INT")
+    [job] = all_jobs()
+    assert job.phase == "recorded" and "submission interrupted (KeyboardInterrupt" in job.error
+    [view] = settle("testlocal")
+    assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 0, 0))
+
+
+def test_a_job_recorded_by_a_live_submitter_is_left_to_it(env: Env) -> None:
+    """Past the grace, a job whose submitter still runs (a slow upload) is not given up."""
+    env.write_dpu(poll={"grace": 0})
+    dpu = Processor("testlocal", out=io.StringIO(), session_log=False)
+    store = dpu._store
+    job_id = store.record("testlocal", "alice", "Null", {}, {"store": "x"}, 1, 1)
+    from dpu_slurm.reconcile import submitter_note
+    store.note(job_id, submitter_note())  # this very process: alive
+    dpu.get_status(job_id)
+    assert store.job(job_id).phase == "recorded"
+    store.note(job_id, "submitting: pid 999999999 on nowhere started 1")  # gone
+    dpu.get_status(job_id)
+    assert store.job(job_id).phase == "not_submitted"
+    dpu.close()
+
+
+NIGHT = """\
+    dpu: {dpu}
+    defaults: {{dpu_mem: 100}}
+    runs:
+      - {{key: a, sequence: Null, options: {{m: a, n: {n}}}}}
+      - {{key: b, sequence: Null, options: {{m: b, n: {n}}}}}
+    """
+
+
+def bulk_drill(env: Env, dpu: str, step: str, n: int, capsys: pytest.CaptureFixture[str]) -> Dict[str, Any]:
+    manifest = env.cwd / "night.yaml"
+    manifest.write_text(textwrap.dedent(NIGHT.format(dpu=dpu, n=n)), encoding="utf-8")
+    killed(bulk_run(env, manifest, f"{step}:KILL"))
+    # killed at the first entry
+    assert [j.phase for j in all_jobs()] == ["submitted" if step == "stored" else "recorded"]
+    capsys.readouterr()
+    assert cli.main(["bulk", str(manifest), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    return {e["key"]: e for e in out["entries"]}
+
+
+@pytest.mark.parametrize("step", BEFORE + AFTER)
+def test_bulk_killed_at_each_step_then_rerun_submits_each_entry_once(
+        env: Env, step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env.write_dpu(poll={"grace": GRACE})
+    entries = bulk_drill(env, "testlocal", step, 1, capsys)
+    # the killed entry is adopted (skipped: already submitted) or, proved not submitted, submitted now
+    assert entries["a"]["state"] == ("submitted" if step in BEFORE else "skipped")
+    assert entries["b"]["state"] == "submitted"
+    views = settle("testlocal")
+    assert len(runners(env, "testlocal")) == 2  # one queued job per entry, none twice
+    by_id = {v.job.id: v for v in views}
+    for key in "ab":
+        assert (by_id[entries[key]["jobid"]].status, by_id[entries[key]["jobid"]].counts.letters) == \
+            ("FINISHED", (1, 0, 0, 0, 0))
+    assert sum(v.status == "NOT SUBMITTED" for v in views) == (1 if step in BEFORE else 0)
+
+
+def test_forget_of_an_entry_whose_job_runs_is_refused(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.write_dpu(poll={"grace": GRACE})
+    manifest = env.cwd / "night.yaml"
+    manifest.write_text("dpu: testlocal\nruns: [{key: slow, sequence: Null, options: {s: 30}}]\n")
+    assert cli.main(["bulk", str(manifest)]) == 0
+    capsys.readouterr()
+    assert cli.main(["bulk", str(manifest), "--forget", "slow", "--json"]) == 1
+    [entry] = json.loads(capsys.readouterr().out)["entries"]
+    assert entry["state"] == "failed" and "--forget slow refused: its job" in entry["error"]
+    assert len(all_jobs()) == 1 and len(runners(env, "testlocal")) == 1  # not submitted twice
+    [job] = all_jobs()
+    assert cli.main(["cancel", "--dpu", "testlocal", "--force", str(job.id)]) == 0
+    settle("testlocal")
+    assert cli.main(["bulk", str(manifest), "--forget", "slow"]) == 0  # ended: forgetting is fine
+    assert len(all_jobs()) == 2
+
+
+# -- cancel_job goes through every job (the seed's loop) -----------------------------------------
+def test_the_seeds_cancel_loop_goes_through_finished_running_and_queued_jobs(env: Env) -> None:
+    env.write_dpu(slots=2)
+    out = io.StringIO()
+    dpu = Processor("testlocal", out=out, session_log=False)
+    done = dpu.run("Null", return_jobid=True)
+    dpu.wait(done, timeout=30, interval=0.05)
+    partly = dpu.run("Null", n=3, s=30, return_jobid=True)  # 2 slots: 2 run, 1 queued
+    queued = dpu.run("Null", n=2, return_jobid=True)
+    deadline = time.monotonic() + 30
+    while dpu.wait(partly, timeout=0)[0].counts.running < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for jobid in dpu.get_jobids():  # the seed's loop: no exception stops it
+        dpu.cancel_job(jobid)
+    lines = out.getvalue().splitlines()
+    assert any(f"Job {done} is finished (status FINISHED" in ln for ln in lines)
+    assert any(f"Cancelled the 1 queued process(es) of job {partly}; 2 running process(es) go on: "
+               f"dpu.cancel_job({partly}, force=True)" in ln for ln in lines)
+    view = dpu.wait(queued, timeout=30, interval=0.05)[0]
+    assert view.counts.letters == (0, 0, 0, 2, 0)  # reached and cancelled: skipped
+    assert dpu.wait(partly, timeout=0)[0].counts.running == 2  # still running
+    assert [p.outcome for p in dpu._store.procs(partly) if p.state == "DONE"] == ["S"]
+    dpu.cancel_job(partly, force=True)
+    assert dpu.wait(partly, timeout=30, interval=0.05)[0].counts.letters == (0, 0, 2, 1, 0)
+    dpu.close()
+
+
+# -- the real SLURM ----------------------------------------------------------------------------
+def slurm_dpu(env: Env, name: str = "crashslurm", **extra: Any) -> str:
+    cfg = {"name": name, "scheduler": "slurm", "workdir": str(env.work / name), "time_factor": 1,
+           "min_time": 60, "max_array_size": 2,
+           "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
+           "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}
+    cfg.update(extra)
+    (env.config / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return name
+
+
+def carrying(job: Job, since: float, expected: int = 0) -> Set[str]:
+    """The SLURM jobs (array ids) whose name carries this job's tag: queue and accounting (which
+    lags behind the queue: asked again until the `expected` number shows, for at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = _carrying(job, since)
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _carrying(job: Job, since: float) -> Set[str]:
+    prefix = tag_of(job) + "."
+    queue = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%F|%j"], capture_output=True,
+                           text=True, check=True).stdout
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 60))
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "-o", "JobID,JobName"],
+                          capture_output=True, text=True, check=True).stdout
+    ids = set()
+    for line in (queue + acct).splitlines():
+        native, _, name = line.partition("|")
+        if name.startswith(prefix):
+            ids.add(native.split("_")[0])
+    return ids
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster: None, env: Env) -> Env:
+    return env
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("step", BEFORE + AFTER)
+def test_prompt_killed_at_each_step_on_slurm(slurm_env: Env, step: str) -> None:
+    """A two-chunk job (max_array_size 2, 4 processes): killed after chunk 0 was accepted, it is
+    adopted with chunk 0 and chunk 1's processes end S; killed before, it is not submitted."""
+    env, t0 = slurm_env, time.time()
+    name = slurm_dpu(env)
+    killed(prompt(env, name, 4, f"{step}:KILL"))
+    [job] = all_jobs()
+    assert job.phase == ("submitted" if step == "stored" else "recorded")
+    [view] = settle(name)
+    found = carrying(view.job, t0, {"stored": 2, "record": 0, "shipped": 0}.get(step, 1))
+    if step in BEFORE:
+        assert view.status == "NOT SUBMITTED" and found == set()
+    elif step == "stored":
+        assert (view.status, view.counts.letters) == ("FINISHED", (4, 0, 0, 0, 0))
+        assert found == set(view.job.native_ids) and len(found) == 2
+    else:  # killed between the chunks: chunk 0 adopted, chunk 1 never submitted (S), never twice
+        assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 2, 0))
+        assert found == {view.job.native_ids[0]} and view.job.native_ids[1] == ""
+        reasons = [p.reason for p in open_store().procs(view.job.id)]
+        assert all(r.startswith("never submitted") for r in reasons[2:])
+
+
+@pytest.mark.slurm
+def test_ctrl_c_after_the_first_chunk_on_slurm_is_adopted_not_lost(slurm_env: Env) -> None:
+    env, t0 = slurm_env, time.time()
+    name = slurm_dpu(env)
+    killed(prompt(env, name, 4, "chunk:INT"), "INT")
+    [job] = all_jobs()
+    assert job.phase == "recorded" and len(job.native_ids) == 1  # what is known is kept
+    [view] = settle(name)
+    assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 2, 0))
+    assert carrying(view.job, t0, 1) == {job.native_ids[0]}
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("step", ["shipped", "accepted", "stored"])
+def test_bulk_killed_on_slurm_then_rerun_submits_each_entry_once(
+        slurm_env: Env, step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    env, t0 = slurm_env, time.time()
+    name = slurm_dpu(env)
+    entries = bulk_drill(env, name, step, 2, capsys)  # 2 processes: one chunk each
+    assert entries["a"]["state"] == ("submitted" if step in BEFORE else "skipped")
+    views = {v.job.id: v for v in settle(name)}
+    for key in "ab":
+        view = views[entries[key]["jobid"]]
+        assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 0, 0))
+        assert len(carrying(view.job, t0, 1)) == 1  # queued once
+    assert sum(v.status == "NOT SUBMITTED" for v in views.values()) == (1 if step in BEFORE else 0)
