@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
 from .config import DPUConfig, current_user, dpu_home, packaged
-from .errors import CatalogError, DPUError, SubmitError, Unreachable
+from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
 from .plan import Plan
 from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
@@ -185,14 +185,15 @@ class DPUSession:
                 partition=plan.partition, python=self.dpu.python_for_jobs(),
                 pythonpath=":".join(paths), setup=list(version.get("setup", [])),
                 env=dict(self.dpu.env), store=sid, accepted=accepted)
+            scheduler = self.scheduler
             calling = True
-            native = self.scheduler.submit(req)
+            native = scheduler.submit(req)
         except SubmitError as exc:  # refused: nothing of it stays queued (submit_chunks)
             self.store.not_submitted(job_id, str(exc))
             raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
         except BaseException as exc:
             why = str(exc) if isinstance(exc, DPUError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
-            if not calling:
+            if not calling or isinstance(exc, ConfigError):  # a config error: nothing was sent
                 self.store.not_submitted(job_id, why)
             else:  # the scheduler may hold some of it: what is known stays, the next poll settles it
                 self.store.note(job_id, f"submission interrupted ({why}); the next poll adopts what "

@@ -21,9 +21,16 @@ import pytest
 import yaml
 
 from dpu_slurm import Processor, cli
-from dpu_slurm.schedulers.base import tag_of
+from dpu_slurm.config import DPUConfig
+from dpu_slurm.schedulers.base import PollRequest, Scheduler, tag_of
+from dpu_slurm.schedulers.pbs import full_rows, parse_full
+from dpu_slurm.schedulers.sge import SGEScheduler, parse_xml
+from dpu_slurm.schedulers.slurm import SlurmScheduler
 from dpu_slurm.session import JobView, open_store
-from dpu_slurm.store import Job
+from dpu_slurm.status import refresh
+from dpu_slurm.store import Job, Store
+from dpu_slurm.transport.base import Completed, Gathered
+from dpu_slurm.transport.local import LocalTransport
 from tests.conftest import Env
 
 GRACE = 2
@@ -305,3 +312,99 @@ def test_bulk_killed_on_slurm_then_rerun_submits_each_entry_once(
         assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 0, 0))
         assert len(carrying(view.job, t0, 1)) == 1  # queued once
     assert sum(v.status == "NOT SUBMITTED" for v in views.values()) == (1 if step in BEFORE else 0)
+
+
+# -- reconciliation without a cluster: what each scheduler's one poll carries, and the grace ------
+class Listing(Scheduler):
+    """A scheduler whose one poll lists `listed` (job name -> native id) and nothing else."""
+
+    name = "listing"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listed: Dict[str, str] = {}
+
+    def submit(self, req: Any) -> List[str]:
+        raise NotImplementedError
+
+    def cancel(self, job: Any, force: bool) -> None:
+        raise NotImplementedError
+
+    def poll_request(self, jobs: Any) -> PollRequest:
+        return PollRequest(None, [])
+
+    def parse_poll(self, jobs: Any, got: Any) -> Dict[int, Dict[int, Any]]:
+        self.names = dict(self.listed)
+        return {}
+
+
+def recorded_job(tmp_path: Path, nproc: int = 4, chunk: int = 2) -> Any:
+    cfg = DPUConfig(name="d", scheduler="slurm", path=tmp_path / "d.yaml",
+                    poll={"min_interval": 0, "max_interval": 0, "grace": 30})
+    store = Store(tmp_path / "jobs.sqlite")
+    job_id = store.record("d", "alice", "Null", {}, {"chunk": chunk, "store": "s1"}, nproc, 1)
+    store.set_jobdir(job_id, str(tmp_path / "job"), "")
+    store.note(job_id, "submitting: pid 999999999 on nowhere started 1")  # a submitter gone
+    return cfg, store, job_id, Listing(cfg, LocalTransport())
+
+
+def test_a_recorded_job_nothing_carries_is_not_submitted_once_the_grace_has_passed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, store, job_id, sched = recorded_job(tmp_path)
+    created = store.job(job_id).created
+    clock = [created + 29.0]
+    monkeypatch.setattr("dpu_slurm.status.time.time", lambda: clock[0])
+    refresh(store, sched, cfg, force=True)
+    assert store.job(job_id).phase == "recorded", "nothing is concluded within the grace"
+    clock[0] = created + 31.0
+    refresh(store, sched, cfg, force=True)
+    job = store.job(job_id)
+    assert job.phase == "not_submitted" and job.finished is not None
+    assert "stopped before the scheduler accepted it" in job.error
+    assert "dpu.alice.1.s1.0" in job.error
+
+
+def test_a_recorded_job_found_whole_by_its_tags_is_adopted_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, store, job_id, sched = recorded_job(tmp_path)
+    sched.listed = {"dpu.alice.1.s1.1": "702", "dpu.alice.1.s1.0": "701", "dpu.alice.1.other.0": "9"}
+    refresh(store, sched, cfg, force=True)
+    job = store.job(job_id)
+    assert (job.phase, job.native_ids) == ("submitted", ["701", "702"])  # in chunk order
+
+
+def test_a_partly_submitted_job_is_adopted_with_what_is_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, store, job_id, sched = recorded_job(tmp_path)
+    store.accepted(job_id, ["701"])  # chunk 0 stored; the submitter died before chunk 1
+    created = store.job(job_id).created
+    monkeypatch.setattr("dpu_slurm.status.time.time", lambda: created + 31.0)
+    sched.listed = {"dpu.alice.1.s1.0": "701"}
+    refresh(store, sched, cfg, force=True)
+    job = store.job(job_id)
+    assert (job.phase, job.native_ids) == ("submitted", ["701", ""])
+    procs = store.procs(job_id)
+    assert [(p.state, p.outcome) for p in procs[2:]] == [("DONE", "S"), ("DONE", "S")]
+    assert procs[2].reason.startswith("never submitted")
+    assert [p.state for p in procs[:2]] == ["QUEUED", "QUEUED"]
+
+
+def test_slurm_poll_carries_job_names() -> None:
+    cfg = DPUConfig(name="s", scheduler="slurm", path=None)  # type: ignore[arg-type]
+    sched = SlurmScheduler(cfg, LocalTransport())
+    assert sched.poll_request([]).argv == ["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"]
+    out = "801|0|PENDING|None|dpu.alice.7.s1.0\n802|0|RUNNING|None|a|name with | bars\n"
+    sched.parse_poll([], Gathered(Completed(["squeue"], 0, out, ""), {}, {}))
+    assert sched.names == {"dpu.alice.7.s1.0": "801"}
+
+
+def test_sge_and_pbs_polls_carry_whole_job_names() -> None:
+    xml = ("<job_info><queue_info><job_list><JB_job_number>31</JB_job_number>"
+           "<JB_name>dpu.alice.7.s1.0</JB_name><state>qw</state><tasks>1-2:1</tasks>"
+           "</job_list></queue_info></job_info>")
+    sge = SGEScheduler(DPUConfig(name="g", scheduler="sge", path=None), LocalTransport())  # type: ignore[arg-type]
+    sge.observations([], list(parse_xml(xml)))
+    assert sge.names == {"dpu.alice.7.s1.0": "31"}
+    full = ("Job Id: 55[].server\n    Job_Name = dpu.alice.7.s1.0\n    Job_Owner = alice@login\n"
+            "    job_state = Q\n")
+    assert list(full_rows(parse_full(full))) == [("55[].server", "alice", "dpu.alice.7.s1.0", "Q")]
