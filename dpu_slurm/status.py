@@ -70,12 +70,15 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     # A recorded job's folder is asked for every process: a record there means it ran.
     wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in active if j.jobdir}
     # ONE round trip: the scheduler's status command and every started process's record.
-    request = scheduler.poll_request(active)
+    # A job recorded without a folder was stopped before anything reached the DPU: the poll
+    # has nothing to look at for it (reconcile gives it up after the grace).
+    polled = [j for j in active if j.jobdir]
+    request = scheduler.poll_request(polled)
     if request is not None:
         got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
-        observed = scheduler.parse_poll(active, got)
+        observed = scheduler.parse_poll(polled, got)
     else:
-        observed = scheduler.poll(active)
+        observed = scheduler.poll(polled)
         got = scheduler.transport.gather(None, [], wanted, STATUS)
     # Each record parsed once: (job id, index) -> what the worker wrote.
     by_dir = {j.jobdir: j for j in active if j.jobdir}
@@ -111,7 +114,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
         adopted, settled = reconcile(store, recorded, scheduler.names, records, now, grace, dpu.name)
         changed = settled > 0
         if adopted:
-            observed.update(scheduler.reparse(adopted, got))
+            for job_id, seen in scheduler.reparse(adopted, got).items():
+                observed.setdefault(job_id, {}).update(seen)
             for job in adopted:
                 open_procs[job.id] = store.procs(job.id, open_only=True)
             jobs += adopted

@@ -31,7 +31,9 @@ from dpu_slurm.status import refresh
 from dpu_slurm.store import Job, Store
 from dpu_slurm.transport.base import Completed, Gathered
 from dpu_slurm.transport.local import LocalTransport
-from tests.conftest import Env
+from tests.conftest import Env, harness
+from tests.test_pbs import BIN
+from tests.test_sge import SGE_ENV
 
 GRACE = 2
 # Steps of session.submit, in order; the first two are before any scheduler call.
@@ -408,3 +410,37 @@ def test_sge_and_pbs_polls_carry_whole_job_names() -> None:
     full = ("Job Id: 55[].server\n    Job_Name = dpu.alice.7.s1.0\n    Job_Owner = alice@login\n"
             "    job_state = Q\n")
     assert list(full_rows(parse_full(full))) == [("55[].server", "alice", "dpu.alice.7.s1.0", "Q")]
+
+
+# -- PBS (Slurm's Torque wrappers) and Grid Engine: the same drill between two chunks ----------
+def two_chunk_drill(env: Env, name: str) -> JobView:
+    """Killed after chunk 0 was accepted, before its id was stored: found by its tag (qstat -f on
+    PBS, qstat -xml on Grid Engine) or its workers' records, adopted; chunk 1 ends S."""
+    killed(prompt(env, name, 4, "accepted:KILL"))
+    [job] = all_jobs()
+    assert job.phase == "recorded" and job.native_ids == []
+    [view] = settle(name, timeout=180)
+    assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 2, 0))
+    assert len(view.job.native_ids) == 2 and view.job.native_ids[1] == ""
+    return view
+
+
+@pytest.mark.pbs
+def test_prompt_killed_between_chunks_on_pbs(env: Env) -> None:
+    harness("torque-up.sh")  # a no-op when the wrappers and SLURM are up
+    env.write_dpu("crashpbs", scheduler="pbs", flavor="torque", bin_dir=BIN, min_time=60,
+                  max_array_size=2, poll={"min_interval": 0, "max_interval": 0, "grace": 3},
+                  partitions=[{"name": "debug", "max_time": 86400, "max_mem": 4000}])
+    view = two_chunk_drill(env, "crashpbs")
+    subprocess.run(["scancel", *[n.split(".")[0].split("[")[0] for n in view.job.native_ids if n]],
+                   check=False)
+
+
+@pytest.mark.sge
+def test_prompt_killed_between_chunks_on_sge(sge_cluster: None, env: Env,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SGE_ENV.items():
+        monkeypatch.setenv(key, value)
+    env.write_dpu("crashsge", scheduler="sge", min_time=60, max_array_size=2,
+                  poll={"min_interval": 0, "max_interval": 0, "grace": 3})
+    two_chunk_drill(env, "crashsge")
