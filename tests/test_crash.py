@@ -444,3 +444,28 @@ def test_prompt_killed_between_chunks_on_sge(sge_cluster: None, env: Env,
     env.write_dpu("crashsge", scheduler="sge", min_time=60, max_array_size=2,
                   poll={"min_interval": 0, "max_interval": 0, "grace": 3})
     two_chunk_drill(env, "crashsge")
+
+
+def test_cancel_of_a_job_left_submitting_cancels_what_its_tag_finds_or_says_why_not(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.write_dpu(poll={"grace": 3600})  # the grace never passes here: only the tag decides
+    killed(prompt(env, "testlocal", 1, "shipped:KILL"))  # nothing reached the runner
+    [lost] = all_jobs()
+    assert cli.main(["cancel", "--dpu", "testlocal", str(lost.id)]) == 2
+    captured = capsys.readouterr()
+    said = f"Job {lost.id} is still being submitted and nothing on DPU testlocal carries its tag"
+    assert said in captured.out
+    assert "still being submitted; try again after poll.grace" in captured.err
+    code = ("from dpu_slurm import Processor\n"
+            "Processor('testlocal', session_log=False).run('Null', s=30, dpu_mem=100)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
+                         env=dict(os.environ, DPU_FAULT="accepted:KILL"), timeout=120)
+    killed(res)
+    running = max(all_jobs(), key=lambda j: j.id)
+    assert running.phase == "recorded"
+    assert cli.main(["cancel", "--dpu", "testlocal", "--force", str(running.id)]) == 0
+    proc = Processor("testlocal", out=io.StringIO(), session_log=False)
+    view = proc.wait(running.id, timeout=30, interval=0.1)[0]
+    proc.close()
+    assert view.status == "FINISHED" and view.counts.letters[0] == 0  # adopted, then cancelled
+    assert view.job.native_ids == [runners(env, "testlocal")[0].read_text().strip()]
