@@ -104,19 +104,23 @@ def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mark(store: Store, e: Entry, manifest: str, state: str) -> None:
+def _mark(store: Store, e: Entry, manifest: str, state: str, attempt: bool = False) -> None:
+    """Keep the entry's state; `started` is when this attempt began (before its job existed)."""
     now = time.time()
     with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO bulk_entries (key, dpu, manifest, state, job_id, error,"
-                   " started, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now))
+        db.execute("INSERT INTO bulk_entries (key, dpu, manifest, state, job_id, error, started,"
+                   " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                   " dpu=excluded.dpu, manifest=excluded.manifest, state=excluded.state,"
+                   " job_id=excluded.job_id, error=excluded.error, updated=excluded.updated,"
+                   " started=CASE WHEN ? THEN excluded.started ELSE started END",
+                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now, attempt))
 
 
 def _interrupted(store: Store, e: Entry, started: float) -> Tuple[str, Optional[int]]:
     """The phase and id of the job a killed run made for this entry; ("", None) if none."""
     assert e.plan is not None
     options = json.loads(json.dumps(e.plan.options))
-    for job in store.jobs(dpu=e.dpu):
+    for job in reversed(store.jobs(dpu=e.dpu)):  # the newest: the attempt that was killed
         if job.created >= started - 1 and job.sequence == e.plan.sequence and job.options == options:
             return job.phase, job.id
     return "", None
@@ -306,7 +310,7 @@ def _submit_one(e: Entry, store: Store, previous: Dict[str, Tuple[str, Optional[
     if cap is not None and active[e.dpu] >= cap:
         e.state, e.error = "deferred", f"max_queued {cap} reached on {e.dpu}; left for the next run"
         return
-    _mark(store, e, manifest, "submitting")
+    _mark(store, e, manifest, "submitting", attempt=True)
 
     def recorded(job_id: int) -> None:  # the entry knows its job before the scheduler is called
         e.job_id = job_id

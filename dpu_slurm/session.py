@@ -150,8 +150,10 @@ class DPUSession:
                            "shell: leave out --no-send-code)")
         bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
         sid = store_id(self.store)
+        # Processes per array job; the local runner takes a whole job at once (one "chunk").
+        chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
-                    "partition": plan.partition, "chunk": self.dpu.max_array_size, "store": sid}
+                    "partition": plan.partition, "chunk": chunk, "store": sid}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
                                    resolved, plan.nproc, len(plan.tasks))
         self.store.note(job_id, submitter_note())

@@ -119,6 +119,8 @@ def tagged(jobs: Sequence[Job], names: Mapping[str, str]) -> Dict[int, Dict[int,
         base, _, k = name.rpartition(".")
         if base in wanted and k.isdigit():
             out.setdefault(wanted[base], {})[int(k)] = native
+        elif name in wanted:  # dpu.<user>.<id>: a job of an older version, one name for all
+            out.setdefault(wanted[name], {}).setdefault(0, native)
     return out
 
 
