@@ -30,7 +30,8 @@ from .transport.local import LocalTransport
 OK, FAILED, USAGE, DEFERRED, BAD, LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_CODES = """exit codes: 0 every entry is submitted (now or by an earlier run); 1 the scheduler refused
 some entries (they are retried by the next run); 2 the manifest cannot be used (nothing
-submitted); 3 max_queued was reached: the rest waits for the next run; 4 bad entries were
+submitted); 3 max_queued was reached, or a killed run's job is not settled yet: the rest waits
+for the next run; 4 bad entries were
 reported and the others submitted (with --strict: nothing submitted); 75 another dpu bulk
 held the lock for longer than --lock-timeout"""
 

@@ -258,8 +258,9 @@ class Processor:
             self._say("No active or recent jobs on DPU " + self.dpu_name)
         for view in views:
             self._say(f"Jobid {view.job.id} has status {view.status} N/E/A/S/U {view.counts.line()}")
-            if view.job.phase == "not_submitted":
-                self._say(f"  {view.job.error}")
+            if view.job.phase == "not_submitted" or (view.job.phase == "recorded" and view.job.error
+                                                     and not view.job.error.startswith("submitting:")):
+                self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
         return views

@@ -103,7 +103,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     # Accounting is asked (one more call) only about processes missing for longer than the
     # grace, and about recorded jobs the poll did not find whole once the grace has passed.
     late = [job for job in jobs if any(overdue(missing_since(job, p)) for p in open_procs[job.id])]
-    late += [job for job in recorded if now - job.created >= grace and not submitter_alive(job.error)
+    late += [job for job in recorded if job.jobdir and now - job.created >= grace
+             and not submitter_alive(job.error)
              and len(found_chunks(job, scheduler.names, ran(job))) < nchunks(job)]
     if late:
         for job_id, seen in scheduler.history(late).items():
