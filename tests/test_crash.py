@@ -41,10 +41,10 @@ BEFORE = ["record", "shipped"]
 AFTER = ["accepted", "chunk", "stored"]
 
 
-def prompt(env: Env, dpu: str, n: int, fault: str) -> subprocess.CompletedProcess[str]:
+def prompt(env: Env, dpu: str, n: int, fault: str, sleep: int = 0) -> subprocess.CompletedProcess[str]:
     """A Python prompt that runs one job and is signalled at the fault step."""
     code = (f"from dpu_slurm import Processor\n"
-            f"Processor({dpu!r}, session_log=False).run('Null', n={n}, dpu_mem=100)\n")
+            f"Processor({dpu!r}, session_log=False).run('Null', n={n}, s={sleep}, dpu_mem=100)\n")
     return subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
                           env=dict(os.environ, DPU_FAULT=fault), timeout=180)
 
@@ -416,12 +416,13 @@ def test_sge_and_pbs_polls_carry_whole_job_names() -> None:
 def two_chunk_drill(env: Env, name: str) -> JobView:
     """Killed after chunk 0 was accepted, before its id was stored: found by its tag (qstat -f on
     PBS, qstat -xml on Grid Engine) or its workers' records, adopted; chunk 1 ends S."""
-    killed(prompt(env, name, 4, "accepted:KILL"))
+    killed(prompt(env, name, 4, "accepted:KILL", sleep=8))  # still listed when the grace ends
     [job] = all_jobs()
     assert job.phase == "recorded" and job.native_ids == []
     [view] = settle(name, timeout=180)
     assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 2, 0))
-    assert len(view.job.native_ids) == 2 and view.job.native_ids[1] == ""
+    first, second = view.job.native_ids
+    assert first[:1].isdigit() and second == ""  # chunk 0's id came from the tag in the listing
     return view
 
 
@@ -469,3 +470,14 @@ def test_cancel_of_a_job_left_submitting_cancels_what_its_tag_finds_or_says_why_
     proc.close()
     assert view.status == "FINISHED" and view.counts.letters[0] == 0  # adopted, then cancelled
     assert view.job.native_ids == [runners(env, "testlocal")[0].read_text().strip()]
+
+
+@pytest.mark.sge
+def test_prompt_killed_between_chunks_through_drmaa(sge_cluster: None, env: Env,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """runBulkJobs named the chunk with its tag; the DRM's one-call qstat finds it."""
+    for key, value in SGE_ENV.items():
+        monkeypatch.setenv(key, value)
+    env.write_dpu("crashdrmaa", scheduler="sge", submit="drmaa", min_time=60, max_array_size=2,
+                  poll={"min_interval": 0, "max_interval": 0, "grace": 3})
+    two_chunk_drill(env, "crashdrmaa")
