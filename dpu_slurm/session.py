@@ -268,12 +268,12 @@ class DPUSession:
             if not queued:
                 return Cancelled(f"Job {job.id} has {running} running process(es) and none queued; "
                                  f"nothing cancelled. {kill}", running)
-            if not self.scheduler.CANCELS_QUEUED_ONLY:
+            waiting = [p.idx for p in procs if p.state != "RUNNING"]
+            if not self.scheduler.cancel_queued(target, waiting):
                 return Cancelled(f"Job {job.id} has {running} running and {queued} queued process(es); "
                                  f"{self.dpu.scheduler} cancels an array only whole, so nothing was "
                                  f"cancelled. {kill}", running)
             self.store.cancelled(job.id)
-            self.scheduler.cancel(target, False)
             self.refresh(force=True)
             return Cancelled(f"Cancelled the {queued} queued process(es) of job {job.id}; {running} "
                              f"running process(es) go on: {kill}", running)

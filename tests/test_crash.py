@@ -481,3 +481,35 @@ def test_prompt_killed_between_chunks_through_drmaa(sge_cluster: None, env: Env,
     env.write_dpu("crashdrmaa", scheduler="sge", submit="drmaa", min_time=60, max_array_size=2,
                   poll={"min_interval": 0, "max_interval": 0, "grace": 3})
     two_chunk_drill(env, "crashdrmaa")
+
+
+@pytest.mark.sge
+def test_cancel_of_a_partly_running_sge_job_deletes_only_its_queued_tasks(
+        sge_cluster: None, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SGE_ENV.items():
+        monkeypatch.setenv(key, value)
+    env.write_dpu("partsge", scheduler="sge", min_time=60, max_array_size=20,
+                  poll={"min_interval": 0, "max_interval": 0, "grace": 3})
+    out = io.StringIO()
+    dpu = Processor("partsge", out=out, session_log=False)
+    job_id = dpu.run("Null", n=12, s=40, dpu_mem=100, return_jobid=True)  # 8 slots: some wait
+    deadline = time.monotonic() + 90
+    while True:
+        counts = dpu.wait(job_id, timeout=0)[0].counts
+        if counts.running and counts.queued:
+            break
+        assert time.monotonic() < deadline and not counts.done, f"never partly running: {counts}"
+        time.sleep(0.5)
+    dpu.cancel_job(job_id)
+    assert "queued process(es) of job" in out.getvalue() and "go on" in out.getvalue()
+    deadline = time.monotonic() + 60
+    while dpu.wait(job_id, timeout=0)[0].counts.queued:
+        assert time.monotonic() < deadline, "the queued tasks were not deleted"
+        time.sleep(0.5)
+    view = dpu.wait(job_id, timeout=0)[0]
+    assert view.counts.running >= 1 and view.counts.letters[3] >= 1  # running ones go on, queued S
+    dpu.cancel_job(job_id, force=True)
+    view = dpu.wait(job_id, timeout=60, interval=0.5)[0]
+    _, _, a, s, _ = view.counts.letters
+    assert view.status == "FINISHED" and a >= 1 and s >= 1 and a + s == 12
+    dpu.close()

@@ -131,7 +131,7 @@ class Scheduler(ABC):
     # The queue page sets this: its polls cover every user's jobs, not only the caller's.
     all_users: bool = False
     # cancel(job, force=False) leaves running processes alone and cancels the queued ones of the
-    # same array; schedulers that can only delete an array whole say False (nothing is cancelled).
+    # same array; schedulers that can only delete an array whole say False (see cancel_queued).
     CANCELS_QUEUED_ONLY: ClassVar[bool] = False
 
     def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
@@ -247,6 +247,14 @@ class Scheduler(ABC):
         """Note a DPU job's name from a poll (only names of this package's tags are kept)."""
         if name.startswith("dpu."):
             self.names[name] = native
+
+    def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:
+        """Cancel these queued processes of a partly running job, leaving the running ones;
+        False when this scheduler cannot single them out (nothing is done then)."""
+        if not self.CANCELS_QUEUED_ONLY:
+            return False
+        self.cancel(job, False)
+        return True
 
     @abstractmethod
     def cancel(self, job: Job, force: bool) -> None:

@@ -171,15 +171,39 @@ class SGEScheduler(Scheduler):
         return out
 
     # -- cancel ---------------------------------------------------------------------------
+    def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:
+        """``qdel JOB -t FIRST-LAST`` per chunk and run of queued tasks (usually one per chunk:
+        Grid Engine starts an array's tasks in order, the queued ones are its tail)."""
+        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
+        for k, native in enumerate(job.native_ids):
+            tasks = sorted(i - k * size + 1 for i in queued if k * size <= i < (k + 1) * size)
+            for first, last in _runs(tasks):
+                self._qdel([native, "-t", f"{first}-{last}"])
+        return True
+
     def cancel(self, job: Job, force: bool) -> None:
         """qdel of the job's arrays: the session has checked nothing runs unless force is given."""
-        res = self.transport.run([self.cmd("qdel"), *job.native_ids])
+        self._qdel(list(job.native_ids))
+
+    def _qdel(self, args: List[str]) -> None:
+        res = self.transport.run([self.cmd("qdel"), *args])
         text = (res.stderr + res.stdout).strip()
         bad = [line for line in text.splitlines()
                if line.strip() and "registered the job" not in line and "has deleted" not in line
                and not any(g in line for g in _GONE)]
         if res.returncode != 0 and bad:
             raise SchedulerError(f"qdel failed: {text}")
+
+
+def _runs(numbers: Sequence[int]) -> List[Tuple[int, int]]:
+    """Sorted numbers -> (first, last) of each run of consecutive ones."""
+    out: List[Tuple[int, int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
 
 
 __all__ = ["SGEScheduler", "STATE_MAP", "parse_xml", "parse_qacct", "task_ids", "QUEUED", "RUNNING"]
