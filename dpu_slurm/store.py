@@ -182,9 +182,49 @@ class Store:
             db.execute("UPDATE jobs SET jobdir=?, bundle=? WHERE id=?", (jobdir, bundle, job_id))
 
     def submitted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        # The submitter's own word wins over a reconciliation that gave up on it meanwhile
+        # (another host's client cannot see that the submitter is still alive).
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=? WHERE id=?",
+            db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=?, error='',"
+                       " finished=NULL WHERE id=?",
                        (json.dumps(list(native_ids)), time.time(), job_id))
+
+    def accepted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        """Native ids of the chunks the scheduler accepted so far (the job stays 'recorded')."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET native_ids=? WHERE id=? AND phase='recorded'",
+                       (json.dumps(list(native_ids)), job_id))
+
+    def note(self, job_id: int, text: str) -> None:
+        """What is known of a submission in progress (who submits it, or why it stopped)."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET error=? WHERE id=? AND phase='recorded'", (text, job_id))
+
+    def adopt(self, job_id: int, native_ids: Sequence[str], never: Sequence[int],
+              reason: str) -> bool:
+        """A recorded job found on the scheduler: submitted with these ids; the processes in
+        `never` (chunks nothing carries) end skipped with `reason`. False if already settled."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=?, error=''"
+                             " WHERE id=? AND phase='recorded'",
+                             (json.dumps(list(native_ids)), time.time(), job_id))
+            if cur.rowcount == 0:
+                return False
+            ntasks = db.execute("SELECT ntasks FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+            db.executemany("UPDATE procs SET state='DONE', outcome=?, reason=? WHERE job_id=? AND idx=?",
+                           (("S" * ntasks, reason, job_id, i) for i in never))
+            left = db.execute("SELECT COUNT(*) FROM procs WHERE job_id=? AND state!='DONE'",
+                              (job_id,)).fetchone()[0]
+            if left == 0:
+                db.execute("UPDATE jobs SET finished=? WHERE id=?", (time.time(), job_id))
+        return True
+
+    def given_up(self, job_id: int, error: str) -> bool:
+        """A recorded job nothing on the scheduler carries: not submitted (False if settled)."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET phase='not_submitted', error=?, finished=? "
+                             "WHERE id=? AND phase='recorded'", (error, time.time(), job_id))
+            return cur.rowcount > 0
 
     def not_submitted(self, job_id: int, error: str) -> None:
         with self.transaction() as db:

@@ -23,7 +23,17 @@ from ..errors import SubmitError
 from ..store import Job
 from ..transport.base import Gathered
 from ..worker import write_json
-from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunk_tag,
+    tag_of,
+)
 
 log = logging.getLogger(__name__)
 RUNNER_FILE = "runner.json"
@@ -45,6 +55,7 @@ STATE_MAP = {
 class LocalScheduler(Scheduler):
     name = "local"
     STATE_MAP = STATE_MAP
+    CANCELS_QUEUED_ONLY = True
 
     def slots(self) -> int:
         return self.dpu.slots or os.cpu_count() or 1
@@ -66,7 +77,10 @@ class LocalScheduler(Scheduler):
         if proc.returncode != 0 or not pid_file.exists():
             raise SubmitError(f"the local runner did not start (exit {proc.returncode}); "
                               f"see {jobdir / 'runner.log'}")
-        return [pid_file.read_text().strip()]
+        native = [pid_file.read_text().strip()]
+        if req.accepted is not None:
+            req.accepted(native)
+        return native
 
     def slot_dir(self) -> Path:
         return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
@@ -77,12 +91,16 @@ class LocalScheduler(Scheduler):
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         files = got.files
         out: Dict[int, Dict[int, Observation]] = {}
+        self.names = {}
         for job in jobs:
             raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))
             if raw is None:
                 continue
             try:
-                out[job.id] = self._observed(json.loads(raw))
+                data = json.loads(raw)
+                if data.get("pid"):  # the runner started: the job is queued here under its tag
+                    self.remember(chunk_tag(tag_of(job), 0), str(data["pid"]))
+                out[job.id] = self._observed(data)
             except (ValueError, TypeError, KeyError, AttributeError):
                 # The queue page reads other users' folders: a broken file costs only its job.
                 log.warning("job %s: unreadable %s; its worker records decide", job.id, RUNNER_FILE)
