@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
+from . import journal
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CancelRefused, CatalogError, DPUError, SubmitError, Unreachable
+from .files import private_dir
 from .plan import Plan
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import refresh
@@ -37,7 +39,8 @@ def awepipe_path() -> Path:
 
 
 def open_store() -> Store:
-    return Store(dpu_home() / "jobs.sqlite")
+    """The user's store in DPU_HOME (made 0700), its journal as configured or detected."""
+    return Store(private_dir(dpu_home()) / "jobs.sqlite", journal=journal.setting())
 
 
 def store_id(store: Store) -> str:
@@ -115,7 +118,7 @@ class DPUSession:
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
                            "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
                            "shell: leave out --no-send-code)")
-        bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        bundle = bundles.build(awepipe if plan.send_code else None, private_dir(dpu_home() / "bundles"))
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
                     "partition": plan.partition, "chunk": self.dpu.max_array_size}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,

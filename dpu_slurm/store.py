@@ -1,4 +1,5 @@
-"""The sqlite job store: one file per user, WAL, a busy timeout and a schema version.
+"""The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
+timeout and a schema version; every sqlite failure is a StoreError saying what to do.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -6,6 +7,8 @@ native ids or 'not_submitted' with the scheduler's error: never lost, never half
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -13,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import DPUError, JobNotFound
+from .errors import DPUError, JobNotFound, StoreError
+from .files import PRIVATE_FILE, private_dir, private_file, tighten
+from .journal import choose
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 # Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
@@ -108,14 +115,36 @@ class Counts:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: str = "auto") -> None:
+        """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py).
+        Every sqlite failure becomes a StoreError naming the file and what to do."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                                  check_same_thread=False)
+        memory = str(path) == ":memory:"
+        try:
+            if not memory:
+                private_dir(self.path.parent)
+                for extra in ("", "-wal", "-shm", "-journal"):  # sqlite gives these the file's mode
+                    name = Path(f"{self.path}{extra}")
+                    if not extra:
+                        private_file(name)
+                    elif name.exists():
+                        tighten(name, PRIVATE_FILE)
+            self.journal, why = ("memory", "in memory") if memory else choose(self.path.parent, journal)
+            log.debug("store %s: journal %s (%s)", self.path, self.journal, why)
+            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                 check_same_thread=False, factory=_Connection)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the job store {self.path} ({exc.strerror or exc}); give "
+                             "yourself read and write access to it and its folder, or set DPU_HOME "
+                             "to a folder you can write", "readonly") from None
+        db.store_path = self.path
+        self.db: sqlite3.Connection = db
         self.db.execute("PRAGMA busy_timeout = 30000")
         self._setup()
-        self.db.execute("PRAGMA synchronous = NORMAL")
+        # WAL is safe with NORMAL; a rollback journal needs FULL to survive a power cut.
+        self.db.execute(f"PRAGMA synchronous = {'NORMAL' if self.journal == 'wal' else 'FULL'}")
         with self.transaction():
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -131,19 +160,35 @@ class Store:
                                 (str(SCHEMA_VERSION),))
 
     def _setup(self) -> None:
-        """WAL mode and the tables. Switching a new file to WAL does not wait on the busy
-        timeout, so two clients creating the store at once retry here instead of failing."""
-        deadline = time.monotonic() + 30.0
+        """The journal mode and the tables. Switching a new file's journal does not wait on the
+        busy timeout, so two clients creating the store at once retry here instead of failing.
+        An existing store another client holds open keeps its mode for now (with a warning)."""
+        start = time.monotonic()
         while True:
             try:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                if not self._has_schema():
+                exists = self._has_schema()
+                if self.journal != "memory":
+                    got = self.db.execute(f"PRAGMA journal_mode = {self.journal.upper()}").fetchone()[0]
+                    if exists and str(got).lower() != self.journal:
+                        raise StoreError("busy", "locked")  # the PRAGMA answers the old mode when busy
+                if not exists:
                     self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
                 return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+            except StoreError as exc:
+                if exc.kind != "locked":
+                    raise
+                waited = time.monotonic() - start
+                if waited > 2.0 and self._has_schema():
+                    log.warning("%s is open in another dpu process; it stays in journal mode %s until "
+                                "none is (wanted: %s)", self.path, self._mode(), self.journal)
+                    self.journal = self._mode()
+                    return
+                if waited > 30.0:
                     raise
                 time.sleep(0.01)
+
+    def _mode(self) -> str:
+        return str(self.db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
     def _has_schema(self) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='procs'").fetchone() is not None
@@ -158,7 +203,11 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # sqlite itself rolls back on a full disk or an I/O error
+                try:
+                    self.db.execute("ROLLBACK")
+                except StoreError:
+                    pass  # the error being raised says more than this one
             raise
         self.db.execute("COMMIT")
 
@@ -274,3 +323,116 @@ def _job(row: Sequence[Any]) -> Job:
      created, submitted, finished, cancelled) = row
     return Job(jid, dpu, user, seq, json.loads(opts), json.loads(dopts), nproc, ntasks, phase,
                json.loads(native), jobdir, bundle, error, created, submitted, finished, cancelled)
+
+
+# -- sqlite failures as StoreErrors -------------------------------------------------------------
+
+# Kinds by sqlite's primary result code (sqlite3.Error.sqlite_errorcode & 0xff, Python 3.11+),
+# else by its message: https://www.sqlite.org/rescode.html
+_CODES = {11: "corrupt", 26: "corrupt", 8: "readonly", 14: "readonly", 23: "readonly", 13: "full",
+          5: "locked", 6: "locked", 10: "io"}
+_WORDS = (("not a database", "corrupt"), ("malformed", "corrupt"), ("readonly", "readonly"),
+          ("unable to open", "readonly"), ("full", "full"), ("locked", "locked"), ("i/o", "io"))
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What went wrong with the store at `path`, and what the user does about it."""
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorcode", None)
+    kind = _CODES.get(code & 0xFF, "") if isinstance(code, int) else ""
+    kind = kind or next((k for word, k in _WORDS if word in text.lower()), "other")
+    if kind in ("io", "other") and _disk_full(path):  # a full disk also shows as an I/O error (WAL index)
+        kind = "full"
+    log.debug("sqlite error on %s: %r", path, exc)
+    aside = f"mv {path} {path}.broken"
+    advice = {
+        "corrupt": f"the job store {path} is damaged ({text}); it was left as it is. Move it aside "
+                   f"({aside}, and its -wal and -shm files if any) and a new store is made on the "
+                   f"next command; `sqlite3 {path}.broken .recover` may rescue its jobs",
+        "readonly": f"the job store {path} cannot be written ({text}); give yourself write access "
+                    f"to it and its folder (chmod u+w {path} {path.parent}) or set DPU_HOME to a "
+                    "folder you can write",
+        "full": f"the disk holding the job store {path} is full ({text}); this command recorded "
+                "nothing and nothing recorded before was lost: free space there, then run it again",
+        "locked": f"the job store {path} stayed locked by another dpu process for 30 s ({text}); "
+                  f"run the command again (fuser {path} shows who holds it)",
+        "io": f"reading or writing the job store {path} failed ({text}); check the disk, and on a "
+              "network file system use the DELETE journal (DPU_STORE_JOURNAL=delete), then run it again",
+        "other": f"the job store {path} gave an error ({text}); run the command again, and if it "
+                 f"stays, move the store aside ({aside}) and report the message",
+    }[kind]
+    return StoreError(advice, kind)
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 65536 or (st.f_files > 0 and st.f_favail == 0)
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+        raise  # mistakes in our SQL or a duplicate key: the caller's business, not the file's
+    except sqlite3.DatabaseError as exc:
+        raise store_error(path, exc) from None
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose sqlite failures (also while rows are read) are StoreErrors."""
+
+    def _path(self) -> Path:
+        return getattr(self.connection, "store_path", Path("jobs.sqlite"))
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        with _translated(self._path()):
+            super().execute(sql, parameters)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> _Cursor:
+        with _translated(self._path()):
+            super().executemany(sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        with _translated(self._path()):
+            super().executescript(sql_script)
+        return self
+
+    def fetchone(self) -> Any:
+        with _translated(self._path()):
+            return super().fetchone()
+
+    def fetchall(self) -> List[Any]:
+        with _translated(self._path()):
+            return super().fetchall()
+
+    def fetchmany(self, size: Optional[int] = 1) -> List[Any]:
+        with _translated(self._path()):
+            return super().fetchmany(size)
+
+    def __next__(self) -> Any:
+        with _translated(self._path()):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """Statements run through _Cursor, so no caller ever sees a raw sqlite error."""
+
+    store_path = Path("jobs.sqlite")
+
+    def cursor(self, factory: Any = _Cursor) -> Any:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        return self.cursor().executescript(sql_script)
