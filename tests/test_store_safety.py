@@ -1,6 +1,7 @@
 """The store is private, survives bad files with one clear message, and picks a safe journal."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -297,3 +298,20 @@ def test_twelve_concurrent_selects_all_succeed(env: Env) -> None:
     saved = yaml.safe_load((env.home / "environment.yaml").read_text())
     assert saved["dpu_name"] in names
     assert [p.name for p in env.home.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_records_written_by_many_threads_at_once_stay_whole(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dpu_slurm.worker import write_json
+    (tmp_path / "p").mkdir()
+    target = tmp_path / "p" / "status.json"
+
+    def write(k: int) -> None:
+        for n in range(30):
+            write_json(target, {"writer": k, "n": n, "pad": "x" * 2000})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))  # a shared pid-based temp name loses renames here
+    assert set(json.loads(target.read_text())) == {"writer", "n", "pad"}
+    assert [p.name for p in target.parent.iterdir()] == ["status.json"]
