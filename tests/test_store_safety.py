@@ -315,3 +315,19 @@ def test_records_written_by_many_threads_at_once_stay_whole(tmp_path: Path) -> N
         list(pool.map(write, range(8)))  # a shared pid-based temp name loses renames here
     assert set(json.loads(target.read_text())) == {"writer", "n", "pad"}
     assert [p.name for p in target.parent.iterdir()] == ["status.json"]
+
+
+def test_the_prompt_prints_a_store_error_in_one_line(env: Env) -> None:
+    env.write_dpu()
+    lines = ["pages = dpu._store.db.execute('PRAGMA page_count').fetchone()[0]",
+             "dpu._store.db.execute(f'PRAGMA max_page_count = {pages}')",  # the disk is now full
+             "dpu.run('Null', m='x' * 200000)",
+             "print('still here')"]
+    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+                          input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if "StoreError:" in ln]
+    assert len(errors) == 1 and "is full" in errors[0], proc.stderr
+    assert "still here" in proc.stdout
