@@ -331,3 +331,18 @@ def test_the_prompt_prints_a_store_error_in_one_line(env: Env) -> None:
     errors = [ln for ln in proc.stderr.splitlines() if "StoreError:" in ln]
     assert len(errors) == 1 and "is full" in errors[0], proc.stderr
     assert "still here" in proc.stdout
+
+
+def test_settings_written_by_many_writers_at_once_stay_whole(env: Env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dpu_slurm.config import read_environment, write_environment
+
+    def write(k: int) -> None:
+        for _ in range(20):
+            write_environment(dpu_name=f"dpu{k}")
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(write, range(12)))  # one fixed temp name (environment.tmp) loses renames here
+    assert read_environment()["dpu_name"] in {f"dpu{k}" for k in range(12)}
+    assert sorted(p.name for p in env.home.iterdir()) == ["environment.yaml"]
