@@ -3,7 +3,8 @@
 Standard library only: it travels in the bundle and runs with whatever Python the nodes have.
 It runs the tasks of the sequence for process INDEX, writes the log as ``HH:MM:SS - message``,
 and writes ``status.json`` and ``result.json`` atomically (temp file + rename). The status it
-writes is the truth of last resort for every scheduler.
+writes is the truth of last resort for every scheduler. Before its final record it ends every
+process its tasks left running (it is their child subreaper on Linux, so setsid ones too).
 """
 from __future__ import annotations
 

@@ -199,11 +199,11 @@ class Runner:
         prctl, runner = self.prctl, self.pid
 
         def prepare() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
             if prctl is not None:  # SIGTERM when the runner dies: nobody would time or end it
                 prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
             if os.getppid() != runner:  # it died before that was armed
                 os._exit(1)
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))  # last: the calls above allocate
 
         out = open(self.jobdir / "out" / f"{idx}.out", "ab")
         # The process holds its slot's lock too (inherited descriptor): a slot stays taken while
