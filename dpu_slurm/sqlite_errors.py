@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,18 +34,19 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if kind in ("io", "other") and _disk_full(path):  # a full disk also shows as an I/O error (WAL index)
         kind = "full"
     log.debug("sqlite error on %s: %r", path, exc)
-    aside = f"mv {path} {path}.broken"
+    here, folder = shlex.quote(str(path)), shlex.quote(str(path.parent))
+    aside = f"mv {here} {shlex.quote(f'{path}.broken')}"  # commands to paste: quoted
     advice = {
         "corrupt": f"the job store {path} is damaged ({text}); it was left as it is. Move it aside "
                    f"({aside}, and its -wal and -shm files if any) and a new store is made on the "
-                   f"next command; `sqlite3 {path}.broken .recover` may rescue its jobs",
+                   f"next command; `sqlite3 {shlex.quote(f'{path}.broken')} .recover` may rescue its jobs",
         "readonly": f"the job store {path} cannot be written ({text}); give yourself write access "
-                    f"to it and its folder (chmod u+w {path} {path.parent}) or set DPU_HOME to a "
+                    f"to it and its folder (chmod u+w {here} {folder}) or set DPU_HOME to a "
                     "folder you can write",
-        "full": f"the disk holding the job store {path} is full ({text}); this command recorded "
-                "nothing and nothing recorded before was lost: free space there, then run it again",
+        "full": f"the disk holding the job store {path} is full ({text}); the change being made was "
+                "not saved and nothing recorded before was lost: free space there, then run it again",
         "locked": f"the job store {path} stayed locked by another dpu process for 30 s ({text}); "
-                  f"run the command again (fuser {path} shows who holds it)",
+                  f"run the command again (fuser {here} shows who holds it)",
         "io": f"reading or writing the job store {path} failed ({text}); check the disk, and on a "
               "network file system use the DELETE journal (DPU_STORE_JOURNAL=delete), then run it again",
         "other": f"the job store {path} gave an error ({text}); run the command again, and if it "
