@@ -346,3 +346,22 @@ def test_settings_written_by_many_writers_at_once_stay_whole(env: Env) -> None:
         list(pool.map(write, range(12)))  # one fixed temp name (environment.tmp) loses renames here
     assert read_environment()["dpu_name"] in {f"dpu{k}" for k in range(12)}
     assert sorted(p.name for p in env.home.iterdir()) == ["environment.yaml"]
+
+
+def test_a_delete_journal_store_runs_jobs_end_to_end(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.write_dpu()
+    monkeypatch.setenv("DPU_STORE_JOURNAL", "delete")
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "dpu_slurm.cli", "run", "--dpu", "testlocal", "--wait", "--json",
+            "Null", "n=2"]
+    procs = [subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    views = [json.loads(out)[0] for out, _ in results]
+    assert views[0]["jobid"] != views[1]["jobid"]
+    assert all(v["counters"]["N"] == 2 for v in views)
+    assert not (env.home / "jobs.sqlite-wal").exists()
+    store = open_store()
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    store.close()
