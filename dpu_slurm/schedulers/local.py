@@ -25,7 +25,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, Deque, Dict, List, Optional, Sequence
+from typing import IO, Any, Deque, Dict, List, Optional, Sequence, Set
 
 from ..errors import SubmitError
 from ..store import Job
@@ -90,19 +90,26 @@ class LocalScheduler(Scheduler):
             if raw is None:
                 continue
             try:
-                out[job.id] = self._observed(json.loads(raw))
+                final = {i for (d, i), rec in got.records.items() if d == job.jobdir and _final(rec)}
+                out[job.id] = self._observed(json.loads(raw), Path(job.jobdir), final)
             except (ValueError, TypeError, KeyError, AttributeError):
                 # The queue page reads other users' folders: a broken file costs only its job.
                 log.warning("job %s: unreadable %s; its worker records decide", job.id, RUNNER_FILE)
         return out
 
-    def _observed(self, data: Dict[str, Any]) -> Dict[int, Observation]:
+    def _observed(self, data: Dict[str, Any], jobdir: Path, final: Set[int]) -> Dict[int, Observation]:
+        """The runner's states; `final`: the processes whose worker wrote its final record."""
         dead = bool(data.get("pid")) and not _alive(data.get("pid"), data.get("pstart"))
+        live = {int(i) for i in data.get("live", [])}
         seen: Dict[int, Observation] = {}
         for idx, (native, reason) in enumerate(data["states"]):
             obs = self.observe(str(native), str(reason))
             if obs.state != ENDED and dead:
-                obs = _orphaned(data, idx, obs)
+                obs = _orphaned(data, idx, obs, jobdir)
+            elif obs.state == ENDED and idx in live and idx not in final:
+                # Being killed (time limit, cancel): ended once its worker wrote its final
+                # record (after ending what its tasks left) or the runner reaped and swept it.
+                obs = Observation(RUNNING)
             seen[idx] = obs
         return seen
 
@@ -114,15 +121,23 @@ class LocalScheduler(Scheduler):
             _wait_for(lambda: not _alive(data["pid"], data.get("pstart")) or _settled(job, force), 10.0)
 
 
-def _orphaned(data: Dict[str, Any], idx: int, obs: Observation) -> Observation:
-    """A process of a runner that died: nothing will run, time or end it any more. What is left
-    of a running one is killed (the worker's own final record, if it wrote one, still decides)."""
-    why = f"the local runner died (pid {data['pid']})"
+def _final(record: Optional[bytes]) -> bool:
+    try:
+        return bool(record) and json.loads(record or b"{}").get("state") == "DONE"
+    except ValueError:
+        return False
+
+
+def _orphaned(data: Dict[str, Any], idx: int, obs: Observation, jobdir: Path) -> Observation:
+    """A process of a runner that died: nothing will run, time or end it any more. A running
+    one got SIGTERM from the kernel with its runner; if its worker still lives it is killed
+    with its session (the worker's own final record, if it wrote one, still decides)."""
+    why = f"the local runner died (pid {int(data['pid'])})"
     if obs.state == QUEUED:
         return Observation(ENDED, "S", f"never started: {why}")
     pid, pstart = (data.get("procs") or {}).get(str(idx)) or (None, None)
-    if pid:
-        kill_session(int(pid), pstart)
+    if pid and pstart:
+        kill_worker_session(int(pid), str(pstart), jobdir)
     return Observation(ENDED, "A", why)
 
 
@@ -177,7 +192,8 @@ class Runner:
         now = time.monotonic()
         if self.dirty and (force or now - self.written > 0.2):
             write_json(self.jobdir / RUNNER_FILE, {"pid": self.pid, "pstart": self.pstart,
-                                                   "states": self.states, "procs": self.procs})
+                                                   "states": self.states, "procs": self.procs,
+                                                   "live": sorted(self.running)})
             self.dirty, self.written = False, now
 
     def set(self, idx: int, state: str, reason: str = "") -> None:
@@ -316,17 +332,23 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def kill_session(pid: int, pstart: Any) -> None:
-    """SIGKILL the session a process of a dead runner led (its session id is its pid). The pid
-    cannot be reused while any member lives; the start time guards the leader itself."""
-    me = os.getuid()
-    for other, (_, _, _, session, start) in proc_table().items():
-        if session == pid and (other != pid or pstart is None or start == pstart):
-            try:
-                if os.stat(f"/proc/{other}").st_uid == me:
-                    _kill(other, signal.SIGKILL)
-            except OSError:
-                pass
+def kill_worker_session(pid: int, pstart: str, jobdir: Path) -> None:
+    """SIGKILL the session led by the worker `pid` of `jobdir`, if that process is still that
+    worker and ours: runner.json may be another user's (the queue page reads them), so its
+    numbers are checked against /proc before anything is killed."""
+    table = proc_table()
+    if pid not in table or table[pid][4] != pstart or table[pid][3] != pid:
+        return
+    try:
+        mine = os.stat(f"/proc/{pid}").st_uid == os.getuid()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if not mine or b"dpu_slurm.worker" not in argv or os.fsencode(str(jobdir)) not in argv:
+        return
+    for other, row in table.items():
+        if row[3] == pid:  # its session: pid numbers are not reused while it has members
+            _kill(other, signal.SIGKILL)
 
 
 def _hms(seconds: int) -> str:
