@@ -321,7 +321,7 @@ def test_the_prompt_prints_a_store_error_in_one_line(env: Env) -> None:
     env.write_dpu()
     lines = ["pages = dpu._store.db.execute('PRAGMA page_count').fetchone()[0]",
              "dpu._store.db.execute(f'PRAGMA max_page_count = {pages}')",  # the disk is now full
-             "dpu.run('Null', m='x' * 200000)",
+             "dpu.run('Null', m='x' * 30000)",
              "print('still here')"]
     proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
                           input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
