@@ -20,6 +20,7 @@ from . import trial
 from .catalog import Catalog
 from .config import DPUConfig, current_user, default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
+from .files import private_dir
 from .manifest import Entry, load
 from .plan import Plan, make_plan
 from .schedulers import SubmitRequest, for_dpu
@@ -85,7 +86,7 @@ def _render(dpu: DPUConfig, plan: Plan) -> None:
 def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
     """One dpu bulk at a time per DPU_HOME (flock: released by the kernel if a run dies)."""
     path = dpu_home() / "bulk.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # DPU_HOME: 0700, like the store in it
     with open(path, "a") as fh:
         deadline, told = time.monotonic() + timeout, False
         while True:

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
+from . import journal
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
+from .files import private_dir
 from .plan import Plan
 from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
@@ -54,7 +56,8 @@ def awepipe_path() -> Path:
 
 
 def open_store() -> Store:
-    return Store(dpu_home() / "jobs.sqlite")
+    """The user's store in DPU_HOME (made 0700), its journal as configured or detected."""
+    return Store(private_dir(dpu_home()) / "jobs.sqlite", journal=journal.setting())
 
 
 def store_id(store: Store) -> str:
@@ -148,7 +151,7 @@ class DPUSession:
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
                            "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
                            "shell: leave out --no-send-code)")
-        bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        bundle = bundles.build(awepipe if plan.send_code else None, private_dir(dpu_home() / "bundles"))
         sid = store_id(self.store)
         # Processes per array job; the local runner takes a whole job at once (one "chunk").
         chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size

@@ -31,6 +31,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence
 
 from ..config import DPUConfig, dpu_home
 from ..errors import ConfigError, SchedulerError, SubmitError
+from ..files import private_dir
 from ..render import directive
 from ..store import Job
 from ..transport import Transport
@@ -141,7 +142,7 @@ class Helper:
                               "pip install 'dpu_slurm[drmaa]', or use 'submit: cli'")
         env = helper_env(dpu)
         log_path = dpu_home() / "drmaa-helper.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)  # DPU_HOME: 0700
         self.log_path = log_path
         with open(log_path, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
