@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[ssh,drmaa,web,test,dev]'
+	$(PY) -m pip install --quiet -e '.[web,test,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -20,17 +20,20 @@ from . import trial
 from .catalog import Catalog
 from .config import DPUConfig, current_user, default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
+from .files import private_dir
 from .manifest import Entry, load
 from .plan import Plan, make_plan
 from .schedulers import SubmitRequest, for_dpu
 from .session import DPUSession, awepipe_path, open_store
+from .status import poll_settings
 from .store import Store
 from .transport.local import LocalTransport
 
 OK, FAILED, USAGE, DEFERRED, BAD, LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_CODES = """exit codes: 0 every entry is submitted (now or by an earlier run); 1 the scheduler refused
 some entries (they are retried by the next run); 2 the manifest cannot be used (nothing
-submitted); 3 max_queued was reached: the rest waits for the next run; 4 bad entries were
+submitted); 3 max_queued was reached, or a killed run's job is not settled yet: the rest waits
+for the next run; 4 bad entries were
 reported and the others submitted (with --strict: nothing submitted); 75 another dpu bulk
 held the lock for longer than --lock-timeout"""
 
@@ -83,7 +86,7 @@ def _render(dpu: DPUConfig, plan: Plan) -> None:
 def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
     """One dpu bulk at a time per DPU_HOME (flock: released by the kernel if a run dies)."""
     path = dpu_home() / "bulk.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # DPU_HOME: 0700, like the store in it
     with open(path, "a") as fh:
         deadline, told = time.monotonic() + timeout, False
         while True:
@@ -104,19 +107,23 @@ def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mark(store: Store, e: Entry, manifest: str, state: str) -> None:
+def _mark(store: Store, e: Entry, manifest: str, state: str, attempt: bool = False) -> None:
+    """Keep the entry's state; `started` is when this attempt began (before its job existed)."""
     now = time.time()
     with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO bulk_entries (key, dpu, manifest, state, job_id, error,"
-                   " started, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now))
+        db.execute("INSERT INTO bulk_entries (key, dpu, manifest, state, job_id, error, started,"
+                   " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                   " dpu=excluded.dpu, manifest=excluded.manifest, state=excluded.state,"
+                   " job_id=excluded.job_id, error=excluded.error, updated=excluded.updated,"
+                   " started=CASE WHEN ? THEN excluded.started ELSE started END",
+                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now, attempt))
 
 
 def _interrupted(store: Store, e: Entry, started: float) -> Tuple[str, Optional[int]]:
     """The phase and id of the job a killed run made for this entry; ("", None) if none."""
     assert e.plan is not None
     options = json.loads(json.dumps(e.plan.options))
-    for job in store.jobs(dpu=e.dpu):
+    for job in reversed(store.jobs(dpu=e.dpu)):  # the newest: the attempt that was killed
         if job.created >= started - 1 and job.sequence == e.plan.sequence and job.options == options:
             return job.phase, job.id
     return "", None
@@ -219,15 +226,18 @@ def _preview(entries: List[Entry], store: Store, state: str, report: Reporter) -
 def _submit(entries: List[Entry], store: Store, cap: Optional[int], awepipe: Path, manifest: str,
             forget: List[str], report: Reporter) -> None:
     """Under the lock: what an overlapping run did is in the store when it is read here."""
-    if forget:
-        with store.transaction() as db:
-            db.executemany("DELETE FROM bulk_entries WHERE key=?", [(k,) for k in forget])
-    previous = _submitted(store)
     sessions: Dict[str, DPUSession] = {}
     active: Dict[str, int] = {}   # DPU -> this user's unfinished jobs there (with max_queued)
     try:
+        # A job a killed run left half-submitted is settled first (adopted if the scheduler has
+        # it under its tag, else not submitted): an entry is decided by its job, never guessed.
+        _settle(store, [j for _, j, _ in _submitted(store).values() if j is not None], sessions)
+        kept = _forget(store, forget) if forget else {}
+        previous = _submitted(store)
         for e in entries:
-            if e.state == "pending":
+            if e.state == "pending" and e.key in kept:
+                e.state, e.error = "failed", kept[e.key]
+            elif e.state == "pending":
                 _submit_one(e, store, previous, sessions, active, cap, awepipe, manifest)
             report.entry(e)
     finally:
@@ -235,31 +245,82 @@ def _submit(entries: List[Entry], store: Store, cap: Optional[int], awepipe: Pat
             session.close()
 
 
+def _session(store: Store, sessions: Dict[str, DPUSession], dpu: str) -> DPUSession:
+    return sessions.get(dpu) or sessions.setdefault(dpu, DPUSession(get_dpu(dpu), store))
+
+
+def _settle(store: Store, job_ids: List[int], sessions: Dict[str, DPUSession]) -> None:
+    """Poll until these jobs are no longer 'recorded' (at most the DPU's grace and a little)."""
+    wanted = set(job_ids)
+    recorded = [j for j in store.jobs(active=True) if j.phase == "recorded" and j.id in wanted]
+    for dpu in sorted({j.dpu for j in recorded}):
+        try:
+            session = _session(store, sessions, dpu)
+        except DPUError:
+            continue  # the DPU is gone from the config: its entries say so when submitted
+        grace = poll_settings(session.dpu)[2]
+        ids = [j.id for j in recorded if j.dpu == dpu]
+        deadline = time.monotonic() + grace + 30
+        while True:
+            session.refresh(force=True)
+            if all(j.phase != "recorded" for j in store.jobs(ids=ids)) or time.monotonic() >= deadline:
+                break
+            time.sleep(min(2.0, max(0.1, grace / 10)))
+
+
+def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
+    """Forget these keys, except those whose job may still run (forgetting them would submit
+    it twice): key -> why it was kept."""
+    kept: Dict[str, str] = {}
+    previous = _submitted(store)
+    for key in keys:
+        job_id = previous.get(key, ("", None, 0.0))[1]
+        job = store.jobs(ids=[job_id]) if job_id is not None else []
+        if job and job[0].finished is None and job[0].phase in ("recorded", "submitted"):
+            kept[key] = (f"--forget {key} refused: its job {job_id} is still "
+                         f"{'being submitted' if job[0].phase == 'recorded' else 'queued or running'}; "
+                         f"cancel it (dpu cancel {job_id} --force), wait until `dpu status {job_id}` "
+                         f"says FINISHED, then rerun with --forget {key}")
+    with store.transaction() as db:
+        db.executemany("DELETE FROM bulk_entries WHERE key=?", [(k,) for k in keys if k not in kept])
+    return kept
+
+
 def _submit_one(e: Entry, store: Store, previous: Dict[str, Tuple[str, Optional[int], float]],
                 sessions: Dict[str, DPUSession], active: Dict[str, int], cap: Optional[int],
                 awepipe: Path, manifest: str) -> None:
     assert e.plan is not None
     state, e.job_id, when = previous.get(e.key, ("", None, 0.0))
-    if state == "submitting":  # a run was killed around this entry's submission
+    if state == "submitting" and e.job_id is None:  # killed before its job was recorded
         state, e.job_id = _interrupted(store, e, when)
+    job = store.jobs(ids=[e.job_id]) if e.job_id is not None else []
+    if job:  # the entry's job decides: it was submitted, is still unsettled, or never was
+        state = job[0].phase
     if state == "submitted":
         e.state = "skipped"
+        _mark(store, e, manifest, "submitted")
         return
     if state == "recorded":
-        e.state, e.error = "failed", (
-            f"a killed dpu bulk run left job {e.job_id} half-submitted; check `dpu status "
-            f"{e.job_id}`, cancel it if needed, then rerun with --forget {e.key}")
+        e.state, e.error = "deferred", (
+            f"job {e.job_id} of a killed run is not settled yet (the scheduler may still report "
+            "it under its tag); the next run adopts it or submits the entry, never both")
         return
-    session = sessions.get(e.dpu) or sessions.setdefault(e.dpu, DPUSession(get_dpu(e.dpu), store))
+    e.job_id = None
+    session = _session(store, sessions, e.dpu)
     if cap is not None and e.dpu not in active:
         session.refresh(force=True)  # one scheduler call per DPU: which jobs are still queued
         active[e.dpu] = len(store.jobs(dpu=e.dpu, active=True))
     if cap is not None and active[e.dpu] >= cap:
         e.state, e.error = "deferred", f"max_queued {cap} reached on {e.dpu}; left for the next run"
         return
-    _mark(store, e, manifest, "submitting")
+    _mark(store, e, manifest, "submitting", attempt=True)
+
+    def recorded(job_id: int) -> None:  # the entry knows its job before the scheduler is called
+        e.job_id = job_id
+        _mark(store, e, manifest, "submitting")
+
     try:
-        e.job_id = session.submit(e.plan, awepipe)
+        e.job_id = session.submit(e.plan, awepipe, recorded=recorded)
         e.state = "submitted"
         active[e.dpu] = active.get(e.dpu, 0) + 1
     except Exception as exc:  # reported per entry; the next run retries it

@@ -187,10 +187,14 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, objects) if args.json else print(json.dumps(objects, indent=1))
         return OK if objects else FAILED
     if cmd == "cancel":
-        for jid in args.jobids:
-            dpu.cancel_job(jid, force=args.force)
-        _emit(args, {"cancelled": args.jobids})
-        return OK
+        outcomes = {jid: dpu.cancel(jid, force=args.force) for jid in args.jobids}
+        left = [jid for jid, o in outcomes.items() if o.running or o.unsettled]
+        _emit(args, {"cancelled": [j for j in args.jobids if j not in left], "left": left})
+        for jid in left:
+            what = ("still being submitted; try again after poll.grace" if outcomes[jid].unsettled
+                    else f"{outcomes[jid].running} process(es) still running; add --force to kill them")
+            print(f"dpu: job {jid}: {what}", file=sys.stderr)
+        return USAGE if left else OK
     if cmd == "sequences":
         idents = dpu.get_sequence_identifiers()
         _emit(args, idents) if args.json else dpu.show_sequence_identifiers()

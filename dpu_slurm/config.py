@@ -7,7 +7,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Set, Tuple, TypedDict
@@ -15,6 +14,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Set, Tuple, Ty
 import yaml
 
 from .errors import ConfigError, DPUError
+from .files import atomic_write, private_dir
 from .schema import (
     COMMAND,
     IDENT,
@@ -260,11 +260,8 @@ def write_environment(**values: Any) -> Path:
     data = read_environment()
     data.update(values)
     path = environment_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(yaml.safe_dump(data, sort_keys=True))
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    atomic_write(path, yaml.safe_dump(data, sort_keys=True).encode("utf-8"))  # unique temp name
     return path
 
 

@@ -54,3 +54,11 @@ class Unreachable(DPUError):
 
 class HostKeyError(DPUError):
     """The SSH server's host key is unknown or changed; nothing was sent to it."""
+
+
+class StoreError(DPUError):
+    """The job store cannot be read or written (damaged, read-only, full, locked); nothing was lost."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind  # corrupt, readonly, full, locked, io or other

@@ -20,7 +20,7 @@ from .config import (
 )
 from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
-from .session import DPUSession, JobView, awepipe_path, open_store
+from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .store import Job
 from .text import printable
 
@@ -259,8 +259,9 @@ class Processor:
             self._say("No active or recent jobs on DPU " + self.dpu_name)
         for view in views:
             self._say(f"Jobid {view.job.id} has status {view.status} N/E/A/S/U {view.counts.line()}")
-            if view.job.phase == "not_submitted":
-                self._say(f"  {view.job.error}")
+            if view.job.phase == "not_submitted" or (view.job.phase == "recorded" and view.job.error
+                                                     and not view.job.error.startswith("submitting:")):
+                self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
         return views
@@ -322,13 +323,17 @@ class Processor:
         return objects
 
     def cancel_job(self, jobid: int, force: bool = False) -> None:
-        """Cancel a job that is not yet running (force=True also kills running processes)."""
-        job = self._jobs(jobid)[0]
-        session = self._session_for(job)
-        session.cancel(job, force)
-        view = session.views(self._store.jobs(ids=[job.id]))[0]
-        self._say(f"Cancelled job {jobid}: status {view.status} N/E/A/S/U {view.counts.line()}")
+        """Cancel a job's queued processes (force=True also kills running ones). A finished job,
+        or one partly running, gets a line saying so and what to do; no exception, so a loop
+        over get_jobids() goes through every job."""
+        self.cancel(jobid, force)
 
+    def cancel(self, jobid: int, force: bool = False) -> Cancelled:
+        """cancel_job, returning what was done (the command line's exit code comes from it)."""
+        job = self._jobs(jobid)[0]
+        outcome = self._session_for(job).cancel(job, force)
+        self._say(outcome.line)
+        return outcome
 
 def _default(value: Any) -> str:
     return "" if value == "" else str(value)

@@ -6,23 +6,42 @@ the Processor, the command line and the web page all go through it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
+from . import journal
 from .config import DPUConfig, current_user, dpu_home, packaged
-from .errors import CancelRefused, CatalogError, DPUError, SubmitError, Unreachable
+from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
+from .files import private_dir
 from .plan import Plan
+from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
-from .status import refresh
+from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
 from .web.cards import write_card
 from .worker import LOG, RESULT, process_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def fault(step: str) -> None:
+    """Fault drill for tests only: DPU_FAULT=<step>[:<SIGNAL>] sends this process the signal
+    (default KILL) at that step of submit (record, shipped, accepted, chunk, stored), so a test
+    can kill a submitter at an exact point. Unset, as everywhere but in those tests: nothing."""
+    wanted = os.environ.get("DPU_FAULT")
+    if not wanted:
+        return
+    name, _, sig = wanted.partition(":")
+    if name == step:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
 def awepipe_path() -> Path:
@@ -37,7 +56,8 @@ def awepipe_path() -> Path:
 
 
 def open_store() -> Store:
-    return Store(dpu_home() / "jobs.sqlite")
+    """The user's store in DPU_HOME (made 0700), its journal as configured or detected."""
+    return Store(private_dir(dpu_home()) / "jobs.sqlite", journal=journal.setting())
 
 
 def store_id(store: Store) -> str:
@@ -47,6 +67,15 @@ def store_id(store: Store) -> str:
         value = uuid.uuid4().hex[:8]
         store.meta_set("store_id", value)
     return value
+
+
+@dataclass
+class Cancelled:
+    """What a cancel did, as the line the user sees; `running` processes were left running."""
+
+    line: str
+    running: int = 0
+    unsettled: bool = False
 
 
 @dataclass
@@ -108,23 +137,38 @@ class DPUSession:
         return self.transport.expand(self.dpu.target_workdir())
 
     # -- submit -----------------------------------------------------------------------------
-    def submit(self, plan: Plan, awepipe: Path) -> int:
-        """Record, ship, render, submit. A refused job stays recorded as 'not submitted'."""
+    def submit(self, plan: Plan, awepipe: Path,
+               recorded: Optional[Callable[[int], None]] = None) -> int:
+        """Record, ship, render, submit; `recorded` is told the job id as soon as it exists.
+
+        The record (with its tag and job folder) is written before the scheduler is called and
+        the native ids as each chunk is accepted, so a submitter killed at any point leaves a
+        job the next poll can settle (reconcile.py): adopted if the scheduler knows its tag,
+        not submitted otherwise. A job the scheduler refused is recorded as 'not submitted'.
+        """
         version = self.dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
         if not plan.send_code and not version.get("path"):
             raise DPUError(f"send_code=False runs the code installed on DPU {self.dpu.name!r}, but "
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
                            "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
                            "shell: leave out --no-send-code)")
-        bundle = bundles.build(awepipe if plan.send_code else None, dpu_home() / "bundles")
+        bundle = bundles.build(awepipe if plan.send_code else None, private_dir(dpu_home() / "bundles"))
+        sid = store_id(self.store)
+        # Processes per array job; the local runner takes a whole job at once (one "chunk").
+        chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
-                    "partition": plan.partition, "chunk": self.dpu.max_array_size}
+                    "partition": plan.partition, "chunk": chunk, "store": sid}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
                                    resolved, plan.nproc, len(plan.tasks))
+        self.store.note(job_id, submitter_note())
+        calling = False  # True from the moment the scheduler may have queued something
         try:
+            if recorded is not None:
+                recorded(job_id)
             workdir = self.workdir()
-            jobdir = f"{workdir}/jobs/{job_id}.{store_id(self.store)}"
+            jobdir = f"{workdir}/jobs/{job_id}.{sid}"
             self.store.set_jobdir(job_id, jobdir, bundle.digest)
+            fault("record")
             unpacked = self.transport.ensure_bundle(bundle, f"{workdir}/bundles")
             paths = [f"{unpacked}/worker"]
             # {examples}: the example pipeline installed with dpu_slurm (the local DPU's "master")
@@ -134,22 +178,37 @@ class DPUSession:
                         "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
                         "processes": plan.overrides(), "created": time.time()}
             self.transport.write_files({f"{jobdir}/job.json": json.dumps(job_json).encode()})
+            fault("shipped")
+
+            def accepted(native_ids: List[str]) -> None:
+                fault("accepted")   # the scheduler took a chunk; the store does not know yet
+                self.store.accepted(job_id, native_ids)
+                fault("chunk")      # this chunk's id is stored; later chunks are not submitted
+
             req = SubmitRequest(
                 job_id=job_id, user=self.user, dpu=self.dpu.name, sequence=plan.sequence,
                 jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
                 partition=plan.partition, python=self.dpu.python_for_jobs(),
                 pythonpath=":".join(paths), setup=list(version.get("setup", [])),
-                env=dict(self.dpu.env))
-            native = self.scheduler.submit(req)
-        except DPUError as exc:
+                env=dict(self.dpu.env), store=sid, accepted=accepted)
+            scheduler = self.scheduler
+            calling = True
+            native = scheduler.submit(req)
+        except SubmitError as exc:  # refused: nothing of it stays queued (submit_chunks)
             self.store.not_submitted(job_id, str(exc))
-            if isinstance(exc, SubmitError):
-                raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
-            raise
+            raise SubmitError(f"job {job_id} was not submitted: {exc}", exc.transient) from None
         except BaseException as exc:
-            self.store.not_submitted(job_id, f"{type(exc).__name__}: {exc}")
+            why = str(exc) if isinstance(exc, DPUError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if not calling or isinstance(exc, ConfigError):  # a config error: nothing was sent
+                self.store.not_submitted(job_id, why)
+            else:  # the scheduler may hold some of it: what is known stays, the next poll settles it
+                self.store.note(job_id, f"submission interrupted ({why}); the next poll adopts what "
+                                        "the scheduler holds under its tag or marks it not submitted")
+                log.warning("job %s: submission interrupted (%s); it is settled at the next poll",
+                            job_id, why)
             raise
         self.store.submitted(job_id, native)
+        fault("stored")
         # The queue page's view of the job (every user's, see web/cards.py); never fails the submit.
         write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id
@@ -157,12 +216,16 @@ class DPUSession:
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
         """Poll the DPU; when it cannot be reached, keep the last known states and say so."""
+        settling = [j.id for j in self.store.jobs(dpu=self.dpu.name, active=True) if j.phase == "recorded"]
         try:
             polled = refresh(self.store, self.scheduler, self.dpu, force=force)
         except Unreachable as exc:
             self.unreachable = str(exc)
             return False
         self.unreachable = ""
+        for job in self.store.jobs(ids=settling) if settling and polled else []:
+            if job.phase == "submitted":  # adopted: its submitter died before writing the card
+                write_card(self.transport, self.dpu, job, store_id(self.store))
         return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
@@ -178,21 +241,65 @@ class DPUSession:
         return out
 
     # -- cancel ---------------------------------------------------------------------------
-    def cancel(self, job: Job, force: bool = False) -> None:
+    def cancel(self, job: Job, force: bool = False) -> Cancelled:
+        """Cancel what can be cancelled; never raises for a job that is over or partly running.
+
+        Finished or never submitted: nothing to do, said so. Partly running without force: the
+        queued processes are cancelled where the scheduler can single them out (SLURM, local),
+        and the line says how to kill the rest. A job still being submitted: what its tag finds.
+        """
+        if job.phase == "recorded":
+            self.refresh(force=True)  # settles it when its submitter is gone and the grace passed
+            job = self.store.job(job.id)
+        if job.phase == "recorded":
+            return self._cancel_recorded(job, force)
         if job.phase == "not_submitted":
-            raise DPUError(f"job {job.id} was never submitted ({job.error}); there is nothing to cancel")
-        if job.phase != "submitted" or job.finished is not None:
-            raise DPUError(f"job {job.id} is {'finished' if job.finished else job.phase}; "
-                           "there is nothing to cancel")
-        self.refresh(force=True)
-        running = [p for p in self.store.procs(job.id, open_only=True) if p.state == "RUNNING"]
+            return Cancelled(f"Job {job.id} was never submitted ({job.error}); nothing to cancel")
+        if job.finished is None:
+            self.refresh(force=True)
+            job = self.store.job(job.id)
+        if job.finished is not None:
+            view = self.views([job])[0]
+            return Cancelled(f"Job {job.id} is finished (status {view.status} N/E/A/S/U "
+                             f"{view.counts.line()}); nothing to cancel")
+        procs = self.store.procs(job.id, open_only=True)
+        running = sum(p.state == "RUNNING" for p in procs)
+        queued = len(procs) - running
+        target = replace(job, native_ids=[n for n in job.native_ids if n])
+        kill = (f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} --force) kills "
+                "them (they end as A)")
         if running and not force:
-            raise CancelRefused(f"job {job.id} has {len(running)} running process(es); "
-                                f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} "
-                                "--force) kills them (they end as A)")
+            if not queued:
+                return Cancelled(f"Job {job.id} has {running} running process(es) and none queued; "
+                                 f"nothing cancelled. {kill}", running)
+            waiting = [p.idx for p in procs if p.state != "RUNNING"]
+            if not self.scheduler.cancel_queued(target, waiting):
+                return Cancelled(f"Job {job.id} has {running} running and {queued} queued process(es); "
+                                 f"{self.dpu.scheduler} cancels an array only whole, so nothing was "
+                                 f"cancelled. {kill}", running)
+            self.store.cancelled(job.id)
+            self.refresh(force=True)
+            return Cancelled(f"Cancelled the {queued} queued process(es) of job {job.id}; {running} "
+                             f"running process(es) go on: {kill}", running)
         self.store.cancelled(job.id)
-        self.scheduler.cancel(job, force)
+        self.scheduler.cancel(target, force)
         self.refresh(force=True)
+        view = self.views(self.store.jobs(ids=[job.id]))[0]
+        return Cancelled(f"Cancelled job {job.id}: status {view.status} N/E/A/S/U {view.counts.line()}")
+
+    def _cancel_recorded(self, job: Job, force: bool) -> Cancelled:
+        """A job whose submission is not settled yet: cancel the chunks its tag finds."""
+        natives = [n for n in found_chunks(job, self.scheduler.names, []).values() if n]
+        _, _, grace = poll_settings(self.dpu)
+        if not natives:
+            return Cancelled(f"Job {job.id} is still being submitted and nothing on DPU {self.dpu.name} "
+                             f"carries its tag yet; nothing cancelled. Its submission is settled within "
+                             f"{grace:g} s (poll.grace) of its record: cancel it again then", unsettled=True)
+        self.store.cancelled(job.id)
+        self.scheduler.cancel(replace(job, native_ids=natives), force)
+        self.refresh(force=True)
+        return Cancelled(f"Job {job.id} was still being submitted; cancelled what carries its tag "
+                         f"({' '.join(natives)})" + ("" if force else " (queued processes only)"))
 
     # -- housekeeping ---------------------------------------------------------------------
     def cleanup(self, older_than_days: float = 7.0) -> List[str]:
@@ -218,4 +325,4 @@ class DPUSession:
         return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
 
 
-__all__ = ["DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]
+__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from .config import DPUConfig
+from .reconcile import found_chunks, nchunks, reconcile, submitter_alive
 from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
 from .store import Job, Proc, Store
 from .transport.base import Records
@@ -57,24 +58,31 @@ def _backoff(store: Store, dpu: DPUConfig, changed: bool, now: float) -> None:
 
 
 def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = False) -> bool:
-    """Bring the store up to date for the DPU's active jobs; False when the back-off said wait."""
+    """Bring the store up to date for the DPU's active jobs; False when the back-off said wait.
+    Jobs left 'recorded' by a submitter that stopped are settled in the same poll (reconcile.py)."""
     now = time.time()
-    jobs = [j for j in store.jobs(dpu=dpu.name, active=True) if j.phase == "submitted"]
-    if not jobs or (not force and not due(store, dpu, now)):
+    active = store.jobs(dpu=dpu.name, active=True)
+    if not active or (not force and not due(store, dpu, now)):
         return False
-    open_procs = {j.id: store.procs(j.id, open_only=True) for j in jobs}
-    wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in jobs}
+    jobs = [j for j in active if j.phase == "submitted"]
+    recorded = [j for j in active if j.phase == "recorded"]
+    open_procs = {j.id: store.procs(j.id, open_only=True) for j in active}
+    # A recorded job's folder is asked for every process: a record there means it ran.
+    wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in active if j.jobdir}
     # ONE round trip: the scheduler's status command and every started process's record.
-    request = scheduler.poll_request(jobs)
+    # A job recorded without a folder was stopped before anything reached the DPU: the poll
+    # has nothing to look at for it (reconcile gives it up after the grace).
+    polled = [j for j in active if j.jobdir]
+    request = scheduler.poll_request(polled)
     if request is not None:
         got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
-        observed = scheduler.parse_poll(jobs, got)
+        observed = scheduler.parse_poll(polled, got)
     else:
-        observed = scheduler.poll(jobs)
+        observed = scheduler.poll(polled)
         got = scheduler.transport.gather(None, [], wanted, STATUS)
     # Each record parsed once: (job id, index) -> what the worker wrote.
-    by_dir = {j.jobdir: j for j in jobs}
-    records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items()}
+    by_dir = {j.jobdir: j for j in active if j.jobdir}
+    records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items() if d in by_dir}
     _, _, grace = poll_settings(dpu)
 
     def missing_since(job: Job, proc: Proc) -> Optional[float]:
@@ -89,13 +97,29 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     def overdue(since: Optional[float]) -> bool:
         return since is not None and now - since >= grace
 
-    # Accounting is asked (one more call) only about processes missing for longer than the grace.
+    def ran(job: Job) -> List[int]:
+        return [i for (jid, i) in records if jid == job.id]
+
+    # Accounting is asked (one more call) only about processes missing for longer than the
+    # grace, and about recorded jobs the poll did not find whole once the grace has passed.
     late = [job for job in jobs if any(overdue(missing_since(job, p)) for p in open_procs[job.id])]
+    late += [job for job in recorded if job.jobdir and now - job.created >= grace
+             and not submitter_alive(job.error)
+             and len(found_chunks(job, scheduler.names, ran(job))) < nchunks(job)]
     if late:
         for job_id, seen in scheduler.history(late).items():
             for idx, obs in seen.items():
                 observed.setdefault(job_id, {}).setdefault(idx, obs)
     changed = False
+    if recorded:
+        adopted, settled = reconcile(store, recorded, scheduler.names, records, now, grace, dpu.name)
+        changed = settled > 0
+        if adopted:
+            for job_id, seen in scheduler.reparse(adopted, got).items():
+                observed.setdefault(job_id, {}).update(seen)
+            for job in adopted:
+                open_procs[job.id] = store.procs(job.id, open_only=True)
+            jobs += adopted
     for job in jobs:
         seen = observed.get(job.id, {})
         changes: List[Change] = []

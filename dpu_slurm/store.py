@@ -1,4 +1,5 @@
-"""The sqlite job store: one file per user, WAL, a busy timeout and a schema version.
+"""The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
+timeout and a schema version; every sqlite failure is a StoreError saying what to do.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -6,6 +7,7 @@ native ids or 'not_submitted' with the scheduler's error: never lost, never half
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -13,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import DPUError, JobNotFound
+from .errors import DPUError, JobNotFound, StoreError
+from .files import PRIVATE_FILE, private_dir, private_file, tighten
+from .journal import choose
+from .sqlite_errors import Connection, store_error
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 # Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
@@ -108,14 +115,36 @@ class Counts:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: str = "auto") -> None:
+        """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py).
+        Every sqlite failure becomes a StoreError naming the file and what to do."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                                  check_same_thread=False)
+        memory = str(path) == ":memory:"
+        try:
+            if not memory:
+                private_dir(self.path.parent)
+                for extra in ("", "-wal", "-shm", "-journal"):  # sqlite gives these the file's mode
+                    name = Path(f"{self.path}{extra}")
+                    if not extra:
+                        private_file(name)
+                    elif name.exists():
+                        tighten(name, PRIVATE_FILE)
+            self.journal, why = ("memory", "in memory") if memory else choose(self.path.parent, journal)
+            log.debug("store %s: journal %s (%s)", self.path, self.journal, why)
+            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                 check_same_thread=False, factory=Connection)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the job store {self.path} ({exc.strerror or exc}); give "
+                             "yourself read and write access to it and its folder, or set DPU_HOME "
+                             "to a folder you can write", "readonly") from None
+        db.store_path = self.path
+        self.db: sqlite3.Connection = db
         self.db.execute("PRAGMA busy_timeout = 30000")
         self._setup()
-        self.db.execute("PRAGMA synchronous = NORMAL")
+        # WAL is safe with NORMAL; a rollback journal needs FULL to survive a power cut.
+        self.db.execute(f"PRAGMA synchronous = {'NORMAL' if self.journal == 'wal' else 'FULL'}")
         with self.transaction():
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -131,19 +160,35 @@ class Store:
                                 (str(SCHEMA_VERSION),))
 
     def _setup(self) -> None:
-        """WAL mode and the tables. Switching a new file to WAL does not wait on the busy
-        timeout, so two clients creating the store at once retry here instead of failing."""
-        deadline = time.monotonic() + 30.0
+        """The journal mode and the tables. Switching a new file's journal does not wait on the
+        busy timeout, so two clients creating the store at once retry here instead of failing.
+        An existing store another client holds open keeps its mode for now (with a warning)."""
+        start = time.monotonic()
         while True:
             try:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                if not self._has_schema():
+                exists = self._has_schema()
+                if self.journal != "memory":
+                    got = self.db.execute(f"PRAGMA journal_mode = {self.journal.upper()}").fetchone()[0]
+                    if exists and str(got).lower() != self.journal:
+                        raise StoreError("busy", "locked")  # the PRAGMA answers the old mode when busy
+                if not exists:
                     self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
                 return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+            except StoreError as exc:
+                if exc.kind != "locked":
+                    raise
+                waited = time.monotonic() - start
+                if waited > 2.0 and self._has_schema():
+                    log.warning("%s is open in another dpu process; it stays in journal mode %s until "
+                                "none is (wanted: %s)", self.path, self._mode(), self.journal)
+                    self.journal = self._mode()
+                    return
+                if waited > 30.0:
                     raise
                 time.sleep(0.01)
+
+    def _mode(self) -> str:
+        return str(self.db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
     def _has_schema(self) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='procs'").fetchone() is not None
@@ -158,7 +203,11 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # sqlite itself rolls back on a full disk or an I/O error
+                try:
+                    self.db.execute("ROLLBACK")
+                except StoreError:
+                    pass  # the error being raised says more than this one
             raise
         self.db.execute("COMMIT")
 
@@ -199,9 +248,49 @@ class Store:
             db.execute("UPDATE jobs SET jobdir=?, bundle=? WHERE id=?", (jobdir, bundle, job_id))
 
     def submitted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        # The submitter's own word wins over a reconciliation that gave up on it meanwhile
+        # (another host's client cannot see that the submitter is still alive).
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=? WHERE id=?",
+            db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=?, error='',"
+                       " finished=NULL WHERE id=?",
                        (json.dumps(list(native_ids)), time.time(), job_id))
+
+    def accepted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        """Native ids of the chunks the scheduler accepted so far (the job stays 'recorded')."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET native_ids=? WHERE id=? AND phase='recorded'",
+                       (json.dumps(list(native_ids)), job_id))
+
+    def note(self, job_id: int, text: str) -> None:
+        """What is known of a submission in progress (who submits it, or why it stopped)."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET error=? WHERE id=? AND phase='recorded'", (text, job_id))
+
+    def adopt(self, job_id: int, native_ids: Sequence[str], never: Sequence[int],
+              reason: str) -> bool:
+        """A recorded job found on the scheduler: submitted with these ids; the processes in
+        `never` (chunks nothing carries) end skipped with `reason`. False if already settled."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=?, error=''"
+                             " WHERE id=? AND phase='recorded'",
+                             (json.dumps(list(native_ids)), time.time(), job_id))
+            if cur.rowcount == 0:
+                return False
+            ntasks = db.execute("SELECT ntasks FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+            db.executemany("UPDATE procs SET state='DONE', outcome=?, reason=? WHERE job_id=? AND idx=?",
+                           (("S" * ntasks, reason, job_id, i) for i in never))
+            left = db.execute("SELECT COUNT(*) FROM procs WHERE job_id=? AND state!='DONE'",
+                              (job_id,)).fetchone()[0]
+            if left == 0:
+                db.execute("UPDATE jobs SET finished=? WHERE id=?", (time.time(), job_id))
+        return True
+
+    def given_up(self, job_id: int, error: str) -> bool:
+        """A recorded job nothing on the scheduler carries: not submitted (False if settled)."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET phase='not_submitted', error=?, finished=? "
+                             "WHERE id=? AND phase='recorded'", (error, time.time(), job_id))
+            return cur.rowcount > 0
 
     def not_submitted(self, job_id: int, error: str) -> None:
         with self.transaction() as db:

@@ -101,7 +101,8 @@ def test_cancel_queued_and_forced(capsys: Capture, env: Env) -> None:
     dpu = Processor("testlocal", out=io.StringIO(), session_log=False)
     wait_until(lambda: dpu.wait(blocker, timeout=0)[0].counts.running == 1)
     queued = submit(capsys, "Null")
-    assert run_json(capsys, ["cancel", "--dpu", "testlocal", str(queued)]) == {"cancelled": [queued]}
+    cancelled = run_json(capsys, ["cancel", "--dpu", "testlocal", str(queued)])
+    assert cancelled == {"cancelled": [queued], "left": []}
     assert cli.main(["cancel", "--dpu", "testlocal", str(blocker)]) == 2  # running: refused
     assert "force" in capsys.readouterr().err
     assert cli.main(["cancel", "--dpu", "testlocal", "--force", str(blocker)]) == 0

@@ -17,7 +17,7 @@ def request(cfg):
     version = cfg.awe_versions.get(cfg.default_aweversion, {})
     return SubmitRequest(
         job_id=42, user="alice", dpu=cfg.name, sequence="Bias>HotPixels",
-        jobdir="/scratch/alice/dpu/jobs/42.abcd1234", nproc=2500, time_limit=900, mem=2000,
+        jobdir="/scratch/alice/dpu/jobs/42.abcd1234", store="abcd1234", nproc=2500, time_limit=900, mem=2000,
         partition="short" if cfg.partitions else None, python=cfg.python or "python3",
         pythonpath="/scratch/alice/dpu/bundles/0123/worker:/scratch/alice/dpu/bundles/0123/code",
         setup=list(version.get("setup", [])), env=dict(cfg.env))

@@ -1,13 +1,17 @@
 """A plain (non-editable) install carries the templates, configs and example pipeline, and works."""
 from __future__ import annotations
 
+import configparser
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import List, Set
 
 import pytest
 
@@ -40,6 +44,10 @@ def test_wheel_holds_the_data_and_installs_into_a_fresh_venv(tmp_path: Path, env
     subprocess.run([*pip, str(wheel)], env=pip_env, check=True, timeout=600)
 
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # the plain install brought what SSH and DRMAA DPUs need (drmaa's import wants libdrmaa: ask pip's record)
+    deps = subprocess.run([str(venv / "bin" / "python"), "-c", "import paramiko, importlib.metadata as m; "
+                           "print(m.version('drmaa'))"], env=environ, capture_output=True, text=True)
+    assert deps.returncode == 0, deps.stderr
     dpu = str(venv / "bin" / "dpu")
     seqs = subprocess.run([dpu, "sequences", "--json"], cwd=env.cwd, env=environ, capture_output=True,
                           text=True, timeout=120)
@@ -56,3 +64,21 @@ def test_wheel_holds_the_data_and_installs_into_a_fresh_venv(tmp_path: Path, env
     assert run.returncode == 0, run.stderr
     [view] = json.loads(run.stdout)
     assert view["counters"]["N"] == 1
+
+
+def plain(requirements: List[str]) -> Set[str]:
+    """Names of the requirements a plain install brings (no extra marker)."""
+    return {re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r}
+
+
+def test_ssh_and_drmaa_need_no_extra() -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    declared = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
+    assert {"paramiko", "drmaa", "jinja2", "pyyaml"} <= plain(declared)
+    # the installed metadata says the same (make reinstalls when setup.cfg changes)
+    assert {"paramiko", "drmaa"} <= plain(importlib.metadata.requires("dpu_slurm") or [])
+    # old install lines keep working: the extras still exist, empty
+    extras = cfg["options.extras_require"]
+    assert extras["ssh"].strip() == extras["drmaa"].strip() == ""
+    assert "[ssh" not in (REPO / "Makefile").read_text()

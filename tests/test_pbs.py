@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dpu_slurm.errors import CancelRefused, SubmitError
+from dpu_slurm.errors import SubmitError
 
 pytestmark = pytest.mark.pbs
 HARNESS = Path(__file__).resolve().parent.parent / "harness" / "torque-up.sh"
@@ -84,8 +84,8 @@ def test_cancel_queued_is_S_and_running_needs_force(dpu):
     while sum(p.state == "RUNNING" for p in (dpu.get_status(running) and dpu._store.procs(running))) < 2:
         assert time.monotonic() < deadline, "the processes never started"
         time.sleep(0.5)
-    with pytest.raises(CancelRefused, match="force=True"):
-        dpu.cancel_job(running)
+    left = dpu.cancel(running)  # running: a line saying how to kill them, no exception
+    assert left.running >= 1 and "force=True" in left.line
     dpu.cancel_job(running, force=True)
     assert finished(dpu, running).counts.letters == (0, 0, 2, 0, 0)
 

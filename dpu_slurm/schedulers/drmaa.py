@@ -31,9 +31,11 @@ from typing import IO, Any, Dict, List, Optional, Sequence
 
 from ..config import DPUConfig, dpu_home
 from ..errors import ConfigError, SchedulerError, SubmitError
+from ..files import private_dir
 from ..render import directive
 from ..store import Job
 from ..transport import Transport
+from ..transport.base import Gathered
 from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
 from .pbs import owners, walltime
 
@@ -140,7 +142,7 @@ class Helper:
                               "pip install 'dpu_slurm[drmaa]', or use 'submit: cli'")
         env = helper_env(dpu)
         log_path = dpu_home() / "drmaa-helper.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)  # DPU_HOME: 0700
         self.log_path = log_path
         with open(log_path, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
@@ -250,9 +252,12 @@ class DRMAAScheduler(Scheduler):
             sizes = chunks(req.nproc, self.dpu.max_array_size)
             for k, (name, (_offset, count)) in enumerate(zip(scripts, sizes, strict=True)):
                 reply = self.helper.call(
-                    "submit", command="/bin/bash", args=[f"{req.jobdir}/{name}"], name=req.tag,
-                    native=spec, workdir=req.jobdir, output=f":{req.jobdir}/out/job-{k}.", count=count)
+                    "submit", command="/bin/bash", args=[f"{req.jobdir}/{name}"],
+                    name=req.chunk_tag(k), native=spec, workdir=req.jobdir,
+                    output=f":{req.jobdir}/out/job-{k}.", count=count)
                 native.append(array_id(self.dpu.scheduler, reply["ids"][0]))
+                if req.accepted is not None:
+                    req.accepted(list(native))
         except SchedulerError as exc:
             if native:  # a later chunk failed: take back the ones already queued
                 self.helper.call("control", ids=native, action="terminate")
@@ -262,8 +267,15 @@ class DRMAAScheduler(Scheduler):
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         seen = self.cli.poll(jobs)
+        self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
+        return self._shift(seen)
+
+    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        return self._shift(self.cli.reparse(jobs, got))
+
+    def _shift(self, seen: Dict[int, Dict[int, Observation]]) -> Dict[int, Dict[int, Observation]]:
         if self.dpu.scheduler == "slurm":  # bulk indices start at 1, Slurm's poll counts from 0
-            seen = {j: {i - 1: o for i, o in procs.items()} for j, procs in seen.items()}
+            return {j: {i - 1: o for i, o in procs.items()} for j, procs in seen.items()}
         return seen
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
@@ -280,7 +292,9 @@ class DRMAAScheduler(Scheduler):
                 if 1 <= int(m.group(2)) <= count:
                     out.setdefault(job.id, {})[offset + int(m.group(2)) - 1] = obs
         if self.dpu.scheduler == "sge":
-            for job_id, procs in self.cli.history(jobs).items():
+            history = self.cli.history(jobs)
+            self.names = self.cli.names  # qacct's job names too
+            for job_id, procs in history.items():
                 for idx, obs in procs.items():
                     out.setdefault(job_id, {}).setdefault(idx, obs)
         return out

@@ -1,8 +1,16 @@
 """The embedded local DPU: a detached runner per job runs its processes on this machine.
 
-At most ``slots`` processes run at once across all jobs (one flock'ed slot file each), the time
-limit is enforced by the runner, memory by RLIMIT_AS. The runner keeps ``runner.json`` in the
-job folder; a job goes on after the prompt that submitted it exits.
+At most ``slots`` processes run at once across all jobs (one flock'ed slot file each, held by
+the runner and by the process itself, so a slot stays taken while the process lives even if its
+runner died), the time limit is enforced by the runner, memory by RLIMIT_AS. Each process runs in
+its own session and process group; when it ends (normally, at the time limit, on cancel) the
+runner kills what it left behind: its group, its session and the orphans the runner adopts as
+child subreaper (also those that left the session with setsid). The runner keeps
+``runner.json`` in the job folder; a job goes on after the prompt that submitted it exits.
+
+When the runner dies, its processes get SIGTERM from the kernel (parent-death signal) and the
+next poll accounts them: running ones A, queued ones S, both with the reason "the local runner
+died (pid N)". Queued processes are not handed to a new runner: resubmit the job to run them.
 """
 from __future__ import annotations
 
@@ -17,13 +25,23 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, Deque, Dict, List, Optional, Sequence
+from typing import IO, Any, Deque, Dict, List, Optional, Sequence, Set
 
 from ..errors import SubmitError
 from ..store import Job
 from ..transport.base import Gathered
-from ..worker import write_json
-from .base import ENDED, QUEUED, RUNNING, Observation, PollRequest, Scheduler, SubmitRequest
+from ..worker import PR_SET_PDEATHSIG, prctl_function, proc_table, set_subreaper, write_json
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunk_tag,
+    tag_of,
+)
 
 log = logging.getLogger(__name__)
 RUNNER_FILE = "runner.json"
@@ -45,6 +63,7 @@ STATE_MAP = {
 class LocalScheduler(Scheduler):
     name = "local"
     STATE_MAP = STATE_MAP
+    CANCELS_QUEUED_ONLY = True
 
     def slots(self) -> int:
         return self.dpu.slots or os.cpu_count() or 1
@@ -66,7 +85,10 @@ class LocalScheduler(Scheduler):
         if proc.returncode != 0 or not pid_file.exists():
             raise SubmitError(f"the local runner did not start (exit {proc.returncode}); "
                               f"see {jobdir / 'runner.log'}")
-        return [pid_file.read_text().strip()]
+        native = [pid_file.read_text().strip()]
+        if req.accepted is not None:
+            req.accepted(native)
+        return native
 
     def slot_dir(self) -> Path:
         return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
@@ -77,24 +99,35 @@ class LocalScheduler(Scheduler):
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         files = got.files
         out: Dict[int, Dict[int, Observation]] = {}
+        self.names = {}
         for job in jobs:
             raw = files.get(str(Path(job.jobdir) / RUNNER_FILE))
             if raw is None:
                 continue
             try:
-                out[job.id] = self._observed(json.loads(raw))
+                data = json.loads(raw)
+                if data.get("pid"):  # the runner started: the job is queued here under its tag
+                    self.remember(chunk_tag(tag_of(job), 0), str(data["pid"]))
+                final = {i for (d, i), rec in got.records.items() if d == job.jobdir and _final(rec)}
+                out[job.id] = self._observed(data, Path(job.jobdir), final)
             except (ValueError, TypeError, KeyError, AttributeError):
                 # The queue page reads other users' folders: a broken file costs only its job.
                 log.warning("job %s: unreadable %s; its worker records decide", job.id, RUNNER_FILE)
         return out
 
-    def _observed(self, data: Dict[str, Any]) -> Dict[int, Observation]:
-        alive = _alive(data.get("pid"), data.get("pstart"))
+    def _observed(self, data: Dict[str, Any], jobdir: Path, final: Set[int]) -> Dict[int, Observation]:
+        """The runner's states; `final`: the processes whose worker wrote its final record."""
+        dead = bool(data.get("pid")) and not _alive(data.get("pid"), data.get("pstart"))
+        live = {int(i) for i in data.get("live", [])}
         seen: Dict[int, Observation] = {}
         for idx, (native, reason) in enumerate(data["states"]):
             obs = self.observe(str(native), str(reason))
-            if obs.state != ENDED and not alive and data.get("pid"):
-                continue  # the runner is gone: the worker's own record decides
+            if obs.state != ENDED and dead:
+                obs = _orphaned(data, idx, obs, jobdir)
+            elif obs.state == ENDED and idx in live and idx not in final:
+                # Being killed (time limit, cancel): ended once its worker wrote its final
+                # record (after ending what its tasks left) or the runner reaped and swept it.
+                obs = Observation(RUNNING)
             seen[idx] = obs
         return seen
 
@@ -104,6 +137,26 @@ class LocalScheduler(Scheduler):
         if _alive(data.get("pid"), data.get("pstart")):
             os.kill(int(data["pid"]), signal.SIGTERM if force else signal.SIGUSR1)
             _wait_for(lambda: not _alive(data["pid"], data.get("pstart")) or _settled(job, force), 10.0)
+
+
+def _final(record: Optional[bytes]) -> bool:
+    try:
+        return bool(record) and json.loads(record or b"{}").get("state") == "DONE"
+    except ValueError:
+        return False
+
+
+def _orphaned(data: Dict[str, Any], idx: int, obs: Observation, jobdir: Path) -> Observation:
+    """A process of a runner that died: nothing will run, time or end it any more. A running
+    one got SIGTERM from the kernel with its runner; if its worker still lives it is killed
+    with its session (the worker's own final record, if it wrote one, still decides)."""
+    why = f"the local runner died (pid {int(data['pid'])})"
+    if obs.state == QUEUED:
+        return Observation(ENDED, "S", f"never started: {why}")
+    pid, pstart = (data.get("procs") or {}).get(str(idx)) or (None, None)
+    if pid and pstart:
+        kill_worker_session(int(pid), str(pstart), jobdir)
+    return Observation(ENDED, "A", why)
 
 
 def _settled(job: Job, force: bool) -> bool:
@@ -146,6 +199,8 @@ class Runner:
         self.cancel_queued = self.kill_running = False
         self.dirty, self.written = True, 0.0
         self.pid, self.pstart = os.getpid(), _proc_start(os.getpid())
+        self.procs: Dict[str, List[Any]] = {}  # index -> [pid, start time] once started
+        self.prctl = prctl_function()
 
     def _on_cancel(self, signum: int, frame: Any) -> None:
         self.cancel_queued = True
@@ -154,8 +209,9 @@ class Runner:
     def save(self, force: bool = False) -> None:
         now = time.monotonic()
         if self.dirty and (force or now - self.written > 0.2):
-            write_json(self.jobdir / RUNNER_FILE,
-                       {"pid": self.pid, "pstart": self.pstart, "states": self.states})
+            write_json(self.jobdir / RUNNER_FILE, {"pid": self.pid, "pstart": self.pstart,
+                                                   "states": self.states, "procs": self.procs,
+                                                   "live": sorted(self.running)})
             self.dirty, self.written = False, now
 
     def set(self, idx: int, state: str, reason: str = "") -> None:
@@ -174,17 +230,51 @@ class Runner:
 
     def start(self, idx: int, slot: IO[bytes]) -> None:
         mem = self.mem * 1024 * 1024
+        prctl, runner = self.prctl, self.pid
 
-        def limits() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        def prepare() -> None:
+            if prctl is not None:  # SIGTERM when the runner dies: nobody would time or end it
+                prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != runner:  # it died before that was armed
+                os._exit(1)
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))  # last: the calls above allocate
 
         out = open(self.jobdir / "out" / f"{idx}.out", "ab")
+        # The process holds its slot's lock too (inherited descriptor): a slot stays taken while
+        # the process lives, even when this runner is gone.
         proc = subprocess.Popen(["/bin/bash", str(self.jobdir / "job.sh"), str(idx)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=str(self.jobdir), start_new_session=True, preexec_fn=limits)
+                                cwd=str(self.jobdir), start_new_session=True, preexec_fn=prepare,
+                                pass_fds=(slot.fileno(),))
         out.close()
         self.running[idx] = {"proc": proc, "slot": slot, "t0": time.monotonic(), "term": None, "why": ""}
+        self.procs[str(idx)] = [proc.pid, _proc_start(proc.pid)]
         self.set(idx, "RUNNING")
+
+    def sweep(self, pid: Optional[int]) -> None:
+        """Kill what process `pid` left behind: its group, its session, and the orphans this
+        runner adopted that belong to no process still running (setsid ones among them)."""
+        if pid:
+            _signal_group(pid, signal.SIGKILL)
+        for _ in range(100):
+            live = {entry["proc"].pid for entry in self.running.values()}
+            victims = []
+            for other, (state, ppid, group, session, _) in proc_table().items():
+                adopted = ppid == self.pid and not {other, group, session} & live
+                left = pid is not None and state != "Z" and pid in (group, session)
+                if other != self.pid and (adopted or left):
+                    victims.append((other, state, adopted))
+            if not victims:
+                return
+            for other, state, adopted in victims:
+                if state != "Z":
+                    _kill(other, signal.SIGKILL)
+                if adopted:
+                    try:
+                        os.waitpid(other, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+            time.sleep(0.005)
 
     def stop(self, idx: int, state: str, why: str) -> None:
         entry = self.running[idx]
@@ -206,8 +296,9 @@ class Runner:
                 elif entry["term"] is not None and now - entry["term"] > KILL_GRACE:
                     _signal_group(proc.pid, signal.SIGKILL)
                 continue
-            entry["slot"].close()
             del self.running[idx]
+            self.sweep(proc.pid)
+            entry["slot"].close()  # after the sweep: leftovers held the slot's lock too
             if entry["term"] is not None:
                 self.set(idx, entry["state"], entry["why"])
             elif proc.returncode == 0:
@@ -231,22 +322,51 @@ class Runner:
             if self.kill_running:
                 for idx in list(self.running):
                     self.stop(idx, "KILLED", "cancelled while running")
+            started = False
             while self.pending and len(self.running) < len(self.slots):
                 slot = self.take_slot()
                 if slot is None:
                     break
                 self.start(self.pending.popleft(), slot)
+                started = True
             self.reap()
-            self.save()
+            self.save(force=started)  # a poll after this runner's death must know who ran
             time.sleep(0.02 if self.pending and not self.running else 0.05)
+        self.sweep(None)  # orphans that outlived everything
         self.save(force=True)
 
 
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_worker_session(pid: int, pstart: str, jobdir: Path) -> None:
+    """SIGKILL the session led by the worker `pid` of `jobdir`, if that process is still that
+    worker and ours: runner.json may be another user's (the queue page reads them), so its
+    numbers are checked against /proc before anything is killed."""
+    table = proc_table()
+    if pid not in table or table[pid][4] != pstart or table[pid][3] != pid:
+        return
+    try:
+        mine = os.stat(f"/proc/{pid}").st_uid == os.getuid()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if not mine or b"dpu_slurm.worker" not in argv or os.fsencode(str(jobdir)) not in argv:
+        return
+    for other, row in table.items():
+        if row[3] == pid:  # its session: pid numbers are not reused while it has members
+            _kill(other, signal.SIGKILL)
 
 
 def _hms(seconds: int) -> str:
@@ -262,6 +382,7 @@ def main(argv: Sequence[str]) -> int:
         return 0 if os.read(ready_r, 16) == b"ok" else 1
     os.close(ready_r)
     os.setsid()
+    set_subreaper()  # orphans of its processes come back to the runner, which ends them
     runner = Runner(jobdir, nproc, limit, mem, slots, Path(argv[5]))
     runner.save(force=True)
     (jobdir / PID_FILE).write_text(str(runner.pid))

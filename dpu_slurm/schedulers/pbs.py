@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import SchedulerError, Unreachable
 from ..store import Job
+from ..transport.base import Gathered
 from .base import (
     ENDED,
     QUEUED,
@@ -28,9 +29,12 @@ from .base import (
     Scheduler,
     SubmitRequest,
     chunk_owners,
+    chunk_size,
+    chunk_tag,
     chunks,
     job_tag,
     minute_limit,
+    tag_of,
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,13 @@ def parse_full(text: str) -> List[Dict[str, str]]:
     return jobs
 
 
+def full_rows(blocks: List[Dict[str, str]]) -> Iterator[Tuple[str, str, str, str]]:
+    """(job id, user, job name, state) of each ``qstat -f`` block, as parse_alt gives them."""
+    for block in blocks:
+        owner = block.get("Job_Owner", "").partition("@")[0]
+        yield block["Job Id"], owner, block.get("Job_Name", ""), block.get("job_state", "")
+
+
 def exit_observation(state: str, exit_status: Optional[str]) -> Observation:
     """An ended job's verdict from its exit status (qstat -f: exit_status / Exit_status)."""
     if exit_status is None or not exit_status.lstrip("-").isdigit():
@@ -148,7 +159,7 @@ class PBSScheduler(Scheduler):
                 req, offset=offset, count=count, flavor=self.dpu.flavor, array_flag=flag,
                 array=f"0-{count - 1}{throttle}" if count > 1 else "",
                 walltime=walltime(req.time_limit), output=f"{req.jobdir}/out/job-{k}.out",
-                time_limit_enforced=minute_limit(req.time_limit))
+                tag=req.chunk_tag(k), time_limit_enforced=minute_limit(req.time_limit))
         return out
 
     @staticmethod
@@ -170,23 +181,40 @@ class PBSScheduler(Scheduler):
         return self.submit_chunks(
             self.stage(req),
             lambda name, text: [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"],
-            job_id, "qdel")
+            job_id, "qdel", req.accepted)
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        mine = [] if self.all_users else ["-u", self.user()]
-        res = self.transport.run([self.cmd("qstat"), *mine], timeout=60)
+        # `qstat -u` cuts job names to 10-16 characters: while a job waits to be found by its
+        # tag (its submitter died), the one call is `qstat -f`, which carries whole names.
+        full = any(j.phase == "recorded" for j in jobs)
+        mine = [] if self.all_users or full else ["-u", self.user()]
+        res = self.transport.run([self.cmd("qstat"), *(["-f"] if full else mine)], timeout=60)
         # Slurm's wrappers exit 153 when there is no job to list.
         if res.returncode not in (0, 153) or (res.returncode == 153 and res.stdout.strip()):
             raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "
                               f"{(res.stderr or res.stdout).strip()}")
-        return self.observations(jobs, parse_alt(res.stdout))
+        self.names = {}
+        if full:
+            who = None if self.all_users else self.user()
+            self._rows = [r for r in full_rows(parse_full(res.stdout)) if who is None or r[1] == who]
+            for native, _user, name, _state in self._rows:
+                self.remember(name, native)
+        else:
+            self._rows = list(parse_alt(res.stdout))
+        return self.observations(jobs, iter(self._rows))
+
+    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        """Jobs adopted after the poll: the rows of that same qstat call."""
+        return self.observations(jobs, iter(getattr(self, "_rows", [])))
 
     def observations(self, jobs: Sequence[Job],
                      rows: Iterator[Tuple[str, str, str, str]]) -> Dict[int, Dict[int, Observation]]:
         """Rows of (id, user, name, state) -> job id -> process index -> Observation."""
         own = owners(jobs)
-        by_tag = {job_tag(j.user, j.id): j for j in jobs}
+        by_tag = {chunk_tag(tag_of(j), k): (j, off, n)
+                  for j in jobs for k, (off, n) in enumerate(chunks(j.nproc, chunk_size(j)))}
+        by_tag.update({job_tag(j.user, j.id): (j, 0, j.nproc) for j in jobs})  # jobs of older versions
         exact: Dict[int, Dict[int, Observation]] = {}
         alive: Dict[int, Dict[int, Observation]] = {}
         for native, _user, name, state in rows:
@@ -197,8 +225,8 @@ class PBSScheduler(Scheduler):
                     index = 0  # a plain job: its one process
                 indices = [offset + index] if index is not None else list(range(offset, offset + count))
             elif name in by_tag:  # a wrapper's array task under a job id of its own
-                job, index = by_tag[name], None
-                indices = list(range(job.nproc))
+                job, offset, count = by_tag[name]
+                index, indices = None, list(range(offset, offset + count))
             else:
                 continue
             obs = self.observe(state)

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 from ..errors import SchedulerError, Unreachable
 from ..store import Job
+from ..transport.base import Gathered
 from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
 from .pbs import owners, walltime
 
@@ -98,7 +99,7 @@ class SGEScheduler(Scheduler):
 
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
-        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
+        return {f"job-{k}.sh": self.script(req, offset=offset, count=count, tag=req.chunk_tag(k),
                                             walltime=walltime(req.time_limit),
                                             throttle=self.dpu.array_throttle,
                                             time_limit_enforced=minute_limit(req.time_limit))
@@ -109,7 +110,7 @@ class SGEScheduler(Scheduler):
             self.stage(req),
             lambda name, _: [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"],
             lambda out: out.strip().split(".")[0] if out.strip().split(".")[0].isdigit() else "",
-            "qdel")
+            "qdel", req.accepted)
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
@@ -122,13 +123,19 @@ class SGEScheduler(Scheduler):
             rows = list(parse_xml(res.stdout))
         except ET.ParseError as exc:
             raise Unreachable(f"qstat -xml printed something unreadable: {exc}") from None
+        self._rows, self.names = rows, {}
         return self.observations(jobs, rows)
+
+    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        """Jobs adopted after the poll: the rows of that same qstat call."""
+        return self.observations(jobs, getattr(self, "_rows", []))
 
     def observations(self, jobs: Sequence[Job],
                      rows: Sequence[Tuple[str, str, str, str]]) -> Dict[int, Dict[int, Observation]]:
         own = owners(jobs)
         out: Dict[int, Dict[int, Observation]] = {}
-        for number, _name, state, tasks in rows:
+        for number, name, state, tasks in rows:
+            self.remember(name, number)
             if number not in own:
                 continue
             job, offset, count = own[number]
@@ -153,6 +160,7 @@ class SGEScheduler(Scheduler):
         out: Dict[int, Dict[int, Observation]] = {}
         for record in parse_qacct(res.stdout):
             number = record.get("jobnumber", "")
+            self.remember(record.get("jobname", ""), number)
             task = (record.get("taskid") or "undefined").strip()
             if number not in own:
                 continue
@@ -163,15 +171,39 @@ class SGEScheduler(Scheduler):
         return out
 
     # -- cancel ---------------------------------------------------------------------------
+    def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:
+        """``qdel JOB -t FIRST-LAST`` per chunk and run of queued tasks (usually one per chunk:
+        Grid Engine starts an array's tasks in order, the queued ones are its tail)."""
+        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
+        for k, native in enumerate(job.native_ids):
+            tasks = sorted(i - k * size + 1 for i in queued if k * size <= i < (k + 1) * size)
+            for first, last in _runs(tasks):
+                self._qdel([native, "-t", f"{first}-{last}"])
+        return True
+
     def cancel(self, job: Job, force: bool) -> None:
         """qdel of the job's arrays: the session has checked nothing runs unless force is given."""
-        res = self.transport.run([self.cmd("qdel"), *job.native_ids])
+        self._qdel(list(job.native_ids))
+
+    def _qdel(self, args: List[str]) -> None:
+        res = self.transport.run([self.cmd("qdel"), *args])
         text = (res.stderr + res.stdout).strip()
         bad = [line for line in text.splitlines()
                if line.strip() and "registered the job" not in line and "has deleted" not in line
                and not any(g in line for g in _GONE)]
         if res.returncode != 0 and bad:
             raise SchedulerError(f"qdel failed: {text}")
+
+
+def _runs(numbers: Sequence[int]) -> List[Tuple[int, int]]:
+    """Sorted numbers -> (first, last) of each run of consecutive ones."""
+    out: List[Tuple[int, int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
 
 
 __all__ = ["SGEScheduler", "STATE_MAP", "parse_xml", "parse_qacct", "task_ids", "QUEUED", "RUNNING"]

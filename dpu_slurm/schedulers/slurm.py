@@ -70,6 +70,7 @@ class SlurmScheduler(Scheduler):
     name = "slurm"
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
+    CANCELS_QUEUED_ONLY = True
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -78,7 +79,7 @@ class SlurmScheduler(Scheduler):
     # -- submit ---------------------------------------------------------------------------
     def scripts(self, req: SubmitRequest) -> Dict[str, str]:
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
-        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
+        return {f"job-{k}.sh": self.script(req, offset=offset, count=count, tag=req.chunk_tag(k),
                                             array=f"0-{count - 1}{throttle}", time=hms(req.time_limit),
                                             time_limit_enforced=minute_limit(req.time_limit))
                 for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
@@ -91,13 +92,14 @@ class SlurmScheduler(Scheduler):
             first = out.strip().split(";")[0]
             return first if first.isdigit() else ""
 
-        return self.submit_chunks(self.stage(req), argv, job_id, "scancel")
+        return self.submit_chunks(self.stage(req), argv, job_id, "scancel", req.accepted)
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         # --me and a fixed format: the command line is the same whatever the number of jobs.
+        # The job name (last: any text) finds jobs whose submitter died before storing the ids.
         mine = [] if self.all_users else ["--me"]
-        return PollRequest(["squeue", *mine, "-h", "-r", "-o", "%F|%K|%T|%r"])
+        return PollRequest(["squeue", *mine, "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         owners = chunk_owners(jobs)
@@ -107,8 +109,11 @@ class SlurmScheduler(Scheduler):
             raise Unreachable(f"squeue failed on DPU {self.dpu.name!r}: "
                               f"{(res.stderr or res.stdout).strip()}")
         out: Dict[int, Dict[int, Observation]] = {}
+        self.names = {}
         for line in res.stdout.splitlines():
-            parts = line.split(_SEP)
+            parts = line.split(_SEP, 4)
+            if len(parts) > 4:
+                self.remember(parts[4], parts[0])
             if len(parts) < 3 or parts[0] not in owners:
                 continue
             job, offset, _ = owners[parts[0]]
@@ -131,7 +136,7 @@ class SlurmScheduler(Scheduler):
                               time.localtime(min(j.submitted or j.created for j in jobs) - 60))
         everyone = ["--allusers"] if self.all_users else []
         res = self.transport.run(["sacct", *everyone, "-X", "-P", "-n", "-S", since,
-                                  "-o", "JobID,State,ExitCode"], timeout=60)
+                                  "-o", "JobID,State,ExitCode,JobName"], timeout=60)
         if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
             self._accounting = False
             return {}
@@ -140,8 +145,10 @@ class SlurmScheduler(Scheduler):
         limits = {j.id: int(j.dpu_options.get("time_limit") or 0) for j in jobs}
         out: Dict[int, Dict[int, Observation]] = {}
         for line in res.stdout.splitlines():
-            parts = line.split(_SEP)
+            parts = line.split(_SEP, 3)
             array_id, _, task = parts[0].partition("_")
+            if len(parts) > 3:
+                self.remember(parts[3], array_id)
             if len(parts) < 3 or array_id not in owners or not task.isdigit():
                 continue
             job, offset, _ = owners[array_id]

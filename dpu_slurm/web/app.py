@@ -56,11 +56,12 @@ class App:
         self.dpu = dpu
         self.refresh = refresh
         self.body_timeout = body_timeout
-        # Own connections to the user's store: the page's reads never queue behind a submit.
-        self.mirror = Mirror(dpu, Store(store.path), days)
+        # Own connections to the user's store (same journal): the page's reads never queue
+        # behind a submit, nor token checks behind a slow one.
+        self.mirror = Mirror(dpu, Store(store.path, journal=store.journal), days)
         self.refresher = Refresher(self.mirror, poll_floor)
-        self.api = RunAPI(DPUSession(dpu, store, user or current_user()), Store(store.path),
-                          self.refresher.wake)
+        self.api = RunAPI(DPUSession(dpu, store, user or current_user()),
+                          Store(store.path, journal=store.journal), self.refresher.wake)
         self.job_pool = ThreadPoolExecutor(8, "dpu-web-job")
         self.submit_pool = ThreadPoolExecutor(32, "dpu-web-submit")
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # dpu_slurm job 42, processes 2000..2499
-#PBS -N dpu.alice.42
+#PBS -N dpu.alice.42.abcd1234.2
 #PBS -l walltime=00:15:00
 #PBS -l select=1:ncpus=1:mem=2000mb
 #PBS -J 0-499%100

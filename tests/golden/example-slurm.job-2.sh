@@ -1,6 +1,6 @@
 #!/bin/bash
 # dpu_slurm job 42, processes 2000..2499
-#SBATCH --job-name=dpu.alice.42
+#SBATCH --job-name=dpu.alice.42.abcd1234.2
 #SBATCH --array=0-499%200
 #SBATCH --time=00:15:00
 #SBATCH --mem=2000M

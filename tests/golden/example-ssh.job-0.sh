@@ -1,6 +1,6 @@
 #!/bin/bash
 # dpu_slurm job 42, processes 0..999
-#SBATCH --job-name=dpu.alice.42
+#SBATCH --job-name=dpu.alice.42.abcd1234.0
 #SBATCH --array=0-999
 #SBATCH --time=00:15:00
 #SBATCH --mem=2000M

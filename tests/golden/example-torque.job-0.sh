@@ -1,6 +1,6 @@
 #!/bin/bash
 # dpu_slurm job 42, processes 0..499
-#PBS -N dpu.alice.42
+#PBS -N dpu.alice.42.abcd1234.0
 #PBS -l walltime=00:15:00
 #PBS -l nodes=1:ppn=1,mem=2000mb
 #PBS -t 0-499%50

@@ -1,0 +1,108 @@
+"""Jobs whose submitter stopped mid-submit (kill -9, Ctrl-C, a crash) are settled by the next poll.
+
+A job is recorded with its tag and job folder before the scheduler is called, and each chunk's
+native id is stored as soon as the scheduler accepts it. A job still 'recorded' at a poll is
+looked up by its tag among the job names of that same poll (and of the accounting when it already
+left the queue), and by its workers' records (a status.json means the process ran). Found: it is
+adopted (phase submitted, native ids in chunk order); chunks nothing carries end S with a reason.
+Nothing found once the grace (poll.grace) has passed since the record: not submitted, with why.
+While the submitting process is alive on this host, a job still in submission is left to it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from .schedulers.base import chunk_size, chunk_tag, chunks, tag_of, tagged
+from .store import Job, Store
+
+SUBMITTING = "submitting:"
+_NOTE = re.compile(r"^submitting: pid (\d+) on (\S+) started (\S+)$")
+
+
+def process_start(pid: int) -> Optional[str]:
+    """A process's start time in clock ticks since boot (with its pid, its identity); None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def submitter_note() -> str:
+    """The note a recorded job carries while this process submits it."""
+    pid = os.getpid()
+    return f"{SUBMITTING} pid {pid} on {socket.gethostname()} started {process_start(pid) or '?'}"
+
+
+def submitter_alive(note: str) -> bool:
+    """Whether the process named by the note still runs (only knowable on the same host)."""
+    m = _NOTE.match(note)
+    if m is None:
+        return False
+    pid, host, start = m.groups()
+    return host == socket.gethostname() and start != "?" and process_start(int(pid)) == start
+
+
+def found_chunks(job: Job, names: Mapping[str, str], ran: Iterable[int]) -> Dict[int, str]:
+    """Chunk index -> native id ('' when only a worker's record shows the chunk ran)."""
+    size = chunk_size(job)
+    out = {k: n for k, n in enumerate(job.native_ids) if n}
+    for k, native in tagged([job], names).get(job.id, {}).items():
+        out.setdefault(k, native)
+    for idx in ran:
+        out.setdefault(idx // size, "")
+    return out
+
+
+def nchunks(job: Job) -> int:
+    return len(chunks(job.nproc, chunk_size(job)))
+
+
+def waiting(job: Job, names: Mapping[str, str], ran: Iterable[int], now: float, grace: float) -> bool:
+    """Whether the job must be left as it is for now: incomplete, within the grace, or its
+    submitter still at work."""
+    if len(found_chunks(job, names, ran)) >= nchunks(job):
+        return False
+    return now - job.created < grace or submitter_alive(job.error)
+
+
+def reconcile(store: Store, jobs: List[Job], names: Mapping[str, str],
+              records: Iterable[Tuple[int, int]], now: float, grace: float,
+              dpu: str) -> Tuple[List[Job], int]:
+    """Settle these recorded jobs: (the adopted ones as now stored, how many were settled)."""
+    ran: Dict[int, Set[int]] = {}
+    for job_id, idx in records:
+        ran.setdefault(job_id, set()).add(idx)
+    adopted: List[int] = []
+    settled = 0
+    for job in jobs:
+        started = ran.get(job.id, set())
+        if waiting(job, names, started, now, grace):
+            continue
+        have = found_chunks(job, names, started)
+        tag = tag_of(job)
+        if not have:
+            settled += store.given_up(job.id, _not_submitted(job, tag, grace, dpu))
+            continue
+        n, size = nchunks(job), chunk_size(job)
+        never = [i for k in range(n) if k not in have
+                 for i in range(k * size, min(job.nproc, (k + 1) * size))]
+        reason = ("never submitted: the submission stopped before this part reached the scheduler "
+                  f"(nothing on DPU {dpu} carries its tag)")
+        if store.adopt(job.id, [have.get(k, "") for k in range(n)], never, reason):
+            adopted.append(job.id)
+            settled += 1
+    return (store.jobs(ids=adopted) if adopted else []), settled
+
+
+def _not_submitted(job: Job, tag: str, grace: float, dpu: str) -> str:
+    if job.error.startswith(SUBMITTING):
+        why = "the process that submitted it stopped before the scheduler accepted it"
+    else:
+        why = job.error or "its submission stopped"
+    return (f"not submitted: {why}; {grace:g} s after it was recorded nothing on DPU {dpu} carries "
+            f"its tag {chunk_tag(tag, 0)}. Run it again if you still need it")
