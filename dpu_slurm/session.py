@@ -166,6 +166,8 @@ class DPUSession:
             if recorded is not None:
                 recorded(job_id)
             workdir = self.workdir()
+            # Job scripts and code run from there: nobody else may be able to change them.
+            self.transport.own_workdir(workdir, ("jobs", "bundles"))
             jobdir = f"{workdir}/jobs/{job_id}.{sid}"
             self.store.set_jobdir(job_id, jobdir, bundle.digest)
             fault("record")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dpu_slurm.config import get_dpu
+from dpu_slurm.errors import DPUError
 from dpu_slurm.transport import Transport, remote_helper
 from dpu_slurm.transport.local import LocalTransport
 from dpu_slurm.transport.ssh import SSHTransport
@@ -516,3 +517,73 @@ def test_a_flood_of_junk_folders_hides_no_user_and_no_escape_reaches_a_terminal(
         json.dumps(m.warnings, ensure_ascii=False).encode("utf-8")
     finally:
         m.close()
+
+
+# -- red team: a workdir in a shared scratch folder that another user prepared ------------------
+def scratch_config(user: str, shared: Path, job_index: Path, scratch: Path) -> Dict[str, str]:
+    """The user's DPU config with its workdir in a shared scratch folder (like /scratch/{user})."""
+    env = dpu_config(user, shared, job_index)
+    cfg = {"name": "testlocal", "scheduler": "local", "slots": 1, "time_factor": 1, "min_time": 1,
+           "workdir": f"{scratch}/{{user}}/dpu", "job_index": str(job_index)}
+    py(user, f"""
+        import os
+        with open(os.path.expanduser("~/cfg/testlocal.yaml"), "w") as fh:
+            fh.write({yaml.safe_dump(cfg)!r})
+    """, shared)
+    return env
+
+
+@pytest.mark.parametrize("plant_what", ["bundle", "open folder"])
+def test_a_workdir_prepared_by_another_user_is_refused_and_runs_none_of_their_code(
+        shared: Path, index: Path, plant_what: str) -> None:
+    scratch = index.parent / "scratch"
+    subprocess.run(["install", "-d", "-m", "1777", str(scratch)], check=True)
+    env = scratch_config(ALICE, shared, index, scratch)
+    marker = scratch / "pwned"
+    # mallory makes alice's future workdir (the scratch is shared like /tmp) and, in it, the
+    # unpacked bundle alice's submit will look for (its name is the hash of public code), with
+    # a worker of her own.
+    py(MALLORY, f"""
+        import os
+        from dpu_slurm import bundle
+        from dpu_slurm.session import awepipe_path
+        work = {str(scratch / ALICE / "dpu")!r}
+        os.makedirs(work + "/jobs")
+        if {plant_what!r} == "bundle":
+            digest = bundle.tree_hash(bundle.members(awepipe_path()))
+            pkg = work + "/bundles/" + digest + "/worker/dpu_slurm"
+            os.makedirs(pkg)
+            open(pkg + "/__init__.py", "w").close()
+            with open(pkg + "/worker.py", "w") as fh:
+                fh.write("import os\\nopen({str(marker)!r}, 'w').write(str(os.getuid()))\\n")
+        for folder, dirs, files in os.walk({str(scratch / ALICE)!r}):
+            os.chmod(folder, 0o777)
+    """, shared)
+    done = submit(ALICE, shared, env)
+    assert not marker.exists(), "alice ran mallory's code"
+    assert done.returncode != 0
+    assert f"{scratch / ALICE}" in done.stderr and f"uid {_uid(MALLORY)}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_both_transports_refuse_a_workdir_others_can_change_and_accept_ones_own(
+        shared: Path, index: Path, transport: Transport) -> None:
+    scratch = index.parent / "scratch"
+    subprocess.run(["install", "-d", "-m", "1777", str(scratch)], check=True)
+    py(MALLORY, f"""
+        import os
+        os.makedirs({str(scratch / "squat" / "dpu")!r})
+        os.symlink({str(scratch)!r}, {str(scratch / "link")!r})
+    """, shared)
+    for path, why in [(scratch / "squat" / "dpu", f"{scratch / 'squat'} belongs to uid {_uid(MALLORY)}"),
+                      (scratch / "link" / "mine", f"{scratch / 'link'} is a symbolic link of uid"),
+                      (scratch, f"{scratch} is writable by other users (mode 1777)")]:
+        with pytest.raises(DPUError) as err:
+            transport.own_workdir(str(path), ("jobs",))
+        assert why in str(err.value) and "is not safe for your jobs" in str(err.value)
+    mine = scratch / "root-owned" / "dpu"
+    transport.own_workdir(str(mine), ("jobs", "bundles"))   # made by us in the sticky scratch: fine
+    assert stat.S_IMODE((mine / "jobs").stat().st_mode) == 0o755
+    os.chmod(mine, 0o777)
+    with pytest.raises(DPUError, match="is writable by other users"):
+        transport.own_workdir(str(mine), ())

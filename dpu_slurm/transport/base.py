@@ -74,6 +74,11 @@ class Transport(ABC):
         DPUError when the folder is not ours or others may write it."""
 
     @abstractmethod
+    def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        """Make the workdir and its `subs`; DPUError when another user could change them
+        (owned.workdir_problem): job scripts and code run from there."""
+
+    @abstractmethod
     def account(self) -> Tuple[str, int]:
         """The name and uid the target runs our commands as (names a card folder there)."""
 

@@ -67,6 +67,9 @@ class LocalTransport(Transport):
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
         owned.write_own(root, folder, name, data)
 
+    def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        owned.own_workdir(path, subs)
+
     def account(self) -> Tuple[str, int]:
         return owned.account()
 

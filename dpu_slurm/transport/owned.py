@@ -378,6 +378,67 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def own_workdir(path: str, subs: Sequence[str] = ()) -> None:
+    """Make the workdir and its `subs` (0755 when new) and check nobody else can change them:
+    job scripts and code run from there. DPUError says which folder is wrong and why."""
+    os.makedirs(path, exist_ok=True)
+    why = workdir_problem(path, subs)
+    if why:
+        raise DPUError(why)
+
+
+def workdir_problem(path: str, subs: Sequence[str] = ()) -> Optional[str]:
+    """Why another user could change what runs from `path` (None: nobody but us and root).
+    Every folder on the way belongs to root or us and is writable by nobody else unless sticky
+    (like /tmp or a shared scratch); no symlink on the way belongs to another user; the workdir
+    and its `subs` (made 0755 here when missing) are ours and writable by nobody else."""
+    me, gid = os.geteuid(), os.getegid()
+    step = ""
+    for part in [p for p in path.split("/") if p]:   # symlinks on the way, as written
+        step += "/" + part
+        st = os.lstat(step)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, me):
+            return _unsafe(path, step, f"is a symbolic link of {_who(st.st_uid)}")
+    real = os.path.realpath(path)
+    parts = [p for p in real.split("/") if p]
+    step = ""
+    for n, part in enumerate(["", *parts]):
+        step = (step + "/" + part) if part else "/"
+        st = os.stat(step)
+        leaf = n == len(parts)
+        bad = _shared_folder(st, me, gid, leaf)
+        if bad:
+            return _unsafe(path, step, bad)
+    for sub in subs:
+        folder = f"{real}/{sub}"
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o755)  # noqa: S103 - the queue page (another user) reads job folders
+        except FileExistsError:
+            pass
+        st = os.lstat(folder)
+        bad = "is not a folder" if not stat.S_ISDIR(st.st_mode) else _shared_folder(st, me, gid, True)
+        if bad:
+            return _unsafe(path, folder, bad)
+    return None
+
+
+def _shared_folder(st: os.stat_result, me: int, gid: int, leaf: bool) -> str:
+    if st.st_uid != me and (leaf or st.st_uid != 0):
+        return f"belongs to {_who(st.st_uid)}"
+    others = st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != gid)
+    if others and (leaf or not st.st_mode & stat.S_ISVTX):
+        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return ""
+
+
+def _unsafe(path: str, folder: str, why: str) -> str:
+    return (f"the workdir {path} is not safe for your jobs: {folder} {why}, so someone else could "
+            "change your job scripts or code there. Use a folder of yours that only you can write "
+            f"(chmod go-w; in a shared scratch: mkdir -m 755 {path} before anyone else), or name "
+            "another workdir in the DPU's YAML")
+
+
 def index_root_problems(root: str) -> List[str]:
     """What keeps an existing shared index root from working for every user (empty: fine)."""
     try:

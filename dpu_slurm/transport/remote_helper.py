@@ -308,6 +308,53 @@ def write_at(dfd, name, data, mode):
             pass
         raise
 
+def own_workdir(path, subs):
+    # The rules of owned.workdir_problem, kept in step with it.
+    if not os.path.isdir(path):
+        os.makedirs(path)
+    me, gid = os.geteuid(), os.getegid()
+    step = ""
+    for part in [p for p in path.split("/") if p]:
+        step += "/" + part
+        st = os.lstat(step)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, me):
+            return unsafe(path, step, "is a symbolic link of %s" % who(st.st_uid))
+    real = os.path.realpath(path)
+    parts = [p for p in real.split("/") if p]
+    step = ""
+    for n, part in enumerate([""] + parts):
+        step = (step + "/" + part) if part else "/"
+        bad = shared_folder(os.stat(step), me, gid, n == len(parts))
+        if bad:
+            return unsafe(path, step, bad)
+    for sub in subs:
+        folder = real + "/" + sub
+        try:
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o755)
+        except (IOError, OSError) as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        st = os.lstat(folder)
+        bad = "is not a folder" if not stat.S_ISDIR(st.st_mode) else shared_folder(st, me, gid, True)
+        if bad:
+            return unsafe(path, folder, bad)
+    return None
+
+def shared_folder(st, me, gid, leaf):
+    if st.st_uid != me and (leaf or st.st_uid != 0):
+        return "belongs to %s" % who(st.st_uid)
+    others = st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != gid)
+    if others and (leaf or not st.st_mode & stat.S_ISVTX):
+        return "is writable by other users (mode %o)" % stat.S_IMODE(st.st_mode)
+    return ""
+
+def unsafe(path, folder, why):
+    return ("the workdir %s is not safe for your jobs: %s %s, so someone else could change your "
+            "job scripts or code there. Use a folder of yours that only you can write (chmod "
+            "go-w; in a shared scratch: mkdir -m 755 %s before anyone else), or name another "
+            "workdir in the DPU's YAML" % (path, folder, why, path))
+
 def tree_hash(root):
     names = []
     for folder, dirs, files in os.walk(root):
@@ -395,6 +442,8 @@ def main():
     if "write_own" in req:
         root, folder, name, data = req["write_own"]
         out["write_own"] = write_own(root, folder, name, base64.b64decode(data))
+    if "own_workdir" in req:
+        out["own_workdir"] = own_workdir(*req["own_workdir"])
     if "uids" in req:
         out["uids"] = user_ids(req["uids"])
     if "owned" in req:

@@ -315,6 +315,11 @@ class SSHTransport(Transport):
         if refused.get("write_own"):
             raise DPUError(str(refused["write_own"]))
 
+    def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        why = self.helper({"own_workdir": [path, list(subs)]}).get("own_workdir")
+        if why:
+            raise DPUError(str(why))
+
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
         if not names:
             return {}

@@ -61,6 +61,9 @@ class OwnersOnly(Transport):
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
         raise DPUError("the queue page writes no files on the DPU")
 
+    def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        raise DPUError("the queue page writes no files on the DPU")
+
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
         raise DPUError("the queue page removes nothing on the DPU")
 
