@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,10 +136,26 @@ class DPUConfig:
         """The workdir with {user}, {name}, {dpu_home} filled in (~ left for the target)."""
         user = (self.host or {}).get("user") or current_user()
         text = self.workdir or ("{dpu_home}/work/{name}" if not self.is_remote else "dpu/{name}")
-        return text.format(user=user, name=self.name, dpu_home=dpu_home())
+        return fill(text, user=user, name=self.name, dpu_home=dpu_home())
 
     def python_for_jobs(self) -> str:
         return self.python or (sys.executable if not self.is_remote else "python3")
+
+
+def fill(text: str, **values: Any) -> str:
+    """`text` with its {name} placeholders filled. Only plain names: str.format would also
+    follow attributes and indexes ({dpu_home.parent}, {name[0]}), run conversions and formats,
+    and raise what they raise. ValueError names the placeholder that is not allowed."""
+    out: List[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(text):
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in values or spec or conversion:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(f"{{{shown}}} is not a placeholder")
+        out.append(str(values[name]))
+    return "".join(out)
 
 
 def current_user() -> str:
@@ -297,7 +314,7 @@ def _cross_check(cfg: DPUConfig, data: Any, at: At) -> None:
         raise fail("workdir", f"{cfg.workdir!r} holds an unknown or broken placeholder ({exc}); "
                    "allowed: {user}, {name}, {dpu_home}") from None
     try:
-        cfg.job_index.format(name=cfg.name, dpu_home="h")
+        fill(cfg.job_index, name=cfg.name, dpu_home="h")
     except (KeyError, IndexError, ValueError) as exc:
         raise fail("job_index", f"{cfg.job_index!r} holds an unknown or broken placeholder ({exc}); "
                    "allowed: {name}, {dpu_home}") from None

@@ -384,3 +384,21 @@ def test_a_script_that_does_not_render_fails_the_check_naming_dpu_and_key(
         render.environment.cache_clear()
     err = capsys.readouterr().err
     assert f"{path}: DPU 'groningen': a trial job script does not render" in err
+
+
+@pytest.mark.parametrize("key, value", [
+    ("workdir", "/d/{dpu_home.__init__.__globals__}"),   # AttributeError from str.format
+    ("job_index", "/d/{dpu_home.__init__.__globals__}"),
+    ("workdir", "/d/{dpu_home.parent}/x"),               # attribute access: not a placeholder
+    ("job_index", "/d/{name[0]}"),
+    ("workdir", "/d/{user!r}"),
+])
+def test_a_placeholder_with_attributes_is_a_clear_error_and_hides_no_other_dpu(
+        env: Env, key: str, value: str) -> None:
+    env.write_dpu("good")
+    path = write(env.config, "odd.yaml", f"name: odd\nscheduler: local\n{key}: {json.dumps(value)}\n")
+    dpus, problems = discover()
+    assert {"good", "local"} <= set(dpus)
+    assert len(problems) == 1 and f"{key}: " in problems[0] and "placeholder" in problems[0]
+    with pytest.raises(ConfigError, match=at(path, 3) + f"{key}: "):
+        get_dpu("odd")

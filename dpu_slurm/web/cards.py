@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from ..config import DPUConfig, dpu_home
+from ..config import DPUConfig, dpu_home, fill
 from ..errors import ConfigError
 from ..store import Job
 from ..transport import Transport
@@ -132,7 +132,7 @@ def index_dir(dpu: DPUConfig, transport: Transport) -> str:
     if not dpu.job_index:
         return transport.expand(dpu.target_workdir()).rstrip("/") + "/index"
     try:
-        text = dpu.job_index.format(name=dpu.name, dpu_home=dpu_home())
+        text = fill(dpu.job_index, name=dpu.name, dpu_home=dpu_home())
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"{dpu.path}: job_index: {dpu.job_index!r} holds an unknown or broken "
                           f"placeholder ({exc}); allowed: {{name}}, {{dpu_home}} (the index is "
