@@ -141,3 +141,42 @@ def test_unpack_refuses_members_outside_the_bundle(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsafe member"):
         bundle.unpack(bundle.Bundle("f" * 64, evil, evil.stat().st_size), tmp_path / "dest")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def _helper_remove(root: Path, keep: list, older: float) -> list:
+    """remove_bundles of the SSH helper, run here (the request an SSH DPU gets)."""
+    import json
+    import subprocess
+    import sys
+
+    from dpu_slurm.transport import remote_helper
+    proc = subprocess.run([sys.executable, "-S", "-c", remote_helper.SOURCE], capture_output=True,
+                          input=json.dumps({"remove_bundles": [str(root), keep, older]}).encode(),
+                          timeout=60, check=True)
+    return list(json.loads(proc.stdout)["removed"])
+
+
+@pytest.mark.parametrize("where", ["local", "helper"])
+def test_cleanup_removes_what_a_killed_unpack_or_upload_left_once_it_is_an_hour_old(
+        tmp_path: Path, where: str) -> None:
+    import os
+    import time
+
+    from dpu_slurm.transport.local import LocalTransport
+    root = tmp_path / "bundles"
+    root.mkdir()
+    digest = "ab" * 32
+    leftovers = [f".{digest}.f0qfhmja.tmp", f".{digest}.1a2b3c4d.part", f".{digest}.1a2b3c4d.unpack",
+                 f".{digest}.bad.1a2b3c4d"]
+    for name in leftovers:
+        (root / name).mkdir() if not name.endswith(".part") else (root / name).write_bytes(b"x")
+    (root / ".keepme").mkdir()                 # not ours: left alone
+    (root / f".{digest}.young.tmp").mkdir()     # a submit unpacking right now: left alone
+    old = time.time() - 7200
+    for name in [*leftovers, ".keepme"]:
+        os.utime(root / name, (old, old))
+    remove = (LocalTransport().remove_bundles if where == "local"
+              else lambda root, keep, older: _helper_remove(Path(root), sorted(keep), older))
+    removed = remove(str(root), set(), 0.0)
+    assert sorted(os.listdir(root)) == sorted([".keepme", f".{digest}.young.tmp"])
+    assert removed == []   # leftovers are not bundles: the count the user sees is unchanged

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -82,6 +84,9 @@ class LocalTransport(Transport):
         if not base.is_dir():
             return removed
         for entry in base.iterdir():
+            if LEFTOVER.match(entry.name):
+                _remove_leftover(entry, older_than)
+                continue
             if entry.name.startswith(".") or entry.name in keep or not entry.is_dir():
                 continue
             if time.time() - entry.stat().st_mtime >= older_than:
@@ -96,6 +101,25 @@ class LocalTransport(Transport):
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)
+
+
+# What a killed unpack (.<digest>.<random>.tmp) or, through the SSH helper, a killed upload
+# (.part), install (.unpack) or replacement (.bad.<random>) leaves beside the bundles.
+LEFTOVER = re.compile(r"^\.[0-9a-f]{64}\.(?:[A-Za-z0-9_]+\.(?:tmp|part|unpack)|bad\.[0-9a-f]+)$")
+LEFTOVER_AGE = 3600.0   # younger ones may belong to a submit at work right now
+
+
+def _remove_leftover(entry: Path, older_than: float) -> None:
+    try:
+        st = entry.lstat()
+        if time.time() - st.st_mtime < max(older_than, LEFTOVER_AGE):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink()
+    except OSError:
+        pass
 
 
 def _gather_owned(files: Sequence[str], records: Records, record_name: str, owners: Dict[str, int]

@@ -5,7 +5,7 @@ library only, Python 3.6+. Kept in its own file so it can be read and tested as 
 """
 
 SOURCE = r'''
-import base64, binascii, errno, hashlib, json, os, pwd, shutil, stat, subprocess, sys, tarfile
+import base64, binascii, errno, hashlib, json, os, pwd, re, shutil, stat, subprocess, sys, tarfile
 import tempfile, time, uuid
 
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -412,6 +412,22 @@ def install_bundle(tar, sha, final, digest):
         shutil.rmtree(tmp, True)  # another submitter installed the same content first
     return "ok" if check_bundle(final, digest) == "ok" else "install failed"
 
+# Left by a killed unpack, upload, install or replacement (transport/local.py: LEFTOVER).
+LEFTOVER = re.compile(r"^\.[0-9a-f]{64}\.(?:[A-Za-z0-9_]+\.(?:tmp|part|unpack)|bad\.[0-9a-f]+)$")
+LEFTOVER_AGE = 3600.0
+
+def remove_leftover(path, older_than, now):
+    try:
+        st = os.lstat(path)
+        if now - st.st_mtime < max(older_than, LEFTOVER_AGE):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path, True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
 def remove_bundles(root, keep, older_than):
     removed = []
     if not os.path.isdir(root):
@@ -419,6 +435,9 @@ def remove_bundles(root, keep, older_than):
     now = time.time()
     for name in os.listdir(root):
         path = os.path.join(root, name)
+        if LEFTOVER.match(name):
+            remove_leftover(path, older_than, now)
+            continue
         if name.startswith(".") or name in keep or not os.path.isdir(path):
             continue
         if now - os.stat(path).st_mtime >= older_than:
