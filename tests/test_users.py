@@ -583,6 +583,16 @@ def test_both_transports_refuse_a_workdir_others_can_change_and_accept_ones_own(
         assert why in str(err.value) and "is not safe for your jobs" in str(err.value)
     mine = scratch / "root-owned" / "dpu"
     transport.own_workdir(str(mine), ("jobs", "bundles"))   # made by us in the sticky scratch: fine
+    # Our own link whose target leads through a link of mallory's back to our folder: she could
+    # point hers elsewhere later, although the resolved path is all ours.
+    py(MALLORY, f"import os; os.symlink({str(scratch / 'root-owned')!r}, os.path.expanduser('~/mlink'))",
+       shared)
+    os.symlink(os.path.expanduser(f"~{MALLORY}/mlink"), scratch / "via")
+    try:
+        with pytest.raises(DPUError, match=f"is not safe for your jobs: .* uid {_uid(MALLORY)}"):
+            transport.own_workdir(str(scratch / "via" / "dpu"), ("jobs",))
+    finally:
+        os.unlink(os.path.expanduser(f"~{MALLORY}/mlink"))
     assert stat.S_IMODE((mine / "jobs").stat().st_mode) == 0o755
     os.chmod(mine, 0o777)
     with pytest.raises(DPUError, match="is writable by other users"):

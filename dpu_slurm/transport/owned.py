@@ -381,8 +381,12 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
 def own_workdir(path: str, subs: Sequence[str] = ()) -> None:
     """Make the workdir and its `subs` (0755 when new) and check nobody else can change them:
     job scripts and code run from there. DPUError says which folder is wrong and why."""
-    os.makedirs(path, exist_ok=True)
-    why = workdir_problem(path, subs)
+    try:
+        os.makedirs(path, exist_ok=True)
+        why = workdir_problem(path, subs)
+    except OSError as exc:
+        raise DPUError(f"cannot make or check the workdir {path}: {exc.strerror} "
+                       f"({exc.filename}); name a folder of yours in the DPU's YAML") from None
     if why:
         raise DPUError(why)
 
@@ -393,22 +397,40 @@ def workdir_problem(path: str, subs: Sequence[str] = ()) -> Optional[str]:
     (like /tmp or a shared scratch); no symlink on the way belongs to another user; the workdir
     and its `subs` (made 0755 here when missing) are ours and writable by nobody else."""
     me, gid = os.geteuid(), os.getegid()
-    step = ""
-    for part in [p for p in path.split("/") if p]:   # symlinks on the way, as written
-        step += "/" + part
+    # The walk the kernel makes, symlinks resolved one by one: each folder it passes and each
+    # link it follows is checked (a link's target may lead through other folders and links).
+    bad = _shared_folder(os.stat("/"), me, gid, False)
+    if bad:
+        return _unsafe(path, "/", bad)
+    todo = [p for p in path.split("/") if p]
+    done, hops = "", 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            done = done.rsplit("/", 1)[0]
+            continue
+        step = f"{done}/{part}"
         st = os.lstat(step)
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, me):
-            return _unsafe(path, step, f"is a symbolic link of {_who(st.st_uid)}")
-    real = os.path.realpath(path)
-    parts = [p for p in real.split("/") if p]
-    step = ""
-    for n, part in enumerate(["", *parts]):
-        step = (step + "/" + part) if part else "/"
-        st = os.stat(step)
-        leaf = n == len(parts)
-        bad = _shared_folder(st, me, gid, leaf)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (0, me):
+                return _unsafe(path, step, f"is a symbolic link of {_who(st.st_uid)}")
+            hops += 1
+            if hops > 40:
+                return _unsafe(path, step, "leads through too many symbolic links")
+            target = os.readlink(step)
+            done = "" if target.startswith("/") else done
+            todo[:0] = [p for p in target.split("/") if p]
+            continue
+        bad = "is not a folder" if not stat.S_ISDIR(st.st_mode) else _shared_folder(st, me, gid, False)
         if bad:
             return _unsafe(path, step, bad)
+        done = step
+    real = done or "/"
+    bad = _shared_folder(os.lstat(real), me, gid, True)
+    if bad:
+        return _unsafe(path, real, bad)
     for sub in subs:
         folder = f"{real}/{sub}"
         try:

@@ -310,23 +310,51 @@ def write_at(dfd, name, data, mode):
 
 def own_workdir(path, subs):
     # The rules of owned.workdir_problem, kept in step with it.
-    if not os.path.isdir(path):
-        os.makedirs(path)
+    try:
+        if not os.path.isdir(path):
+            os.makedirs(path)
+        return check_workdir(path, subs)
+    except (IOError, OSError) as exc:
+        return ("cannot make or check the workdir %s: %s (%s); name a folder of yours in the "
+                "DPU's YAML" % (path, exc.strerror, exc.filename))
+
+def check_workdir(path, subs):
     me, gid = os.geteuid(), os.getegid()
-    step = ""
-    for part in [p for p in path.split("/") if p]:
-        step += "/" + part
+    bad = shared_folder(os.stat("/"), me, gid, False)
+    if bad:
+        return unsafe(path, "/", bad)
+    todo = [p for p in path.split("/") if p]
+    done, hops = "", 0
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            done = done.rsplit("/", 1)[0]
+            continue
+        step = done + "/" + part
         st = os.lstat(step)
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, me):
-            return unsafe(path, step, "is a symbolic link of %s" % who(st.st_uid))
-    real = os.path.realpath(path)
-    parts = [p for p in real.split("/") if p]
-    step = ""
-    for n, part in enumerate([""] + parts):
-        step = (step + "/" + part) if part else "/"
-        bad = shared_folder(os.stat(step), me, gid, n == len(parts))
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (0, me):
+                return unsafe(path, step, "is a symbolic link of %s" % who(st.st_uid))
+            hops += 1
+            if hops > 40:
+                return unsafe(path, step, "leads through too many symbolic links")
+            target = os.readlink(step)
+            done = "" if target.startswith("/") else done
+            todo[:0] = [p for p in target.split("/") if p]
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            bad = "is not a folder"
+        else:
+            bad = shared_folder(st, me, gid, False)
         if bad:
             return unsafe(path, step, bad)
+        done = step
+    real = done or "/"
+    bad = shared_folder(os.lstat(real), me, gid, True)
+    if bad:
+        return unsafe(path, real, bad)
     for sub in subs:
         folder = real + "/" + sub
         try:
