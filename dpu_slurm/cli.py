@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import code
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -253,7 +254,7 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
     for path in paths:
         try:
             cfg = load_file(path)
-            problems = _index_problems(cfg)
+            problems = _index_problems(cfg) + _workdir_problems(cfg)
             if problems:
                 raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
             scripts = render(cfg)
@@ -269,6 +270,20 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, indent=1))
     return status
+
+
+def _workdir_problems(cfg: DPUConfig) -> List[str]:
+    """An existing workdir on this machine that a submit would refuse (owned.workdir_problem)."""
+    if cfg.is_remote:
+        return []   # checked on the DPU at the first submit
+    from .transport.owned import workdir_problem
+
+    path = os.path.expanduser(cfg.target_workdir())
+    try:
+        why = workdir_problem(path) if os.path.isdir(path) else None
+    except OSError as exc:
+        why = f"the workdir {path} cannot be checked: {exc.strerror}"
+    return [why] if why else []
 
 
 def _index_problems(cfg: DPUConfig) -> List[str]:

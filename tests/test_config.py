@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -402,3 +403,20 @@ def test_a_placeholder_with_attributes_is_a_clear_error_and_hides_no_other_dpu(
     assert len(problems) == 1 and f"{key}: " in problems[0] and "placeholder" in problems[0]
     with pytest.raises(ConfigError, match=at(path, 3) + f"{key}: "):
         get_dpu("odd")
+
+
+def test_config_check_says_when_an_existing_workdir_could_be_changed_by_others(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """What passes the check can be submitted: a submit refuses such a workdir (see
+    tests/test_users.py), so the check says so first, with the folder and the reason."""
+    shared = env.root / "scratch"
+    shared.mkdir()
+    os.chmod(shared, 0o777)   # not sticky: anyone may rename or replace what is in it
+    path = env.write_dpu("open", workdir=str(shared / "dpu"))
+    (shared / "dpu").mkdir()
+    assert cli.main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert (f"the workdir {shared / 'dpu'} is not safe for your jobs: {shared} is writable by "
+            "other users") in err
+    os.chmod(shared, 0o755)
+    assert cli.main(["config", "check", str(path)]) == 0
