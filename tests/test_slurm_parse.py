@@ -93,3 +93,29 @@ def test_decide_merges_scheduler_and_worker_record():
     assert decide(None, None, 2, young=True)[0] == "QUEUED"
     assert decide(None, None, 2, young=False)[1] == "UU"
     assert decide(None, None, 2, young=False, cancelled=True)[1] == "SS"
+
+
+def _of(job_id, user, native_ids, nproc):
+    j = job(job_id, native_ids, nproc)
+    j.user = user
+    return j
+
+
+def test_on_the_queue_page_a_card_claiming_another_users_slurm_job_neither_shows_nor_hides_it():
+    """mallory's card claims alice's array job 100 (job ids are public and sequential): the
+    page polls every user's jobs, and the scheduler's user decides whose job 100 is."""
+    alice, mallory = _of(1, "alice", ["100"], 2), _of(2, "mallory", ["100"], 2)
+    s = sched()
+    s.all_users = True
+    assert s.poll_request([]).argv == ["squeue", "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"]
+    got = Gathered(Completed(["squeue"], 0, "100|0|PENDING|Priority|alice|dpu.alice.1.cafe0001.0\n"
+                                            "100|1|RUNNING|None|alice|dpu.alice.1.cafe0001.0\n", ""), {}, {})
+    for jobs in ([alice, mallory], [mallory, alice]):
+        out = s.parse_poll(jobs, got)
+        assert set(out) == {1} and out[1][0].state == QUEUED and out[1][1].state == RUNNING
+    t = FakeTransport("100_0|FAILED|1:0|alice|x\n100_1|COMPLETED|0:0|alice|x\n")
+    s = sched(t)
+    s.all_users = True
+    out = s.history([mallory, alice])
+    assert set(out) == {1} and (out[1][0].letter, out[1][1].letter) == ("E", "N")
+    assert "User" in t.calls[0][-1]

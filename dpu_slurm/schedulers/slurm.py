@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SchedulerError, Unreachable
 from ..store import Job
@@ -58,6 +58,17 @@ TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Zero Byt
 _SEP = "|"
 
 
+def _claims(jobs: Sequence[Job]) -> Dict[Tuple[str, str], Tuple[Job, int, int]]:
+    """(native id, user) -> chunk_owners' entry: on the queue page the native ids come from
+    job cards, claims of their users; a scheduler job counts only for a job of its own user, so
+    a card naming another user's job id neither shows that job nor hides it from its owner."""
+    out: Dict[Tuple[str, str], Tuple[Job, int, int]] = {}
+    for job in jobs:
+        for native, entry in chunk_owners([job]).items():
+            out[(native, job.user)] = entry
+    return out
+
+
 def hms(seconds: int) -> str:
     """Slurm's --time as [D-]HH:MM:SS, rounded up to whole minutes as Slurm enforces them."""
     minutes = max(1, math.ceil(seconds / 60))
@@ -98,8 +109,10 @@ class SlurmScheduler(Scheduler):
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         # --me and a fixed format: the command line is the same whatever the number of jobs.
         # The job name (last: any text) finds jobs whose submitter died before storing the ids.
-        mine = [] if self.all_users else ["--me"]
-        return PollRequest(["squeue", *mine, "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
+        # Every user's jobs (the queue page): with the user, as a card's native ids are a claim.
+        if self.all_users:
+            return PollRequest(["squeue", "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"])
+        return PollRequest(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
         owners = chunk_owners(jobs)
@@ -108,15 +121,24 @@ class SlurmScheduler(Scheduler):
         if res.returncode != 0:
             raise Unreachable(f"squeue failed on DPU {self.dpu.name!r}: "
                               f"{(res.stderr or res.stdout).strip()}")
+        claims = _claims(jobs) if self.all_users else {}
         out: Dict[int, Dict[int, Observation]] = {}
         self.names = {}
         for line in res.stdout.splitlines():
-            parts = line.split(_SEP, 4)
-            if len(parts) > 4:
-                self.remember(parts[4], parts[0])
-            if len(parts) < 3 or parts[0] not in owners:
+            if self.all_users:   # ...|user|name: a job counts only for a job of the same user
+                parts = line.split(_SEP, 5)
+                if len(parts) > 5:
+                    self.remember(parts[5], parts[0])
+                found = claims.get((parts[0], parts[4])) if len(parts) > 4 else None
+                parts = parts[:4]
+            else:
+                parts = line.split(_SEP, 4)
+                if len(parts) > 4:
+                    self.remember(parts[4], parts[0])
+                found = owners.get(parts[0])
+            if len(parts) < 3 or found is None:
                 continue
-            job, offset, _ = owners[parts[0]]
+            job, offset, _ = found
             job_id = job.id
             task = parts[1]
             if not task.isdigit():
@@ -135,23 +157,34 @@ class SlurmScheduler(Scheduler):
         since = time.strftime("%Y-%m-%dT%H:%M:%S",
                               time.localtime(min(j.submitted or j.created for j in jobs) - 60))
         everyone = ["--allusers"] if self.all_users else []
+        fields = "JobID,State,ExitCode,User,JobName" if self.all_users else "JobID,State,ExitCode,JobName"
         res = self.transport.run(["sacct", *everyone, "-X", "-P", "-n", "-S", since,
-                                  "-o", "JobID,State,ExitCode,JobName"], timeout=60)
+                                  "-o", fields], timeout=60)
         if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
             self._accounting = False
             return {}
         self._accounting = True
         owners = chunk_owners(jobs)
+        claims = _claims(jobs) if self.all_users else {}
         limits = {j.id: int(j.dpu_options.get("time_limit") or 0) for j in jobs}
         out: Dict[int, Dict[int, Observation]] = {}
         for line in res.stdout.splitlines():
-            parts = line.split(_SEP, 3)
-            array_id, _, task = parts[0].partition("_")
-            if len(parts) > 3:
-                self.remember(parts[3], array_id)
-            if len(parts) < 3 or array_id not in owners or not task.isdigit():
+            if self.all_users:
+                parts = line.split(_SEP, 4)
+                array_id, _, task = parts[0].partition("_")
+                if len(parts) > 4:
+                    self.remember(parts[4], array_id)
+                found = claims.get((array_id, parts[3])) if len(parts) > 3 else None
+                parts = parts[:3]
+            else:
+                parts = line.split(_SEP, 3)
+                array_id, _, task = parts[0].partition("_")
+                if len(parts) > 3:
+                    self.remember(parts[3], array_id)
+                found = owners.get(array_id)
+            if len(parts) < 3 or found is None or not task.isdigit():
                 continue
-            job, offset, _ = owners[array_id]
+            job, offset, _ = found
             job_id = job.id
             state = parts[1].split()[0]
             reason = f"exit code {parts[2]}" if state == "FAILED" else ""
