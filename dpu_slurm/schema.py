@@ -474,7 +474,10 @@ class DpuOptions(TypedDict, total=False):
 
 
 DPU_OPTIONS: Tuple[str, ...] = tuple(DpuOptions.__annotations__)
-SEQUENCE = Rule(r"[^<>]*[^\s<>][^<>]*(>[^<>]*[^\s<>][^<>]*)*",
+# Each step: blanks, then its first visible character, then the rest up to the next '>'. One way
+# to match only: the old [^<>]*[^\s<>][^<>]* could split a step many ways, and a near miss
+# ('Null>' * 14) backtracked for minutes holding the GIL.
+SEQUENCE = Rule(r"\s*[^\s<>][^<>]*(?:>\s*[^\s<>][^<>]*)*",
                 "a sequence identifier like 'ReadNoise' or 'Bias>HotPixels'")
 
 

@@ -365,3 +365,17 @@ def test_api_parse_uses_the_run_model_and_keeps_good_values() -> None:
                                                  "dpu_options": {"dpu_mem": 64, "send_code": True}}
                                                 ).encode(), "testlocal")
     assert (sequence, options, asked) == ("Null", {"m": "x\ny", "s": 1}, {"dpu_mem": 64, "send_code": True})
+
+
+@pytest.mark.parametrize("sequence", ["Null>" * 40, "Null> " * 40 + "<", "Bias>" + "x " * 40 + ">"])
+def test_a_sequence_that_almost_matches_is_refused_at_once(sequence: str) -> None:
+    """The sequence pattern backtracked exponentially on a near miss ('Null>' x 14: minutes),
+    and the regex holds the GIL: one API body froze the whole page. The child is a safety net
+    (killed by its timeout), not a timing check."""
+    code = ("import json, sys\nfrom dpu_slurm.web.api import BadRequest, parse\n"
+            "try:\n    parse(json.dumps({'sequence': sys.argv[1], 'options': {}}).encode(), 'local')\n"
+            "except BadRequest as exc:\n    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, sequence], capture_output=True, text=True,
+                          timeout=60)
+    assert "a sequence identifier like" in proc.stdout, proc.stderr
+    assert parse(json.dumps({"sequence": " Bias > HotPixels ", "options": {}}).encode(), "local")[0]
