@@ -9,8 +9,10 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -66,6 +68,7 @@ def build(awepipe: Optional[Path], cache: Path) -> Bundle:
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"{digest}.tar.gz"
     if not target.exists():
+        _sweep(cache)
         fd, name = tempfile.mkstemp(dir=cache, prefix=f".{digest}.", suffix=".tmp")
         tmp = Path(name)
         os.fchmod(fd, 0o644)
@@ -81,6 +84,22 @@ def build(awepipe: Optional[Path], cache: Path) -> Bundle:
                     tar.addfile(info, io.BytesIO(data))
         os.replace(tmp, target)
     return Bundle(digest, target, target.stat().st_size)
+
+
+# The temp file of a build killed midway (mkstemp below); younger ones may be a build at work.
+_LEFTOVER = re.compile(r"^\.[0-9a-f]{64}\.[A-Za-z0-9_]+\.tmp$")
+LEFTOVER_AGE = 3600.0
+
+
+def _sweep(cache: Path) -> None:
+    now = time.time()
+    for entry in cache.iterdir():
+        if _LEFTOVER.match(entry.name):
+            try:
+                if now - entry.lstat().st_mtime >= LEFTOVER_AGE:
+                    entry.unlink()
+            except OSError:
+                pass
 
 
 def unpack(bundle: Bundle, dest: Path) -> Path:

@@ -180,3 +180,26 @@ def test_cleanup_removes_what_a_killed_unpack_or_upload_left_once_it_is_an_hour_
     removed = remove(str(root), set(), 0.0)
     assert sorted(os.listdir(root)) == sorted([".keepme", f".{digest}.young.tmp"])
     assert removed == []   # leftovers are not bundles: the count the user sees is unchanged
+
+
+def test_a_build_killed_midway_leaves_no_tarball_and_its_temp_file_goes_later(tmp_path: Path) -> None:
+    """kill -9 while the tarball is written: the next build makes it whole, and the temp file
+    of the killed one is removed once it is an hour old (a younger one may be another build's)."""
+    import signal
+    import time
+    cache = tmp_path / "cache"
+    code = ("import gzip, os, signal, sys\nfrom pathlib import Path\nfrom dpu_slurm import bundle\n"
+            "real = gzip.GzipFile.write\n"
+            "def die(self, data):\n    real(self, data)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "gzip.GzipFile.write = die\nbundle.build(None, Path(sys.argv[1]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(cache)], timeout=60, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    left = [p for p in cache.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(".") and left[0].name.endswith(".tmp")
+    young = cache / f".{'cd' * 32}.abcdefgh.tmp"
+    young.write_bytes(b"another build at work")
+    os.utime(left[0], (time.time() - 7200, time.time() - 7200))
+    made = bundle.build(None, cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([made.path.name, young.name])
+    with tarfile.open(made.path, "r:gz") as tar:
+        assert "worker/dpu_slurm/worker.py" in tar.getnames()
