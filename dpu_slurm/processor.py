@@ -1,8 +1,10 @@
 """The ``dpu`` object of the AWE prompt: the HOW-TO's methods and their printed lines."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,21 @@ class LogLines(List[str]):
         return f"<{len(self)} log lines>"
 
 
+def open_log(path: Path) -> IO[str]:
+    """The session log for appending, never through a planted name: the working folder may be
+    shared (its names are known in advance), so no symlink is followed, a FIFO does not block,
+    and an existing file must be a regular one of ours with no other name (hard link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | getattr(os, "O_CLOEXEC", 0), 0o644)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EPERM, "it is not a regular file of yours; someone else may have "
+                                   "put it there", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
 class SessionWriter:
     """Prints ``[user] HH:MM:SS - message`` and keeps every line in the session's log file."""
 
@@ -54,7 +71,7 @@ class SessionWriter:
         if self.logfile is not None:
             if self._fh is None:
                 try:
-                    self._fh = open(self.logfile, "a", encoding="utf-8")
+                    self._fh = open_log(self.logfile)
                 except OSError as exc:  # a read-only working folder must not break the session
                     log.warning("cannot write the session log %s (%s); going on without it",
                                 self.logfile, exc.strerror)

@@ -597,3 +597,36 @@ def test_both_transports_refuse_a_workdir_others_can_change_and_accept_ones_own(
     os.chmod(mine, 0o777)
     with pytest.raises(DPUError, match="is writable by other users"):
         transport.own_workdir(str(mine), ())
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo"])
+def test_a_session_log_in_a_shared_working_folder_writes_through_no_planted_link(
+        shared: Path, index: Path, plant: str) -> None:
+    """The prompt writes YYYYmmdd_HHMMSS.log in the working folder: in a shared one (a sticky
+    scratch, a project folder) those names are known in advance."""
+    scratch = index.parent / "scratch"
+    subprocess.run(["install", "-d", "-m", "1777", str(scratch)], check=True)
+    env = dpu_config(ALICE, shared, index)
+    victim = Path(os.path.expanduser(f"~{ALICE}/precious.txt"))
+    py(ALICE, f"open({str(victim)!r}, 'w').write('precious')", shared)
+    py(MALLORY, f"""
+        import os, time
+        now = time.time()
+        for s in range(-5, 300):   # every name of the next five minutes
+            name = {str(scratch)!r} + "/" + time.strftime("%Y%m%d_%H%M%S.log", time.localtime(now + s))
+            if {plant!r} == "symlink":
+                os.symlink({str(victim)!r}, name)
+            else:
+                os.mkfifo(name)
+                os.chmod(name, 0o666)   # writable by alice: opening it to append would block
+    """, shared)
+    done = py(ALICE, f"""
+        import os
+        os.chdir({str(scratch)!r})
+        from dpu_slurm.processor import Processor
+        dpu = Processor("testlocal")
+        dpu._say("a line for the session log")
+        print("ended")
+    """, shared, **env)
+    assert victim.read_text() == "precious"
+    assert "ended" in done.stdout and "cannot write the session log" in done.stderr, done.stderr
