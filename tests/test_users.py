@@ -630,3 +630,26 @@ def test_a_session_log_in_a_shared_working_folder_writes_through_no_planted_link
     """, shared, **env)
     assert victim.read_text() == "precious"
     assert "ended" in done.stdout and "cannot write the session log" in done.stderr, done.stderr
+
+
+def test_a_job_file_far_larger_than_its_processes_need_is_not_read(shared: Path, index: Path,
+                                                                    transport: Transport) -> None:
+    """A card of one process whose runner.json is 1 MB (up to 16 MB, hard-linked into 10,000
+    job folders, it cost the page seconds of CPU and hundreds of MB per card). The page reads a
+    job's files only up to what its number of processes can need."""
+    runner = {"pid": os.getpid(), "pstart": Path(f"/proc/{os.getpid()}/stat").read_text()
+              .rsplit(")", 1)[1].split()[19], "states": [["RUNNING", ""]] * 40000, "procs": {}, "live": [0]}
+    plant(shared, index, "", {"7.feedbeef.json": card(MALLORY, mjobdir())})
+    big = Path(mjobdir()) / "runner.json"
+    big.write_text(json.dumps(runner))   # mallory's file (written here: too long for an argv)
+    os.chown(big, _uid(MALLORY), -1)
+    assert big.stat().st_size > 500_000
+    (Path(mjobdir()) / "p" / "0" / "status.json").unlink()   # only runner.json could say RUNNING
+    m = mirror(transport)
+    try:
+        m.refresh(force=True)
+        rows = m.rows()
+        assert [r.key for r in rows] == [f"{MALLORY}/7.feedbeef"]
+        assert rows[0].status != "RUNNING"   # what the oversized file said was not read
+    finally:
+        m.close()

@@ -50,11 +50,13 @@ class Transport(ABC):
 
     @abstractmethod
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None,
+               caps: Optional[Dict[str, int]] = None) -> Gathered:
         """In ONE round trip: run argv (a scheduler's status command), read files, and read
         p/<index>/<record_name> of each listed process that has started. With `owners` (job
         folder -> uid) every file is read as read_owned does, and files outside those folders
-        read as None: the queue page reads other users' folders so."""
+        read as None: the queue page reads other users' folders so. `caps` (job folder ->
+        bytes) lowers FILE_CAP for the files below a folder (a larger file reads as None)."""
 
     @abstractmethod
     def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
@@ -100,6 +102,12 @@ class Transport(ABC):
 
     def close(self) -> None:
         return None
+
+
+def job_file_cap(nproc: int) -> int:
+    """Bytes a job's own files (runner.json) may need for `nproc` processes; the queue page
+    reads no more of another user's (a card of one process must not cost FILE_CAP)."""
+    return min(FILE_CAP, 4096 + 256 * max(1, nproc))
 
 
 def started_indices(jobdir: str, wanted: List[int], listing: Sequence[str]) -> List[int]:

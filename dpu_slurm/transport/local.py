@@ -42,10 +42,11 @@ class LocalTransport(Transport):
         return out
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None,
+               caps: Optional[Dict[str, int]] = None) -> Gathered:
         completed = self.run(argv) if argv else None
         if owners is not None:
-            return Gathered(completed, *_gather_owned(files, records, record_name, owners))
+            return Gathered(completed, *_gather_owned(files, records, record_name, owners, caps or {}))
         found: Dict[Tuple[str, int], bytes] = {}
         for jobdir, wanted in records.items():
             try:
@@ -122,13 +123,14 @@ def _remove_leftover(entry: Path, older_than: float) -> None:
         pass
 
 
-def _gather_owned(files: Sequence[str], records: Records, record_name: str, owners: Dict[str, int]
-                  ) -> Tuple[Dict[str, Optional[bytes]], Dict[Tuple[str, int], bytes]]:
+def _gather_owned(files: Sequence[str], records: Records, record_name: str, owners: Dict[str, int],
+                  caps: Dict[str, int]) -> Tuple[Dict[str, Optional[bytes]], Dict[Tuple[str, int], bytes]]:
     """gather's files and records, each read only from a folder of its owner (owned.py)."""
     got: Dict[str, Optional[bytes]] = {}
     for path in files:
         item = owned.owner_of(path, owners)
-        got[path] = None if item is None else owned.read_owned([item], FILE_CAP).data[item.path]
+        cap = FILE_CAP if item is None else caps.get(item.base, FILE_CAP)
+        got[path] = None if item is None else owned.read_owned([item], cap).data[item.path]
     found: Dict[Tuple[str, int], bytes] = {}
     for jobdir, wanted in records.items():
         uid = owners.get(jobdir)

@@ -508,9 +508,11 @@ def main():
     owners = req.get("owners")
     if "files" in req and owners is not None:
         files = {}
+        caps = req.get("caps") or {}
         for p in req["files"]:
             item = owner_of(p, owners)
-            files[p] = None if item is None else read_owned([item], FILE_CAP)["data"][p]
+            cap = FILE_CAP if item is None else caps.get(item[0], FILE_CAP)
+            files[p] = None if item is None else read_owned([item], cap)["data"][p]
         out["files"] = files
     elif "files" in req:
         out["files"] = dict((p, b64(read(p))) for p in req["files"])

@@ -273,11 +273,13 @@ class SSHTransport(Transport):
         return {p: None if got.get(p) is None else base64.b64decode(got[p]) for p in paths}
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
+               record_name: str, owners: Optional[Dict[str, int]] = None,
+               caps: Optional[Dict[str, int]] = None) -> Gathered:
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
         if owners is not None:
             request["owners"] = dict(owners)
+            request["caps"] = dict(caps or {})
         if argv:
             request["run"] = list(argv)
         out = self.helper(request)

@@ -22,14 +22,16 @@ class OwnersOnly(Transport):
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
         self.owners: Dict[str, int] = {}   # accepted job folder -> its owner's uid
+        self.caps: Dict[str, int] = {}     # accepted job folder -> bytes its files may have
 
     def run(self, argv: Sequence[str], input: Optional[str] = None,
             timeout: Optional[float] = 120.0) -> Completed:
         return self.inner.run(argv, input, timeout)
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
-               record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
-        return self.inner.gather(argv, files, records, record_name, dict(self.owners))
+               record_name: str, owners: Optional[Dict[str, int]] = None,
+               caps: Optional[Dict[str, int]] = None) -> Gathered:
+        return self.inner.gather(argv, files, records, record_name, dict(self.owners), dict(self.caps))
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
         items = {p: owner_of(p, self.owners) for p in paths}

@@ -23,7 +23,7 @@ from ..status import poll_settings
 from ..store import LETTERS, Job, Store
 from ..text import clean, printable
 from ..transport import Transport, connect
-from ..transport.base import RECORD_CAP
+from ..transport.base import RECORD_CAP, job_file_cap
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
 from .cards import CARD_CAP, BadCard, Card, index_dir, max_nproc
@@ -217,6 +217,7 @@ class Mirror:
             self.uids.pop(jid, None)
             self.times.pop(jid, None)
             self.transport.owners.pop(card.jobdir, None)
+            self.transport.caps.pop(card.jobdir, None)
             self.db.forget([jid])
 
     def _add_own(self) -> None:
@@ -255,6 +256,7 @@ class Mirror:
         self.uids[jid] = uid
         self.ids[card.key] = jid
         self.transport.owners[card.jobdir] = uid
+        self.transport.caps[card.jobdir] = job_file_cap(card.nproc)
         return True
 
     def _times(self) -> None:
