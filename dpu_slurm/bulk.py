@@ -16,18 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from . import trial
 from .catalog import Catalog
-from .config import DPUConfig, current_user, default_dpu_name, dpu_home, get_dpu
+from .config import default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
 from .files import private_dir
 from .manifest import Entry, load
-from .plan import Plan, make_plan
-from .schedulers import SubmitRequest, for_dpu
-from .session import DPUSession, awepipe_path, open_store
+from .plan import make_plan
+from .session import DPUSession, awepipe_path, open_store, render_scripts
 from .status import poll_settings
 from .store import Store
-from .transport.local import LocalTransport
 
 OK, FAILED, USAGE, DEFERRED, BAD, LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_CODES = """exit codes: 0 every entry is submitted (now or by an earlier run); 1 the scheduler refused
@@ -57,7 +54,7 @@ def validate(entries: List[Entry], catalog: Catalog) -> None:
             if isinstance(configs[e.dpu], DPUError):
                 raise configs[e.dpu]
             e.plan = make_plan(catalog, configs[e.dpu], e.sequence, e.options, **e.dpu_options)
-            _render(configs[e.dpu], e.plan)
+            render_scripts(configs[e.dpu], e.plan)  # template problems show now, not at submit
         except (DPUError, ValueError, TypeError) as exc:  # TypeError: a dpu option of a wrong type
             e.state, e.error = "bad", str(exc)
 
@@ -67,18 +64,6 @@ def _config_or_error(name: str) -> Any:
         return get_dpu(name)
     except DPUError as exc:
         return exc
-
-
-def _render(dpu: DPUConfig, plan: Plan) -> None:
-    """Render the job script(s) as the submission will, so template problems show now."""
-    version = dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
-    req = SubmitRequest(job_id=0, user=current_user(), dpu=dpu.name, sequence=plan.sequence,
-                        jobdir=f"{trial.workdir(dpu)}/jobs/0.check", nproc=plan.nproc,
-                        time_limit=plan.time_limit, mem=plan.mem, partition=plan.partition,
-                        python=dpu.python_for_jobs(), pythonpath="BUNDLE/worker:BUNDLE/code",
-                        setup=list(version.get("setup", [])), env=dict(dpu.env))
-    scheduler = for_dpu(dpu, LocalTransport())  # rendering touches no transport
-    scheduler.scripts(req)
 
 
 # -- running it --------------------------------------------------------------------------------

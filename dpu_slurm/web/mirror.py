@@ -1,6 +1,6 @@
 """Every user's jobs on one DPU, as the queue page and ``dpu queue`` show them.
 
-The jobs come from the job cards (cards.py) and from the server user's own store; their states
+The jobs come from the job cards (dpu_slurm/index.py) and from the server user's own store; their states
 from one scheduler call for every user's jobs plus the workers' status records, merged by the
 same code as ``dpu.get_status()`` (status.refresh) in an in-memory store that only this page uses.
 """
@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
+from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from ..session import DPUSession, JobView
 from ..status import poll_settings
 from ..store import LETTERS, Job, Store
@@ -26,7 +27,6 @@ from ..transport import Transport, connect
 from ..transport.base import RECORD_CAP
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
-from .cards import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from .guard import OwnersOnly
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ MAX_TIMED = 200     # worker records read per job to find when it started and en
 LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
 LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
-USER_PROCS = 200_000  # processes all cards of one user may claim (each card: cards.max_nproc)
+USER_PROCS = 200_000  # processes all cards of one user may claim (each card: index.max_nproc)
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
 
 
@@ -140,7 +140,7 @@ class Mirror:
             self.updated = time.time()
 
     def _add_cards(self, warnings: List[str]) -> None:
-        """Cards are claims: only those that pass every check of cards.py and owned.py show; a
+        """Cards are claims: only those that pass every check of index.py and owned.py show; a
         card that is gone (deleted, aged out, now refused) takes its job off the page."""
         root = index_dir(self.dpu, self.transport)
         scan = self.transport.scan_index(root, time.time() - self.days * 86400)
