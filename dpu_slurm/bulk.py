@@ -94,14 +94,7 @@ def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
 
 def _mark(store: Store, e: Entry, manifest: str, state: str, attempt: bool = False) -> None:
     """Keep the entry's state; `started` is when this attempt began (before its job existed)."""
-    now = time.time()
-    with store.transaction() as db:
-        db.execute("INSERT INTO bulk_entries (key, dpu, manifest, state, job_id, error, started,"
-                   " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                   " dpu=excluded.dpu, manifest=excluded.manifest, state=excluded.state,"
-                   " job_id=excluded.job_id, error=excluded.error, updated=excluded.updated,"
-                   " started=CASE WHEN ? THEN excluded.started ELSE started END",
-                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now, attempt))
+    store.bulk_mark(e.key, e.dpu, manifest, state, e.job_id, e.error, attempt)
 
 
 def _interrupted(store: Store, e: Entry, started: float) -> Tuple[str, Optional[int]]:
@@ -192,15 +185,9 @@ def run(args: Any) -> int:
     return code
 
 
-def _submitted(store: Store) -> Dict[str, Tuple[str, Optional[int], float]]:
-    """Key -> (state, job id, when) of what earlier runs did."""
-    rows = store.db.execute("SELECT key, state, job_id, started FROM bulk_entries")
-    return {k: (s, j, t) for k, s, j, t in rows}
-
-
 def _preview(entries: List[Entry], store: Store, state: str, report: Reporter) -> None:
     """--dry-run, or --strict with bad entries: say what would happen, submit nothing."""
-    previous = _submitted(store)
+    previous = store.bulk_entries()
     for e in entries:
         if e.state == "pending":
             state_, e.job_id, _ = previous.get(e.key, ("", None, 0.0))
@@ -216,9 +203,9 @@ def _submit(entries: List[Entry], store: Store, cap: Optional[int], awepipe: Pat
     try:
         # A job a killed run left half-submitted is settled first (adopted if the scheduler has
         # it under its tag, else not submitted): an entry is decided by its job, never guessed.
-        _settle(store, [j for _, j, _ in _submitted(store).values() if j is not None], sessions)
+        _settle(store, [j for _, j, _ in store.bulk_entries().values() if j is not None], sessions)
         kept = _forget(store, forget) if forget else {}
-        previous = _submitted(store)
+        previous = store.bulk_entries()
         for e in entries:
             if e.state == "pending" and e.key in kept:
                 e.state, e.error = "failed", kept[e.key]
@@ -257,7 +244,7 @@ def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
     """Forget these keys, except those whose job may still run (forgetting them would submit
     it twice): key -> why it was kept."""
     kept: Dict[str, str] = {}
-    previous = _submitted(store)
+    previous = store.bulk_entries()
     for key in keys:
         job_id = previous.get(key, ("", None, 0.0))[1]
         job = store.jobs(ids=[job_id]) if job_id is not None else []
@@ -266,8 +253,7 @@ def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
                          f"{'being submitted' if job[0].phase == 'recorded' else 'queued or running'}; "
                          f"cancel it (dpu cancel {job_id} --force), wait until `dpu status {job_id}` "
                          f"says FINISHED, then rerun with --forget {key}")
-    with store.transaction() as db:
-        db.executemany("DELETE FROM bulk_entries WHERE key=?", [(k,) for k in keys if k not in kept])
+    store.bulk_forget([k for k in keys if k not in kept])
     return kept
 
 
