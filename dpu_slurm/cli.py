@@ -218,13 +218,13 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, {"dpu": name})
         return OK
     if cmd == "cleanup":
-        removed = dpu._session.cleanup(args.days)
+        removed = dpu.cleanup(args.days)
         _emit(args, {"removed": removed}) if args.json else print(
             f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
         print(BANNER)
-        print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
+        print(f"Current profile:\n- username : {dpu.user}\n- DPU      : {dpu.dpu_name}\n")
         _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
