@@ -30,9 +30,9 @@ from .schema import (
     Rule,
     bounded,
     check,
-    load_yaml,
     spec_of,
 )
+from .yaml_lines import load_yaml
 
 log = logging.getLogger(__name__)
 
