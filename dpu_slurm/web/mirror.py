@@ -94,7 +94,7 @@ class Mirror:
         self.transport = OwnersOnly(transport or connect(dpu))
         # The page's own session on an in-memory store: polled like any user's, for all users.
         self.session = DPUSession(dpu, Store(Path(":memory:")), transport=self.transport)
-        self.db = self.session.store
+        self.store = self.session.store   # the page's view: named Store methods only, no SQL here
         self.scheduler = self.session.scheduler
         self.scheduler.all_users = True
         self.cards: Dict[int, Card] = {}      # mirror id -> card
@@ -115,7 +115,7 @@ class Mirror:
 
     def close(self) -> None:
         self.session.close()
-        self.db.close()
+        self.store.close()
 
     # -- refreshing -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -217,7 +217,7 @@ class Mirror:
             self.uids.pop(jid, None)
             self.times.pop(jid, None)
             self.transport.owners.pop(card.jobdir, None)
-            self.db.forget([jid])
+            self.store.forget([jid])
 
     def _add_own(self) -> None:
         if self.own is None:
@@ -240,7 +240,7 @@ class Mirror:
         if card.key in self.ids:
             return False
         try:
-            jid = self.db.record_mirrored(
+            jid = self.store.record_mirrored(
                 self.dpu.name, card.user, card.sequence, card.options,
                 {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks,
                 card.jobdir, card.native_ids, card.created, card.submitted)
@@ -261,16 +261,16 @@ class Mirror:
         """When each job started (its first process) and ended (its last), from worker records."""
         wanted: Dict[int, List[OwnedFile]] = {}
         unsettled = [jid for jid in self.cards if self.times.get(jid, (None, None))[1] is None]
-        for job in self.db.jobs(ids=unsettled) if unsettled else []:
+        for job in self.store.jobs(ids=unsettled) if unsettled else []:
             start, end = self.times.get(job.id, (None, None))
             if start is not None and job.finished is None:
                 continue
-            procs = [p for p in self.db.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
+            procs = [p for p in self.store.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
             wanted[job.id] = [OwnedFile(job.jobdir, f"p/{p.idx}/{STATUS}", self.uids[job.id])
                               for p in procs]
         items = [p for group in wanted.values() for p in group]
         raw = self.transport.read_owned(items, RECORD_CAP).data if items else {}
-        jobs = {j.id: j for j in self.db.jobs(ids=list(wanted))} if wanted else {}
+        jobs = {j.id: j for j in self.store.jobs(ids=list(wanted))} if wanted else {}
         for jid, group in wanted.items():
             records = [_record(raw.get(p.path)) for p in group]
             starts = [r["started"] for r in records if _time(r.get("started"))]
@@ -290,10 +290,10 @@ class Mirror:
             for jid in [j for j in self.settled if j not in self.cards]:
                 del self.settled[jid]   # its card is gone
             todo = [jid for jid in self.cards if jid not in self.settled]
-            jobs = (self.db.jobs() if len(todo) > 500 else self.db.jobs(ids=todo)) if todo else []
+            jobs = (self.store.jobs() if len(todo) > 500 else self.store.jobs(ids=todo)) if todo else []
             wanted = set(todo)
             jobs = [j for j in jobs if j.id in wanted]
-            counts = self.db.counts([j.id for j in jobs])
+            counts = self.store.counts([j.id for j in jobs])
             fresh: Dict[int, Row] = {}
             for job in jobs:
                 try:
@@ -335,9 +335,9 @@ class Mirror:
             jid = self.ids.get(key)
             if jid is None:
                 return None
-            job = self.db.job(jid)
-            row = self._row(job, JobView(job, self.db.counts([jid])[jid]))
-            procs = self.db.procs(jid)
+            job = self.store.job(jid)
+            row = self._row(job, JobView(job, self.store.counts([jid])[jid]))
+            procs = self.store.procs(jid)
             # Each log only as a regular file of the job's owner, from its folder, its tail only.
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}
