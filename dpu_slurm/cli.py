@@ -218,13 +218,13 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, {"dpu": name})
         return OK
     if cmd == "cleanup":
-        removed = dpu._session.cleanup(args.days)
+        removed = dpu.cleanup(args.days)
         _emit(args, {"removed": removed}) if args.json else print(
             f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
         print(BANNER)
-        print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
+        print(f"Current profile:\n- username : {dpu.user}\n- DPU      : {dpu.dpu_name}\n")
         _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
@@ -272,12 +272,12 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
 
 
 def _index_problems(cfg: DPUConfig) -> List[str]:
-    """A shared job index on this machine whose folder others cannot use (see web/cards.py)."""
+    """A shared job index on this machine whose folder others cannot use (see index.py)."""
     if not cfg.job_index or cfg.is_remote or "{dpu_home}" in cfg.job_index:
         return []   # the default or a per-user index is private; a remote one is checked there
+    from .index import index_dir
     from .transport.local import LocalTransport
     from .transport.owned import index_root_problems
-    from .web.cards import index_dir
 
     root = index_dir(cfg, LocalTransport())
     return [f"job_index {root} {p}" for p in index_root_problems(root)]

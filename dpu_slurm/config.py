@@ -30,9 +30,9 @@ from .schema import (
     Rule,
     bounded,
     check,
-    load_yaml,
     spec_of,
 )
+from .yaml_lines import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class DPUConfig:
     flavor: Annotated[str, As(Literal["torque", "pbspro"])] = "torque"
     host: Annotated[Optional[Dict[str, Any]], As(Host)] = None
     workdir: Annotated[str, Rule(what="a folder path")] = ""
-    # shared folder of job cards the queue page reads (dpu_slurm/web/cards.py); {name}, {dpu_home}
+    # shared folder of job cards the queue page reads (dpu_slurm/index.py); {name}, {dpu_home}
     job_index: Annotated[str, _FILE] = ""
     python: Annotated[str, COMMAND] = ""
     awe_versions: Annotated[Dict[str, Dict[str, Any]],

@@ -121,6 +121,11 @@ class Processor:
         return self._session.dpu.name
 
     @property
+    def user(self) -> str:
+        """Whose jobs these are (the user name the store records them under)."""
+        return self._session.user
+
+    @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = Catalog.load(self._awepipe)
@@ -334,6 +339,11 @@ class Processor:
         outcome = self._session_for(job).cancel(job, force)
         self._say(outcome.line)
         return outcome
+
+    def cleanup(self, older_than_days: float = 7.0) -> List[str]:
+        """Remove the current DPU's code bundles no active job uses and none used lately."""
+        return self._session.cleanup(older_than_days)
+
 
 def _default(value: Any) -> str:
     return "" if value == "" else str(value)

@@ -4,8 +4,9 @@ is checked here, against specs derived from type hints, with errors naming file:
 A spec is written once as a type: a dataclass (``DPUConfig``) or a ``TypedDict`` is a record,
 ``Annotated[str, Rule(...)]`` narrows a scalar, ``Literal[...]`` is a choice, ``List``/``Dict``
 nest, and ``Annotated[Dict[str, Any], As(Host)]`` keeps a plain runtime type while checking
-against the record ``Host``. YAML is read by one loader that refuses aliases, duplicate and
-non-scalar keys, and keeps the line of every key for the messages.
+against the record ``Host``. YAML is read by one loader (yaml_lines.py) that refuses aliases,
+duplicate and non-scalar keys, and keeps the line of every key for the messages. The model of
+one run request (prompt, command line, manifest entry, API body) is in run_request.py.
 """
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import (
-    Annotated,
     Any,
     Dict,
     FrozenSet,
@@ -28,11 +27,8 @@ from typing import (
     Optional,
     Tuple,
     Type,
-    TypedDict,
     Union,
 )
-
-import yaml
 
 from .errors import DPUError, OptionError
 
@@ -82,6 +78,7 @@ COMMAND = Rule(r"[^\s]+", "a command name or path without spaces")
 TEXT = Rule(what="one line of text")
 SECONDS = bounded(1, MAX_TIME, "seconds")
 MEGABYTES = bounded(MIN_MEM, MAX_MEM, "MB")
+VERSION = Rule(r"[A-Za-z0-9_.+-]{1,64}", "1-64 letters, digits and _.+-")
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -118,113 +115,6 @@ class At:
 def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- YAML with lines, no aliases, no duplicate keys ---------------------------------------------
-class LMap(Dict[Any, Any]):
-    """A YAML mapping that knows its line and the line of each key."""
-
-    line = 0
-    lines: Dict[Any, int]
-
-
-class LList(List[Any]):
-    """A YAML sequence that knows its line and the line of each item."""
-
-    line = 0
-    lines: Dict[int, int]
-
-
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed
-
-
-class Loader(_Base):
-    """Safe YAML for user files: aliases, duplicate keys and non-scalar keys are errors; dates and
-    ``Null`` stay text (a date option, a task name); only ``~``, ``null`` and empty mean nothing."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # Without aliases every node is built once; a node met again is an alias, which could
-        # make a few hundred bytes expand to gigabytes: refuse it at its first reuse.
-        if node in self.constructed_objects or node in self.recursive_objects:
-            raise yaml.constructor.ConstructorError(
-                None, None, "this value is used again through an alias (*name); write the "
-                "values out: aliases are refused so a small file cannot expand without bound",
-                node.start_mark)
-        return super().construct_object(node, deep)
-
-
-Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:null")]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|)$"), ["~", "n", ""])
-
-
-def _construct_map(loader: Loader, node: yaml.MappingNode) -> LMap:
-    out = LMap()
-    out.line, out.lines = node.start_mark.line + 1, {}
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be a plain value, not a {kind}", key_node.start_mark)
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be a plain value, not {type(key).__name__}",
-                key_node.start_mark) from None
-        if key in out.lines:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {short(key)}: given twice (lines {out.lines[key]} and {line}); "
-                "keep one", key_node.start_mark)
-        out.lines[key] = line
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-def _construct_list(loader: Loader, node: yaml.SequenceNode) -> LList:
-    out = LList(loader.construct_object(child, deep=True) for child in node.value)
-    out.line = node.start_mark.line + 1
-    out.lines = {i: child.start_mark.line + 1 for i, child in enumerate(node.value)}
-    return out
-
-
-Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
-
-
-def load_yaml(path: Path, error: Type[DPUError], what: str = "file") -> Any:
-    """Read a YAML file as UTF-8 with the Loader; every problem is `error` naming path:line."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise error(f"{path}: larger than {MAX_YAML_BYTES >> 20} MB; split the {what}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise error(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the {what} as "
-                    "UTF-8") from None
-    if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise error(f"{path}:{line}: holds a NUL character; a {what} is plain text")
-    try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        kind = "" if isinstance(exc, yaml.constructor.ConstructorError) or "alias" in problem \
-            else "malformed YAML: "
-        raise error(f"{where}: {kind}{problem}") from None
-    except RecursionError:
-        raise error(f"{path}: nested too deeply; flatten the {what}") from None
 
 
 # -- specs derived from types ------------------------------------------------------------------
@@ -458,63 +348,3 @@ def check_options(options: Mapping[str, Any], at: At) -> Dict[str, Any]:
         _text(name, sub)
         out[name] = check_value(value, sub, budget)
     return out
-
-
-# -- the run request: shared by Processor.run, `dpu run`, manifest entries and the API -----------
-VERSION = Rule(r"[A-Za-z0-9_.+-]{1,64}", "1-64 letters, digits and _.+-")
-
-
-class DpuOptions(TypedDict, total=False):
-    """The dpu_* options of one run, with the bounds every input shares."""
-
-    dpu_time: float     # bounds: check_dpu_options (its messages name the unit)
-    dpu_mem: float
-    dpu_aweversion: Annotated[str, VERSION]
-    send_code: bool
-
-
-DPU_OPTIONS: Tuple[str, ...] = tuple(DpuOptions.__annotations__)
-SEQUENCE = Rule(r"[^<>]*[^\s<>][^<>]*(>[^<>]*[^\s<>][^<>]*)*",
-                "a sequence identifier like 'ReadNoise' or 'Bias>HotPixels'")
-
-
-class _RunRequired(TypedDict):
-    sequence: Annotated[str, SEQUENCE]
-
-
-class RunRequest(_RunRequired, total=False):
-    """The API body: what to run, with which options, on which DPU."""
-
-    options: Dict[str, Any]
-    dpu_options: DpuOptions
-    dpu: Annotated[str, NAME]
-
-
-_AMOUNTS = {
-    "dpu_time": (0.0, MAX_TIME, f"a positive number of seconds, at most {MAX_TIME} (365 days)"),
-    "dpu_mem": (MIN_MEM, MAX_MEM, f"a positive number of MB from {MIN_MEM} to {MAX_MEM} (64 TB)"),
-}
-
-
-def check_dpu_options(values: Mapping[str, Any], at: At) -> Dict[str, Any]:
-    """dpu_time, dpu_mem, dpu_aweversion, send_code: None means not given; amounts bounded."""
-    given = {k: v for k, v in values.items() if v is not None}
-    for name, (lo, hi, what) in _AMOUNTS.items():
-        value = given.get(name)
-        if value is None:
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        # dpu_time: above 0; dpu_mem: at least MIN_MEM (0.5 would be rounded to 1 MB and crash)
-        if not number or not math.isfinite(value) or value > hi or value < lo or (
-                name == "dpu_time" and value <= lo):
-            line = getattr(values, "lines", {}).get(name, at.line)
-            raise At(at.file, line, at.key, at.error).fail(f"{name} must be {what}; got {short(value)}")
-    return check_record(given, DpuOptions, at)
-
-
-def check_run(data: Any, at: At) -> Dict[str, Any]:
-    """A RunRequest (the API body): structure, option values and dpu options."""
-    out = check_record(data, RunRequest, at)
-    out["options"] = check_options(out.get("options") or {}, at.child("options", data, "options"))
-    return out
-

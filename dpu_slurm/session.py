@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
-from . import journal
+from . import journal, trial
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
 from .files import private_dir
+from .index import write_card
 from .plan import Plan
 from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
-from .web.cards import write_card
+from .transport.local import LocalTransport
 from .worker import LOG, RESULT, process_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,26 @@ def store_id(store: Store) -> str:
         value = uuid.uuid4().hex[:8]
         store.meta_set("store_id", value)
     return value
+
+
+def submit_request(dpu: DPUConfig, plan: Plan, job_id: int, user: str, jobdir: str,
+                   pythonpath: str, store: str = "",
+                   accepted: Optional[Callable[[List[str]], None]] = None) -> SubmitRequest:
+    """The scheduler's request for a plan: the one place a plan becomes a SubmitRequest."""
+    version = dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
+    return SubmitRequest(job_id=job_id, user=user, dpu=dpu.name, sequence=plan.sequence,
+                         jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
+                         partition=plan.partition, python=dpu.python_for_jobs(),
+                         pythonpath=pythonpath, setup=list(version.get("setup", [])),
+                         env=dict(dpu.env), store=store, accepted=accepted)
+
+
+def render_scripts(dpu: DPUConfig, plan: Plan) -> Dict[str, str]:
+    """The job scripts a submission of `plan` would render, with placeholder folders; opens no
+    connection (``dpu bulk`` checks every entry with it before submitting any)."""
+    req = submit_request(dpu, plan, 0, current_user(), f"{trial.workdir(dpu)}/jobs/0.check",
+                         "BUNDLE/worker:BUNDLE/code")
+    return for_dpu(dpu, LocalTransport()).scripts(req)
 
 
 @dataclass
@@ -185,12 +206,8 @@ class DPUSession:
                 self.store.accepted(job_id, native_ids)
                 fault("chunk")      # this chunk's id is stored; later chunks are not submitted
 
-            req = SubmitRequest(
-                job_id=job_id, user=self.user, dpu=self.dpu.name, sequence=plan.sequence,
-                jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
-                partition=plan.partition, python=self.dpu.python_for_jobs(),
-                pythonpath=":".join(paths), setup=list(version.get("setup", [])),
-                env=dict(self.dpu.env), store=sid, accepted=accepted)
+            req = submit_request(self.dpu, plan, job_id, self.user, jobdir, ":".join(paths), sid,
+                                 accepted)
             scheduler = self.scheduler
             calling = True
             native = scheduler.submit(req)
@@ -209,7 +226,7 @@ class DPUSession:
             raise
         self.store.submitted(job_id, native)
         fault("stored")
-        # The queue page's view of the job (every user's, see web/cards.py); never fails the submit.
+        # The queue page's view of the job (every user's, see index.py); never fails the submit.
         write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id
 
@@ -325,4 +342,5 @@ class DPUSession:
         return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
 
 
-__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]
+__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "render_scripts",
+           "submit_request", "write_json"]

@@ -1,5 +1,6 @@
 """The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
-timeout and a schema version; every sqlite failure is a StoreError saying what to do.
+timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is
+the store layer with store_extra.py: all SQL of dpu_slurm is in these two modules.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -19,19 +20,13 @@ from .errors import DPUError, JobNotFound, StoreError
 from .files import PRIVATE_FILE, private_dir, private_file, tighten
 from .journal import choose
 from .sqlite_errors import Connection, store_error
+from .store_extra import TABLES, SideTables
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
-# Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
-# the web submission API (dpu_slurm/bulk.py, dpu_slurm/tokens.py own these tables).
-_V3 = [
-    "CREATE TABLE IF NOT EXISTS bulk_entries (key TEXT PRIMARY KEY, dpu TEXT NOT NULL,"
-    " manifest TEXT NOT NULL, state TEXT NOT NULL, job_id INTEGER, error TEXT NOT NULL DEFAULT '',"
-    " started REAL NOT NULL, updated REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, user TEXT NOT NULL,"
-    " label TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, last_used REAL)",
-]
+# Version 3: what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py).
+_V3 = TABLES
 # from version -> statements that bring a store to the next version
 # Version 4: when each process was first found missing (neither the scheduler nor its worker's
 # record knows it), so status waits out the grace before calling it U (dpu_slurm/status.py).
@@ -114,7 +109,13 @@ class Counts:
         return "/".join(str(n) for n in self.letters)
 
 
-class Store:
+class Store(SideTables):
+    """A user's jobs and their processes (and, from store_extra.py, bulk entries and tokens).
+
+    All SQL of dpu_slurm is in the store layer, this module and store_extra.py: the other
+    modules call its named methods (tests/test_layers.py checks it).
+    """
+
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py).
         Every sqlite failure becomes a StoreError naming the file and what to do."""

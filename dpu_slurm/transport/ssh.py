@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
@@ -26,63 +25,12 @@ from ..render import quote
 from . import remote_helper
 from .base import Completed, Gathered, Records, Transport
 from .owned import IndexScan, Listed, OwnedFile, OwnedRead
+from .ssh_hosts import Endpoint, RefuseUnknown, fingerprint, host_label, jump_endpoint, resolve
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BACKOFF = (0.5, 1.0, 2.0, 4.0)
 CHUNK = 1 << 20
-
-
-@dataclass
-class Endpoint:
-    """Where and as whom to connect: the DPU config, filled in from ~/.ssh/config."""
-
-    hostname: str
-    port: int = 22
-    user: Optional[str] = None
-    identity_files: List[str] = field(default_factory=list)
-    known_hosts: List[str] = field(default_factory=list)
-    proxy_jump: Optional[str] = None
-    timeout: float = 15.0
-    keepalive: int = 30
-
-    @property
-    def label(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
-
-
-def resolve(host: Dict[str, Any], ssh_config: Optional[Path] = None) -> Endpoint:
-    """The DPU's host section over ~/.ssh/config's entry for that name (the section wins)."""
-    import paramiko
-
-    alias = str(host["hostname"])
-    found: Dict[str, Any] = {}
-    path = ssh_config or Path(os.environ.get("DPU_SSH_CONFIG", "~/.ssh/config")).expanduser()
-    if path.is_file():
-        found = dict(paramiko.SSHConfig.from_path(str(path)).lookup(alias))
-    known = [host["known_hosts"]] if host.get("known_hosts") else list(
-        str(found.get("userknownhostsfile", "~/.ssh/known_hosts")).split())
-    identity = [host["identity_file"]] if host.get("identity_file") else list(found.get("identityfile", []))
-    return Endpoint(
-        hostname=str(found.get("hostname", alias)),
-        port=int(host.get("port") or found.get("port") or 22),
-        user=host.get("user") or found.get("user"),
-        identity_files=[os.path.expanduser(p) for p in identity],
-        known_hosts=[os.path.expanduser(p) for p in known],
-        proxy_jump=host.get("proxy_jump") or found.get("proxyjump"),
-        timeout=float(host.get("connect_timeout") or found.get("connecttimeout") or 15),
-        keepalive=int(host.get("keepalive") or found.get("serveraliveinterval") or 30),
-    )
-
-
-def fingerprint(key: Any) -> str:
-    """OpenSSH's SHA256 fingerprint of a host key."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"{key.get_name()} SHA256:{digest}"
-
-
-def _host_label(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
 class SSHTransport(Transport):
@@ -110,7 +58,7 @@ class SSHTransport(Transport):
         for path in ep.known_hosts:
             if os.path.exists(path):
                 client.load_host_keys(path)
-        client.set_missing_host_key_policy(_Refuse(ep))
+        client.set_missing_host_key_policy(RefuseUnknown(ep))
         try:
             client.connect(ep.hostname, port=ep.port, username=ep.user,
                            key_filename=ep.identity_files or None, timeout=ep.timeout,
@@ -119,10 +67,10 @@ class SSHTransport(Transport):
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
-                f"the host key of {_host_label(ep.hostname, ep.port)} CHANGED: it now offers "
+                f"the host key of {host_label(ep.hostname, ep.port)} CHANGED: it now offers "
                 f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}. This can "
                 "be an attack. If the server was reinstalled, check the new fingerprint with its "
-                f"admin, then remove the old line: ssh-keygen -R '{_host_label(ep.hostname, ep.port)}'"
+                f"admin, then remove the old line: ssh-keygen -R '{host_label(ep.hostname, ep.port)}'"
                 + (f" -f {ep.known_hosts[0]}" if ep.known_hosts else "")
                 + " and add the new key as for an unknown host (ssh-keyscan, compare, append)") from None
         except paramiko.AuthenticationException as exc:
@@ -143,7 +91,7 @@ class SSHTransport(Transport):
         """Connect, through each ProxyJump hop in turn (every hop's host key is checked too)."""
         sock = None
         self._jumps = []
-        hops = [_parse_jump(h.strip(), self.endpoint)
+        hops = [jump_endpoint(h.strip(), self.endpoint)
                 for h in (self.endpoint.proxy_jump or "").split(",") if h.strip()]
         for i, hop in enumerate(hops):
             jump = self._open(hop, sock)
@@ -371,34 +319,6 @@ class SSHTransport(Transport):
             chan.close()
         if code != 0:
             raise DPUError(f"upload to {self.endpoint.label}:{remote} failed: {err.strip()}")
-
-
-class _Refuse:
-    """Missing host key: refuse, and say which key was offered and how to accept it."""
-
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        label = _host_label(self.ep.hostname, self.ep.port)
-        where = self.ep.known_hosts[0] if self.ep.known_hosts else "~/.ssh/known_hosts"
-        port = f"-p {self.ep.port} " if self.ep.port != 22 else ""
-        raise HostKeyError(
-            f"{label} is not in {where}: it offers {fingerprint(key)}. If that is your "
-            f"cluster's key (ask its admin), accept it: ssh-keyscan {port}{self.ep.hostname} > new_key; "
-            f"ssh-keygen -lf new_key (the fingerprint must be the one above); cat new_key >> {where} "
-            "(or log in once with ssh). dpu_slurm never accepts unknown keys itself.")
-
-
-def _parse_jump(hop: str, target: Endpoint) -> Endpoint:
-    user, _, rest = hop.rpartition("@")
-    host, _, port = rest.partition(":")
-    ep = resolve({"hostname": host})
-    ep.user = user or ep.user
-    ep.port = int(port) if port else ep.port
-    ep.known_hosts = ep.known_hosts + [p for p in target.known_hosts if p not in ep.known_hosts]
-    ep.identity_files = ep.identity_files or target.identity_files
-    return ep
 
 
 def _ranges(indices: List[int]) -> List[List[int]]:

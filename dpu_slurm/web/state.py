@@ -163,7 +163,7 @@ class Refresher:
         low, high, _ = poll_settings(self.mirror.dpu)
         try:
             with self.mirror.lock:
-                current = float(self.mirror.db.meta_get(f"poll:{self.mirror.dpu.name}:interval") or low)
+                current = float(self.mirror.store.meta_get(f"poll:{self.mirror.dpu.name}:interval") or low)
         except (ValueError, TypeError):
             current = low
         return max(self.floor, min(max(current, low), max(high, low)))

@@ -1,4 +1,4 @@
-"""Job cards: the small record of every submitted job that the queue page of a DPU reads.
+"""The job index: job cards, the small record of every submitted job that the queue page of a DPU reads.
 
 Each user's store is private, so ``session.submit`` also drops a card per job into the DPU's job
 index folder (config key ``job_index``; default ``<workdir>/index``, which only its user sees):
@@ -10,6 +10,9 @@ A card is a claim, not a fact: the page reads it only from the folder of the use
 owned by that user's uid and writable by nobody else, as a regular file of that uid (see
 transport/owned.py); every field is checked (types, ranges, lengths) before it is used, and the
 job folder it names must belong to the same uid. A card that fails is skipped with a warning.
+
+The session writes cards and the page (web/mirror.py) reads them: this module sits below both,
+so the session never imports the web layer.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from ..config import DPUConfig, dpu_home
-from ..errors import ConfigError
-from ..store import Job
-from ..transport import Transport
+from .config import DPUConfig, dpu_home
+from .errors import ConfigError
+from .store import Job
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
