@@ -48,6 +48,7 @@ class Endpoint:
 
     @property
     def label(self) -> str:
+        """``user@host:port`` for messages."""
         return f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
 
 
@@ -86,6 +87,12 @@ def _host_label(hostname: str, port: int) -> str:
 
 
 class SSHTransport(Transport):
+    """A remote DPU over SSH (paramiko): argv commands, and one remote helper call per batch of file work.
+
+    Counts ``round_trips`` (each command or helper call) and ``bytes_sent`` for the benchmarks
+    and the round-trip tests.
+    """
+
     def __init__(self, dpu: DPUConfig, endpoint: Optional[Endpoint] = None) -> None:
         assert dpu.host is not None
         self.dpu = dpu
@@ -171,6 +178,7 @@ class SSHTransport(Transport):
         self._jumps = []
 
     def close(self) -> None:
+        """Close the connection and its ProxyJump hops."""
         self._drop()
 
     def _retry(self, what: str, fn: Callable[[Any], T]) -> T:
@@ -213,6 +221,7 @@ class SSHTransport(Transport):
 
     def run(self, argv: Sequence[str], input: Optional[str] = None,
             timeout: Optional[float] = 120.0) -> Completed:
+        """Run argv on the host (quoted once); never retried once sent; Unreachable on a drop."""
         command = " ".join(quote(a) for a in argv)
         data = (input or "").encode()
         try:
@@ -243,6 +252,7 @@ class SSHTransport(Transport):
 
     # -- files ------------------------------------------------------------------------------
     def expand(self, path: str) -> str:
+        """The target path with ~ resolved to the remote home."""
         if path.startswith("/"):
             return path
         if self._home is None:
@@ -258,15 +268,18 @@ class SSHTransport(Transport):
         self._account = (str(name), int(uid))
 
     def account(self) -> Tuple[str, int]:
+        """The remote user name and uid (asked once)."""
         if self._account is None:
             self._about()
         assert self._account is not None
         return self._account
 
     def write_files(self, files: Dict[str, bytes]) -> None:
+        """Write the files on the host in one helper call (temp name and rename each)."""
         self.helper({"write": {p: base64.b64encode(d).decode() for p, d in files.items()}})
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
+        """Many small remote files in one helper call; None when missing."""
         if not paths:
             return {}
         got = self.helper({"files": list(paths)})["files"]
@@ -274,6 +287,7 @@ class SSHTransport(Transport):
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
                record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
+        """Status command, files and records in one helper call (see Transport.gather)."""
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
         if owners is not None:
@@ -295,6 +309,7 @@ class SSHTransport(Transport):
 
     def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
                    private: bool = False) -> OwnedRead:
+        """Owner-checked reads on the host in one helper call (see Transport.read_owned)."""
         if not files:
             return OwnedRead()
         got = self.helper({"owned": {"files": [[f.base, f.rel, f.uid] for f in files], "cap": cap,
@@ -304,6 +319,7 @@ class SSHTransport(Transport):
         return OwnedRead(data, {str(k): str(v) for k, v in got["refused"].items()})
 
     def scan_index(self, root: str, since: float) -> IndexScan:
+        """The owner-checked job cards under root on the host."""
         got = self.helper({"scan_index": [root, since]})["index"]
         if got.get("error"):
             raise DPUError(str(got["error"]))
@@ -311,17 +327,20 @@ class SSHTransport(Transport):
                          [(str(n), str(why)) for n, why in got["refused"]])
 
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        """Write into our own card folder on the host; DPUError when it is not safely ours."""
         refused = self.helper({"write_own": [root, folder, name, base64.b64encode(data).decode()]})
         if refused.get("write_own"):
             raise DPUError(str(refused["write_own"]))
 
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        """The uids of these user names on the host (None: unknown)."""
         if not names:
             return {}
         got = self.helper({"uids": list(names)})["uids"]
         return {n: None if got.get(n) is None else int(got[n]) for n in names}
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        """Delete old unused bundles on the host; the names removed."""
         return list(self.helper({"remove_bundles": [root, sorted(keep), older_than]})["removed"])
 
     # -- code shipping --------------------------------------------------------------------
