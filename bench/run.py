@@ -45,13 +45,15 @@ def main() -> int:
     """Run every benchmark; put the figures in README.md; non-zero when one failed."""
     status = 0
     figures: List[str] = []
+    load = os.getloadavg()[0]   # the machine may be shared: say how busy it was
     for script in SCRIPTS:
         print(f"== {script}", flush=True)
         code, lines = run(script)
         status |= code
         figures += lines + ([f"{script}: FAILED (exit {code})"] if code else [])
     about = (f"`make bench` on {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-             f"Python {platform.python_version()}, commit {commit()}:")
+             f"Python {platform.python_version()}, commit {commit()}, load average {load:.1f} "
+             "at the start:")
     block = "\n".join([BEGIN, about, "", "```", *figures, "```", END])
     text = README.read_text(encoding="utf-8")
     if BEGIN in text and END in text:
