@@ -33,6 +33,8 @@ class ManifestError(DPUError):
 
 @dataclass
 class Entry:
+    """One run of a bulk manifest: where it was written, what it asks, and what became of it."""
+
     where: str
     key: str = ""
     dpu: str = ""

@@ -30,6 +30,7 @@ class Plan:
 
     @property
     def nproc(self) -> int:
+        """How many processes the job has."""
         return len(self.processes)
 
     def overrides(self) -> List[Dict[str, Any]]:
@@ -44,6 +45,7 @@ _MISSING = object()
 def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[str, Any],
               dpu_time: Optional[float] = None, dpu_mem: Optional[float] = None,
               dpu_aweversion: Optional[str] = None, send_code: bool = True) -> Plan:
+    """Check a run request and turn it into a Plan (options, processes, time, memory, partition)."""
     # One check for the prompt, the command line, manifests and the API (dpu_slurm/run_request.py).
     asked = check_dpu_options({"dpu_time": dpu_time, "dpu_mem": dpu_mem,
                                "dpu_aweversion": dpu_aweversion, "send_code": send_code}, At())

@@ -42,6 +42,7 @@ def directive(value: Any) -> Raw:
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    """The shared Jinja environment over the packaged templates (built once)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(packaged("templates"))),
         undefined=jinja2.StrictUndefined,
@@ -57,4 +58,5 @@ def environment() -> jinja2.Environment:
 
 
 def render(template: str, **context: Any) -> str:
+    """Render one template of templates/ with these values, each shell-quoted unless marked raw."""
     return environment().get_template(template).render(**context)

@@ -64,6 +64,7 @@ class As:
 
 
 def bounded(lo: Optional[float], hi: Optional[float], unit: str = "") -> Rule:
+    """A Rule for a number between lo and hi (either may be None), with its unit in messages."""
     parts = [f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
     return Rule(lo=lo, hi=hi, what=" and ".join(p for p in parts if p) + (f" {unit}" if unit else ""))
 
@@ -92,6 +93,7 @@ class At:
     error: Type[DPUError] = OptionError
 
     def child(self, key: str, container: Any = None, index: Any = None) -> At:
+        """The place of item ``key`` of ``container`` (its line when the YAML loader recorded one)."""
         line = self.line
         lines = getattr(container, "lines", None)
         if lines is not None and index in lines:
@@ -101,18 +103,21 @@ class At:
         return At(self.file, line, name, self.error)
 
     def where(self) -> str:
+        """``file:line``, or what is known of it, or ''."""
         place = self.file or ""
         if place and self.line:
             place += f":{self.line}"
         return place
 
     def fail(self, message: str, key: Optional[str] = None) -> DPUError:
+        """The error to raise for a bad value here, prefixed by its place and key."""
         label = self.key if key is None else key
         head = ": ".join(p for p in (self.where(), label) if p)
         return self.error(f"{head}: {message}" if head else message)
 
 
 def short(value: Any) -> str:
+    """A value's repr cut to 60 characters, for error messages."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -120,6 +125,8 @@ def short(value: Any) -> str:
 # -- specs derived from types ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Spec:
+    """What a value must be, derived from a type: its kind, rule, choices and nested specs."""
+
     kind: str                       # str int float bool choice list map record any
     rule: Rule = Rule()
     nullable: bool = False
@@ -131,6 +138,7 @@ class Spec:
 
     @property
     def field_map(self) -> Dict[str, Spec]:
+        """The record's fields by name."""
         return dict(self.fields)
 
 
@@ -290,6 +298,7 @@ def _what(value: Any) -> str:
 
 
 def check_record(value: Any, tp: Any, at: At) -> Dict[str, Any]:
+    """Check ``value`` against the TypedDict or dataclass type ``tp``; the checked mapping."""
     out = check(value, spec_of(tp), at)
     assert isinstance(out, dict)
     return out

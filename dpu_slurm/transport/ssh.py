@@ -34,6 +34,12 @@ CHUNK = 1 << 20
 
 
 class SSHTransport(Transport):
+    """A remote DPU over SSH (paramiko): argv commands, and one remote helper call per batch of file work.
+
+    Counts ``round_trips`` (each command or helper call) and ``bytes_sent`` for the benchmarks
+    and the round-trip tests.
+    """
+
     def __init__(self, dpu: DPUConfig, endpoint: Optional[Endpoint] = None) -> None:
         assert dpu.host is not None
         self.dpu = dpu
@@ -119,6 +125,7 @@ class SSHTransport(Transport):
         self._jumps = []
 
     def close(self) -> None:
+        """Close the connection and its ProxyJump hops."""
         self._drop()
 
     def _retry(self, what: str, fn: Callable[[Any], T]) -> T:
@@ -161,6 +168,7 @@ class SSHTransport(Transport):
 
     def run(self, argv: Sequence[str], input: Optional[str] = None,
             timeout: Optional[float] = 120.0) -> Completed:
+        """Run argv on the host (quoted once); never retried once sent; Unreachable on a drop."""
         command = " ".join(quote(a) for a in argv)
         data = (input or "").encode()
         try:
@@ -191,6 +199,7 @@ class SSHTransport(Transport):
 
     # -- files ------------------------------------------------------------------------------
     def expand(self, path: str) -> str:
+        """The target path with ~ resolved to the remote home."""
         if path.startswith("/"):
             return path
         if self._home is None:
@@ -206,15 +215,18 @@ class SSHTransport(Transport):
         self._account = (str(name), int(uid))
 
     def account(self) -> Tuple[str, int]:
+        """The remote user name and uid (asked once)."""
         if self._account is None:
             self._about()
         assert self._account is not None
         return self._account
 
     def write_files(self, files: Dict[str, bytes]) -> None:
+        """Write the files on the host in one helper call (temp name and rename each)."""
         self.helper({"write": {p: base64.b64encode(d).decode() for p, d in files.items()}})
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
+        """Many small remote files in one helper call; None when missing."""
         if not paths:
             return {}
         got = self.helper({"files": list(paths)})["files"]
@@ -222,6 +234,7 @@ class SSHTransport(Transport):
 
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
                record_name: str, owners: Optional[Dict[str, int]] = None) -> Gathered:
+        """Status command, files and records in one helper call (see Transport.gather)."""
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
         if owners is not None:
@@ -243,6 +256,7 @@ class SSHTransport(Transport):
 
     def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
                    private: bool = False) -> OwnedRead:
+        """Owner-checked reads on the host in one helper call (see Transport.read_owned)."""
         if not files:
             return OwnedRead()
         got = self.helper({"owned": {"files": [[f.base, f.rel, f.uid] for f in files], "cap": cap,
@@ -252,6 +266,7 @@ class SSHTransport(Transport):
         return OwnedRead(data, {str(k): str(v) for k, v in got["refused"].items()})
 
     def scan_index(self, root: str, since: float) -> IndexScan:
+        """The owner-checked job cards under root on the host."""
         got = self.helper({"scan_index": [root, since]})["index"]
         if got.get("error"):
             raise DPUError(str(got["error"]))
@@ -259,17 +274,20 @@ class SSHTransport(Transport):
                          [(str(n), str(why)) for n, why in got["refused"]])
 
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        """Write into our own card folder on the host; DPUError when it is not safely ours."""
         refused = self.helper({"write_own": [root, folder, name, base64.b64encode(data).decode()]})
         if refused.get("write_own"):
             raise DPUError(str(refused["write_own"]))
 
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        """The uids of these user names on the host (None: unknown)."""
         if not names:
             return {}
         got = self.helper({"uids": list(names)})["uids"]
         return {n: None if got.get(n) is None else int(got[n]) for n in names}
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        """Delete old unused bundles on the host; the names removed."""
         return list(self.helper({"remove_bundles": [root, sorted(keep), older_than]})["removed"])
 
     # -- code shipping --------------------------------------------------------------------
