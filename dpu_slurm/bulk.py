@@ -36,6 +36,8 @@ held the lock for longer than --lock-timeout"""
 
 
 class Locked(DPUError):
+    """Another ``dpu bulk`` holds this manifest's lock (exit status LOCKED)."""
+
     exit_code = LOCKED
 
 
@@ -116,6 +118,7 @@ class Reporter:
         self.counts: Dict[str, int] = {}
 
     def entry(self, e: Entry) -> None:
+        """Count one finished entry and print its line (skips only with --verbose)."""
         self.done += 1
         self.counts[e.state] = self.counts.get(e.state, 0) + 1
         line = {"submitted": lambda: f"submitted {e.key} -> job {e.job_id} on {e.dpu} "

@@ -51,6 +51,7 @@ def _failed(views: List[JobView]) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``dpu`` command's argument parser with all its subcommands."""
     p = argparse.ArgumentParser(prog="dpu", description="Run AWEPIPE task sequences on a "
                                 "Distributed Processing Unit (SLURM, PBS, Grid Engine or this machine).",
                                 epilog="Exit codes: 0 ok, 1 a job or task failed, 2 usage or config error, "
@@ -117,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``dpu`` command; return its exit status (a DPUError is printed, not raised)."""
     args = parser().parse_args(argv)
     try:
         return _dispatch(args)

@@ -72,6 +72,7 @@ class Card:
 
     @classmethod
     def from_job(cls, job: Job, store: str) -> Card:
+        """The card of a job just submitted from `store`."""
         return cls(user=job.user, store=store, job_id=job.id, dpu=job.dpu, sequence=job.sequence,
                    options=job.options, nproc=job.nproc, ntasks=job.ntasks, created=job.created,
                    submitted=job.submitted or job.created, jobdir=job.jobdir,
@@ -99,6 +100,7 @@ class Card:
         return card
 
     def check(self, max_nproc: int) -> None:
+        """Refuse a card read from the shared index whose fields are out of range (raises BadCard)."""
         _text("user", self.user, 256)
         if not _NAME.fullmatch(self.user):
             raise BadCard(f"user {_short(self.user)} is not a user name")
@@ -128,6 +130,7 @@ class Card:
         _int("time_limit", self.time_limit, 0, 10**9)
 
     def dump(self) -> bytes:
+        """The card as JSON bytes with its format version."""
         return json.dumps({"v": CARD_VERSION, **vars(self)}).encode()
 
 
@@ -145,6 +148,7 @@ def index_dir(dpu: DPUConfig, transport: Transport) -> str:
 
 
 def card_path(root: str, user: str, job_id: int, store: str) -> str:
+    """Where the card of one user's job lies under the index root."""
     return f"{root}/{user}/{job_id}.{store}.json"
 
 

@@ -50,6 +50,7 @@ class SessionWriter:
             self.raw(f"[{self.user}] {stamp} - {line}")
 
     def raw(self, line: str) -> None:
+        """Print one line as is and append it to the session log."""
         print(line, file=self.out, flush=True)
         if self.logfile is not None:
             if self._fh is None:
@@ -64,6 +65,7 @@ class SessionWriter:
             self._fh.flush()
 
     def close(self) -> None:
+        """Close the session log file."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -118,6 +120,7 @@ class Processor:
 
     @property
     def dpu_name(self) -> str:
+        """The name of the DPU this processor submits to."""
         return self._session.dpu.name
 
     @property
@@ -127,11 +130,13 @@ class Processor:
 
     @property
     def catalog(self) -> Catalog:
+        """The AWEPIPE task catalog, loaded when first needed."""
         if self._catalog is None:
             self._catalog = Catalog.load(self._awepipe)
         return self._catalog
 
     def close(self) -> None:
+        """Close the DPU connections, the store and the session log."""
         for session in (self._session, *self._others.values()):
             session.close()
         self._store.close()
@@ -143,6 +148,7 @@ class Processor:
         return sorted(discover()[0])
 
     def show_dpu_identifiers(self) -> None:
+        """Print every configured DPU (the current one marked ``*``)."""
         dpus, problems = discover()
         for name in sorted(dpus):
             cfg = dpus[name]
@@ -174,6 +180,7 @@ class Processor:
         return self.catalog.identifiers()
 
     def show_sequence_identifiers(self) -> None:
+        """Print every known task sequence with a one-line description."""
         for ident, seq in self.catalog.sequences.items():
             doc = seq.tasks[0].doc if len(seq.tasks) == 1 else "chain of " + ", ".join(
                 t.name for t in seq.tasks)
@@ -185,6 +192,7 @@ class Processor:
         return [[o.short for o in opts] + [o.long for o in opts]]
 
     def show_sequence_options(self, sequence: str) -> None:
+        """Print the options a sequence accepts with their defaults."""
         opts = self.catalog.sequence(sequence).options
         self._say("Recognized options for the OptionsParser are:")
         for o in opts:

@@ -111,6 +111,7 @@ class JobView:
 
     @property
     def status(self) -> str:
+        """NOT SUBMITTED, SUBMITTING, QUEUED, RUNNING or FINISHED."""
         if self.job.phase == "not_submitted":
             return "NOT SUBMITTED"
         if self.job.phase == "recorded":
@@ -123,10 +124,13 @@ class JobView:
 
     @property
     def ok(self) -> bool:
+        """True when the job finished and every task of every process ended N."""
         return self.status == "FINISHED" and self.counts.letters[0] == self.job.nproc * self.job.ntasks
 
 
 class DPUSession:
+    """One user's work on one DPU: submitting, refreshing and reading the jobs' files."""
+
     def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None,
                  transport: Optional[Transport] = None) -> None:
         self.dpu = dpu
@@ -138,23 +142,27 @@ class DPUSession:
 
     @property
     def transport(self) -> Transport:
+        """The connection to the DPU, opened when first needed."""
         if self._transport is None:
             self._transport = connect(self.dpu)
         return self._transport
 
     @property
     def scheduler(self) -> Scheduler:
+        """The DPU's scheduler, made when first needed."""
         if self._scheduler is None:
             self._scheduler = for_dpu(self.dpu, self.transport)
         return self._scheduler
 
     def close(self) -> None:
+        """Close the scheduler and the connection, if they were opened."""
         if self._scheduler is not None:
             self._scheduler.close()
         if self._transport is not None:
             self._transport.close()
 
     def workdir(self) -> str:
+        """The DPU's working folder as an absolute path on its target."""
         return self.transport.expand(self.dpu.target_workdir())
 
     # -- submit -----------------------------------------------------------------------------
@@ -246,6 +254,7 @@ class DPUSession:
         return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
+        """The jobs with their process counters."""
         counts = self.store.counts([j.id for j in jobs])
         return [JobView(j, counts[j.id]) for j in jobs]
 
@@ -329,16 +338,19 @@ class DPUSession:
     # -- logs and results -----------------------------------------------------------------
     def read_process_files(self, job: Job, name: str,
                            procs: Optional[List[Proc]] = None) -> Dict[int, Optional[bytes]]:
+        """The file `name` of each process (None where it is missing)."""
         indices = [p.idx for p in (procs if procs is not None else self.store.procs(job.id))]
         paths = {i: str(process_dir(job.jobdir, i) / name) for i in indices}  # type: ignore[arg-type]
         raw = self.transport.read_files(list(paths.values())) if job.jobdir else {}
         return {i: raw.get(p) for i, p in paths.items()}
 
     def logs(self, job: Job) -> Dict[int, List[str]]:
+        """Each process's log lines."""
         return {i: (data.decode("utf-8", "replace").splitlines() if data else [])
                 for i, data in self.read_process_files(job, LOG).items()}
 
     def results(self, job: Job) -> Dict[int, Any]:
+        """Each process's decoded result, for the processes that wrote one."""
         return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
 
 

@@ -30,6 +30,7 @@ class SideTables:
     db: sqlite3.Connection
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction (given by Store)."""
         raise NotImplementedError  # pragma: no cover - Store's own
 
     # -- dpu bulk ---------------------------------------------------------------------------
@@ -73,6 +74,7 @@ class SideTables:
         return None if row is None else tuple(row)
 
     def token_used(self, token_id: str, when: float) -> None:
+        """Record when a token was last used."""
         with self.transaction() as db:
             db.execute("UPDATE tokens SET last_used=? WHERE id=?", (when, token_id))
 

@@ -23,6 +23,8 @@ _TOKEN = re.compile(r"^dpu_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 
 @dataclass
 class TokenInfo:
+    """A token as ``dpu token list`` shows it (never its secret or hash)."""
+
     id: str
     user: str
     label: str
@@ -62,11 +64,13 @@ def verify(store: Store, token: Optional[str]) -> Optional[TokenInfo]:
 
 
 def list_tokens(store: Store) -> List[TokenInfo]:
+    """Every token in the store, oldest first."""
     return [TokenInfo(tid, user, label, created, used)
             for tid, user, label, _, created, used in store.tokens()]
 
 
 def revoke(store: Store, token_id: str) -> None:
+    """Delete a token; raises DPUError naming the known ids when there is no such token."""
     if not store.token_delete(token_id):
         known = ", ".join(t.id for t in list_tokens(store)) or "none"
         raise DPUError(f"no token with id {token_id!r}; your tokens: {known} (dpu token list)")

@@ -37,6 +37,7 @@ class Loader(_Base):
     ``Null`` stay text (a date option, a task name); only ``~``, ``null`` and empty mean nothing."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Build one node; refuses a node met again (an alias)."""
         # Without aliases every node is built once; a node met again is an alias, which could
         # make a few hundred bytes expand to gigabytes: refuse it at its first reuse.
         if node in self.constructed_objects or node in self.recursive_objects:

@@ -28,6 +28,7 @@ class Endpoint:
 
     @property
     def label(self) -> str:
+        """``user@host:port`` for messages."""
         return f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
 
 
@@ -73,6 +74,7 @@ class RefuseUnknown:
         self.ep = ep
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        """Refuse a host not in known_hosts (raises HostKeyError saying how to accept it)."""
         label = host_label(self.ep.hostname, self.ep.port)
         where = self.ep.known_hosts[0] if self.ep.known_hosts else "~/.ssh/known_hosts"
         port = f"-p {self.ep.port} " if self.ep.port != 22 else ""

@@ -59,6 +59,7 @@ class Row:
     ended: Optional[float]
 
     def running_time(self, now: float) -> Optional[float]:
+        """Seconds the job has run (until it ended), or None before it started."""
         if self.started is None:
             return None
         return max(0.0, (self.ended or now) - self.started)
@@ -68,6 +69,7 @@ class Row:
         return " ".join(f"{k}={v}" for k, v in self.options.items() if v not in (None, "", {}, [], False))
 
     def to_json(self, now: float) -> Dict[str, Any]:
+        """The row as the page's JSON."""
         return {"key": self.key, "url": job_url(self.key), "jobid": self.job_id, "user": self.user,
                 "sequence": self.sequence, "options": self.options, "summary": self.summary(),
                 "status": self.status, "ok": self.ok,
@@ -78,6 +80,7 @@ class Row:
 
 
 def job_url(key: str) -> str:
+    """The job page's path for a job key."""
     from urllib.parse import quote
     return "/job/" + quote(key, safe="/")
 
@@ -114,11 +117,13 @@ class Mirror:
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
+        """Close the session and the mirror's store."""
         self.session.close()
         self.store.close()
 
     # -- refreshing -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
+        """Read new cards and refresh the jobs' states (`force`: even within the interval)."""
         with self.lock:
             if not force and time.time() - self.updated < self.interval:
                 return
@@ -316,6 +321,7 @@ class Mirror:
         return out
 
     def users(self) -> List[str]:
+        """The users who have jobs on the page, sorted."""
         with self.lock:
             return sorted({c.user for c in self.cards.values()})
 
