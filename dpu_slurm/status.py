@@ -74,12 +74,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     # has nothing to look at for it (reconcile gives it up after the grace).
     polled = [j for j in active if j.jobdir]
     request = scheduler.poll_request(polled)
-    if request is not None:
-        got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
-        observed = scheduler.parse_poll(polled, got)
-    else:
-        observed = scheduler.poll(polled)
-        got = scheduler.transport.gather(None, [], wanted, STATUS)
+    got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
+    observed = scheduler.parse_poll(polled, got)
     # Each record parsed once: (job id, index) -> what the worker wrote.
     by_dir = {j.jobdir: j for j in active if j.jobdir}
     records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items() if d in by_dir}
