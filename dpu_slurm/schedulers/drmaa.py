@@ -38,7 +38,6 @@ from ..transport.base import Gathered
 from .base import (
     ENDED,
     QUEUED,
-    REGISTRY,
     RUNNING,
     Observation,
     Observed,
@@ -90,9 +89,11 @@ def drm_class(dpu: DPUConfig) -> Type[Scheduler]:
     def able(cls: Type[Scheduler]) -> bool:
         return cls.KIND == "scheduler" and cls.drmaa_spec.__func__ is not Scheduler.drmaa_spec.__func__  # type: ignore[attr-defined]
 
-    cls = REGISTRY.get(dpu.scheduler)
+    from . import registry  # every scheduler module imported (this one is one of them)
+
+    cls = registry().get(dpu.scheduler)
     if cls is None or not able(cls):
-        known = sorted((c.ORDER, n) for n, c in REGISTRY.items() if able(c))
+        known = sorted((c.ORDER, n) for n, c in registry().items() if able(c))
         words = [n for _, n in known]
         listed = ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)
         raise ConfigError(f"{dpu.path}: submit: drmaa works with scheduler {listed}, not {dpu.scheduler!r}")
