@@ -34,12 +34,9 @@ def states(result, job_id):
     return {i: (o.state, o.letter) for i, o in sorted(result.get(job_id, {}).items())}
 
 
-def test_pbspro_is_polled_with_json_and_its_ids():
+def test_pbspro_is_polled_with_json_and_its_history_with_x():
     s = sched("pbspro")
-    assert s.poll_request([job(42, ["1234[].pbsserver"], 3)]).argv == \
-        ["qstat", "-f", "-F", "json", "1234[].pbsserver"]
-    # A job waiting to be found by its tag: every job is listed (whole names, any id).
-    assert s.poll_request([job(42, [], 3, phase="recorded")]).argv == ["qstat", "-f", "-F", "json"]
+    assert s.poll_request([job(42, ["1234[].pbsserver"], 3)] * 5).argv == ["qstat", "-f", "-F", "json"]
     assert s.history_request([job(42, ["1234[].pbsserver"], 3)]) == \
         ["qstat", "-f", "-F", "json", "-x", "-t", "1234[].pbsserver"]
 

@@ -212,15 +212,13 @@ class PBSScheduler(Scheduler):
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         # PBS Pro: `qstat -f -F json`; Torque: `qstat -x` (XML), falling back to the text forms
-        # (Slurm's Torque wrappers have no -x). Whole job names either way, except `qstat -u`
-        # (the text fallback while no job waits to be found by its tag), which cuts them short.
-        natives = [n for j in jobs for n in j.native_ids if n]
-        whole = self.all_users or any(j.phase == "recorded" for j in jobs) or not natives
-        ids = [] if whole else natives
+        # (Slurm's Torque wrappers have no -x). The command line is the same whatever the number
+        # of jobs; whole job names, except in `qstat -u` (the text fallback while no job waits to
+        # be found by its tag: it lists only this user's jobs, but cuts names short).
         if self.dpu.flavor == "pbspro":
-            return PollRequest([self.cmd("qstat"), "-f", "-F", "json", *ids])
-        text = ["-f"] if whole else ["-u", self.user()]
-        return PollRequest(self.fallback(["-x", *ids], text))
+            return PollRequest([self.cmd("qstat"), "-f", "-F", "json"])
+        whole = self.all_users or any(j.phase == "recorded" for j in jobs)
+        return PollRequest(self.fallback(["-x"], ["-f"] if whole else ["-u", self.user()]))
 
     def fallback(self, xml: List[str], text: List[str]) -> List[str]:
         """One command: `qstat XML-ARGS`, else (it failed: no -x) `qstat TEXT-ARGS`."""
