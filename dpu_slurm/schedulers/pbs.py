@@ -4,9 +4,11 @@ States: PBS Pro reference guide, "Job States" (qstat(1B)), and Torque's qstat(1B
 https://2021.help.altair.com/2021.1/PBSProfessional/PBSReferenceGuide2021.1.pdf (RG-199),
 http://docs.adaptivecomputing.com/torque/archive/3-0-2/commands/qstat.php
 
-``qstat -u USER`` lists an array as one row (``123[].server``) in both dialects, so the poll's
-output does not grow with the number of processes; a row without a subjob index says the array
-is alive, and each process's own record says whether it started. Slurm's Torque-compatible
+The poll is PBS Pro's ``qstat -f -F json`` or Torque's ``qstat -x`` (XML), with whole job names;
+where ``-x`` is refused (Slurm's wrappers) the same command runs a text form (``qstat -u`` /
+``-f``), parsed only as that fallback. An array is one row (``123[].server``), so the output does
+not grow with the number of processes; a row without a subjob index says the array is alive,
+and each process's own record says whether it started. Slurm's Torque-compatible
 wrappers list each running array task under a job id of its own: those rows are matched by the
 job name, which carries the DPU job id.
 """
