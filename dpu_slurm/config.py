@@ -27,6 +27,7 @@ from .schema import (
     WORD,
     As,
     At,
+    OneOf,
     Rule,
     bounded,
     check,
@@ -36,7 +37,19 @@ from .yaml_lines import load_yaml
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("local", "slurm", "pbs", "sge")
+
+
+def scheduler_names() -> Tuple[str, ...]:
+    """The allowed `scheduler:` values: the registered schedulers (schedulers.REGISTRY)."""
+    from .schedulers import names  # imported when asked: the schedulers import this module
+    return names("scheduler")
+
+
+def submit_names() -> Tuple[str, ...]:
+    """The allowed `submit:` values: cli, and the registered submit modes (drmaa)."""
+    from .schedulers import names
+    return ("cli", *names("submit"))
+
 
 # -- the schema: written once, as types (dpu_slurm/schema.py derives the checks) ---------------
 _PATH = Rule(what="a folder path on one line")
@@ -107,10 +120,10 @@ class DPUConfig:
     """One DPU: where and how its jobs run. The field types are also the file's schema."""
 
     name: Annotated[str, NAME]
-    scheduler: Annotated[str, As(Literal["local", "slurm", "pbs", "sge"])]
+    scheduler: Annotated[str, OneOf(scheduler_names)]
     path: Path = field(default=Path(), metadata={"schema": False})
     description: Annotated[str, TEXT] = ""
-    submit: Annotated[str, As(Literal["cli", "drmaa"])] = "cli"
+    submit: Annotated[str, OneOf(submit_names)] = "cli"
     flavor: Annotated[str, As(Literal["torque", "pbspro"])] = "torque"
     host: Annotated[Optional[Dict[str, Any]], As(Host)] = None
     workdir: Annotated[str, Rule(what="a folder path")] = ""

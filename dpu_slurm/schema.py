@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import (
     Any,
+    Callable,
     Dict,
     FrozenSet,
     List,
@@ -61,6 +62,14 @@ class As:
     """``Annotated[RuntimeType, As(SchemaType)]``: check against SchemaType, keep RuntimeType."""
 
     schema: Any
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated[str, OneOf(fn)]``: a choice among the names fn() gives when a value is checked
+    (the registered schedulers: known only once their modules are imported)."""
+
+    names: Callable[[], Tuple[str, ...]]
 
 
 def bounded(lo: Optional[float], hi: Optional[float], unit: str = "") -> Rule:
@@ -131,6 +140,7 @@ class Spec:
     rule: Rule = Rule()
     nullable: bool = False
     choices: Tuple[str, ...] = ()
+    choices_from: Optional[Callable[[], Tuple[str, ...]]] = None   # OneOf: asked at check time
     item: Optional[Spec] = None     # list items, map values
     key: Optional[Spec] = None      # map keys
     fields: Tuple[Tuple[str, Spec], ...] = ()
@@ -161,6 +171,8 @@ def spec_of(tp: Any) -> Spec:
         for extra in extras:
             if isinstance(extra, As):
                 return spec_of(extra.schema)
+            if isinstance(extra, OneOf):
+                return Spec("choice", choices_from=extra.names)
         spec = spec_of(base)
         for extra in extras:
             if isinstance(extra, Rule):
@@ -247,9 +259,10 @@ def check(value: Any, spec: Spec, at: At) -> Any:
     if kind == "any":
         return value
     if kind == "choice":
-        if not isinstance(value, str) or value not in spec.choices:
+        choices = spec.choices_from() if spec.choices_from is not None else spec.choices
+        if not isinstance(value, str) or value not in choices:
             raise at.fail(f"is {short(value) if isinstance(value, str) else _what(value)}; "
-                          f"allowed: {', '.join(spec.choices)}")
+                          f"allowed: {', '.join(choices)}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):

@@ -319,7 +319,7 @@ def test_bulk_killed_on_slurm_then_rerun_submits_each_entry_once(
 
 
 # -- reconciliation without a cluster: what each scheduler's one poll carries, and the grace ------
-class Listing(Scheduler):
+class Listing(Scheduler, registered=False):
     """A scheduler whose one poll lists `listed` (job name -> native id) and nothing else."""
 
     name = "listing"
