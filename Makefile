@@ -1,31 +1,35 @@
 # make demo   - set up and run the main job on the embedded local DPU (no cluster needed)
 # make test   - set up, start the real services the tests need, lint, run every test
 # make lint   - ruff + mypy
+# make docs   - the architecture page and the API reference (mkdocs build --strict: warnings fail)
 # make bench  - print the performance figures
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench cluster-up cluster-down clean
+.PHONY: demo test lint unit docs bench cluster-up cluster-down clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[web,test,dev]'
+	$(PY) -m pip install --quiet -e '.[web,test,browser,dev,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dpu_slurm tests examples bench
+	$(VENV)/bin/ruff check dpu_slurm tests examples bench tools docs/hooks.py
 	$(VENV)/bin/mypy dpu_slurm
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not slurm and not sshd and not sge and not pbs and not chromium and not users" tests
 
-test: $(STAMP) lint cluster-up
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+test: $(STAMP) lint docs cluster-up
 	$(PY) -m pytest -q tests
 
 # Real services for the integration tests (Debian packages, started by hand; idempotent).

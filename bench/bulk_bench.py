@@ -37,7 +37,7 @@ def _counting(self: LocalTransport, argv: Any, *args: Any, **kwargs: Any) -> Any
 
 
 def manifest(path: Path, count: int, tag: str, cap: int = 0) -> Path:
-    data: dict = {"dpu": "benchbulk", "defaults": {"dpu_mem": 10},
+    data: dict = {"dpu": "benchbulk", "defaults": {"dpu_mem": 16},
                   "templates": [{"sequence": "Null", "options": {"m": f"{tag} {{n}}"},
                                  "key": f"{tag}-{{n}}", "parameters": {"n": list(range(count))}}]}
     if cap:

@@ -66,7 +66,7 @@ def main() -> None:
     # is built inside the timed run.
     assert dpu.get_sequence_identifiers()
     t0 = time.perf_counter()
-    job_id = dpu.run("Null", n=N, dpu_mem=10, return_jobid=True)
+    job_id = dpu.run("Null", n=N, dpu_mem=16, return_jobid=True)
     submit_s = time.perf_counter() - t0
     assert job_id is not None
     native = dpu._store.job(job_id).native_ids
@@ -74,7 +74,7 @@ def main() -> None:
     scancel(native)
 
     per = max(1, N // JOBS)
-    ids = [dpu.run("Null", n=per, dpu_mem=10, return_jobid=True) for _ in range(JOBS)]
+    ids = [dpu.run("Null", n=per, dpu_mem=16, return_jobid=True) for _ in range(JOBS)]
     natives = [n for j in ids for n in dpu._store.job(j).native_ids]  # type: ignore[arg-type]
     calls: list[list[str]] = []
     real = LocalTransport.run

@@ -3,7 +3,7 @@ submitters run. Figures printed, never asserted (goal: p95 < 100 ms, RSS < 150 M
 
 The 50 users are real Unix users (harness/bench-users.sh makes dpubench00..49), each owning
 their card folder, cards and job folders, as the page's owner checks require. Cards are written
-in the format of web/cards.py (Card.dump); 95 % of the jobs have finished (a DONE record per
+in the format of index.py (Card.dump); 95 % of the jobs have finished (a DONE record per
 process), 5 % are running (their runner file says so). The server runs as its own process (its
 RSS is what is measured) on the local DPU; the submits are real `POST /api/run` calls.
 """
@@ -27,8 +27,8 @@ from typing import Dict, List, Tuple
 import yaml
 
 from dpu_slurm import tokens
+from dpu_slurm.index import Card
 from dpu_slurm.session import open_store
-from dpu_slurm.web.cards import Card
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

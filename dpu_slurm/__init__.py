@@ -5,7 +5,7 @@ travels alone inside job bundles, needs nothing but the standard library.
 """
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one version source (setup.cfg reads it)
 
 
 def __getattr__(name: str) -> Any:

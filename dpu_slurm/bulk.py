@@ -16,18 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from . import trial
 from .catalog import Catalog
-from .config import DPUConfig, current_user, default_dpu_name, dpu_home, get_dpu
+from .config import default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
 from .files import private_dir
 from .manifest import Entry, load
-from .plan import Plan, make_plan
-from .schedulers import SubmitRequest, for_dpu
-from .session import DPUSession, awepipe_path, open_store
+from .plan import make_plan
+from .session import DPUSession, awepipe_path, open_store, render_scripts
 from .status import poll_settings
 from .store import Store
-from .transport.local import LocalTransport
 
 OK, FAILED, USAGE, DEFERRED, BAD, LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_CODES = """exit codes: 0 every entry is submitted (now or by an earlier run); 1 the scheduler refused
@@ -39,6 +36,8 @@ held the lock for longer than --lock-timeout"""
 
 
 class Locked(DPUError):
+    """Another ``dpu bulk`` holds this manifest's lock (exit status LOCKED)."""
+
     exit_code = LOCKED
 
 
@@ -57,7 +56,7 @@ def validate(entries: List[Entry], catalog: Catalog) -> None:
             if isinstance(configs[e.dpu], DPUError):
                 raise configs[e.dpu]
             e.plan = make_plan(catalog, configs[e.dpu], e.sequence, e.options, **e.dpu_options)
-            _render(configs[e.dpu], e.plan)
+            render_scripts(configs[e.dpu], e.plan)  # template problems show now, not at submit
         except (DPUError, ValueError, TypeError) as exc:  # TypeError: a dpu option of a wrong type
             e.state, e.error = "bad", str(exc)
 
@@ -67,18 +66,6 @@ def _config_or_error(name: str) -> Any:
         return get_dpu(name)
     except DPUError as exc:
         return exc
-
-
-def _render(dpu: DPUConfig, plan: Plan) -> None:
-    """Render the job script(s) as the submission will, so template problems show now."""
-    version = dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
-    req = SubmitRequest(job_id=0, user=current_user(), dpu=dpu.name, sequence=plan.sequence,
-                        jobdir=f"{trial.workdir(dpu)}/jobs/0.check", nproc=plan.nproc,
-                        time_limit=plan.time_limit, mem=plan.mem, partition=plan.partition,
-                        python=dpu.python_for_jobs(), pythonpath="BUNDLE/worker:BUNDLE/code",
-                        setup=list(version.get("setup", [])), env=dict(dpu.env))
-    scheduler = for_dpu(dpu, LocalTransport())  # rendering touches no transport
-    scheduler.scripts(req)
 
 
 # -- running it --------------------------------------------------------------------------------
@@ -109,14 +96,7 @@ def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
 
 def _mark(store: Store, e: Entry, manifest: str, state: str, attempt: bool = False) -> None:
     """Keep the entry's state; `started` is when this attempt began (before its job existed)."""
-    now = time.time()
-    with store.transaction() as db:
-        db.execute("INSERT INTO bulk_entries (key, dpu, manifest, state, job_id, error, started,"
-                   " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                   " dpu=excluded.dpu, manifest=excluded.manifest, state=excluded.state,"
-                   " job_id=excluded.job_id, error=excluded.error, updated=excluded.updated,"
-                   " started=CASE WHEN ? THEN excluded.started ELSE started END",
-                   (e.key, e.dpu, manifest, state, e.job_id, e.error, now, now, attempt))
+    store.bulk_mark(e.key, e.dpu, manifest, state, e.job_id, e.error, attempt)
 
 
 def _interrupted(store: Store, e: Entry, started: float) -> Tuple[str, Optional[int]]:
@@ -138,6 +118,7 @@ class Reporter:
         self.counts: Dict[str, int] = {}
 
     def entry(self, e: Entry) -> None:
+        """Count one finished entry and print its line (skips only with --verbose)."""
         self.done += 1
         self.counts[e.state] = self.counts.get(e.state, 0) + 1
         line = {"submitted": lambda: f"submitted {e.key} -> job {e.job_id} on {e.dpu} "
@@ -207,15 +188,9 @@ def run(args: Any) -> int:
     return code
 
 
-def _submitted(store: Store) -> Dict[str, Tuple[str, Optional[int], float]]:
-    """Key -> (state, job id, when) of what earlier runs did."""
-    rows = store.db.execute("SELECT key, state, job_id, started FROM bulk_entries")
-    return {k: (s, j, t) for k, s, j, t in rows}
-
-
 def _preview(entries: List[Entry], store: Store, state: str, report: Reporter) -> None:
     """--dry-run, or --strict with bad entries: say what would happen, submit nothing."""
-    previous = _submitted(store)
+    previous = store.bulk_entries()
     for e in entries:
         if e.state == "pending":
             state_, e.job_id, _ = previous.get(e.key, ("", None, 0.0))
@@ -231,9 +206,9 @@ def _submit(entries: List[Entry], store: Store, cap: Optional[int], awepipe: Pat
     try:
         # A job a killed run left half-submitted is settled first (adopted if the scheduler has
         # it under its tag, else not submitted): an entry is decided by its job, never guessed.
-        _settle(store, [j for _, j, _ in _submitted(store).values() if j is not None], sessions)
+        _settle(store, [j for _, j, _ in store.bulk_entries().values() if j is not None], sessions)
         kept = _forget(store, forget) if forget else {}
-        previous = _submitted(store)
+        previous = store.bulk_entries()
         for e in entries:
             if e.state == "pending" and e.key in kept:
                 e.state, e.error = "failed", kept[e.key]
@@ -272,7 +247,7 @@ def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
     """Forget these keys, except those whose job may still run (forgetting them would submit
     it twice): key -> why it was kept."""
     kept: Dict[str, str] = {}
-    previous = _submitted(store)
+    previous = store.bulk_entries()
     for key in keys:
         job_id = previous.get(key, ("", None, 0.0))[1]
         job = store.jobs(ids=[job_id]) if job_id is not None else []
@@ -281,8 +256,7 @@ def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
                          f"{'being submitted' if job[0].phase == 'recorded' else 'queued or running'}; "
                          f"cancel it (dpu cancel {job_id} --force), wait until `dpu status {job_id}` "
                          f"says FINISHED, then rerun with --forget {key}")
-    with store.transaction() as db:
-        db.executemany("DELETE FROM bulk_entries WHERE key=?", [(k,) for k in keys if k not in kept])
+    store.bulk_forget([k for k in keys if k not in kept])
     return kept
 
 

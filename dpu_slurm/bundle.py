@@ -25,6 +25,8 @@ WORKER_FILES = ("__init__.py", "worker.py")
 
 @dataclass(frozen=True)
 class Bundle:
+    """A built bundle: its tree hash, the cached tarball and its size in bytes."""
+
     digest: str   # sha256 of the tree: the bundle's name everywhere
     path: Path    # the .tar.gz in the local cache
     size: int
@@ -50,6 +52,11 @@ def members(awepipe: Optional[Path]) -> List[Tuple[str, Path]]:
 
 
 def tree_hash(files: List[Tuple[str, Path]]) -> str:
+    """The sha256 over each member's name, executable bit and content hash, in the given order.
+
+    The remote helper computes the same hash of an unpacked tree (remote_helper.tree_hash);
+    tests/test_bundle.py checks that the two agree.
+    """
     outer = hashlib.sha256()
     for name, path in files:
         inner = hashlib.sha256()

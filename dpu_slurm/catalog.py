@@ -131,6 +131,7 @@ class Task:
     doc: str = ""
 
     def seconds(self, values: Mapping[str, Any]) -> float:
+        """Expected seconds per process for these option values (the estimate, called if callable)."""
         return float(self.estimate(values) if callable(self.estimate) else self.estimate)
 
 
@@ -202,9 +203,11 @@ class Catalog:
 
     # -- look-ups --------------------------------------------------------------------------
     def identifiers(self) -> List[str]:
+        """Every sequence identifier: each task's name, then the declared chains."""
         return list(self.sequences)
 
     def sequence(self, identifier: str) -> Sequence_:
+        """The sequence ``identifier`` (spaces around ``>`` allowed); SequenceError with close matches."""
         if not isinstance(identifier, str):
             raise SequenceError(f"a sequence identifier is a string like 'ReadNoise' or "
                                 f"'Bias>HotPixels', not {identifier!r}")

@@ -52,6 +52,7 @@ def _failed(views: List[JobView]) -> bool:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``dpu`` command's argument parser with all its subcommands."""
     p = argparse.ArgumentParser(prog="dpu", description="Run AWEPIPE task sequences on a "
                                 "Distributed Processing Unit (SLURM, PBS, Grid Engine or this machine).",
                                 epilog="Exit codes: 0 ok, 1 a job or task failed, 2 usage or config error, "
@@ -118,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``dpu`` command; return its exit status (a DPUError is printed, not raised)."""
     args = parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -219,13 +221,13 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, {"dpu": name})
         return OK
     if cmd == "cleanup":
-        removed = dpu._session.cleanup(args.days)
+        removed = dpu.cleanup(args.days)
         _emit(args, {"removed": removed}) if args.json else print(
             f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
         print(BANNER)
-        print(f"Current profile:\n- username : {dpu._session.user}\n- DPU      : {dpu.dpu_name}\n")
+        print(f"Current profile:\n- username : {dpu.user}\n- DPU      : {dpu.dpu_name}\n")
         _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
@@ -287,12 +289,12 @@ def _workdir_problems(cfg: DPUConfig) -> List[str]:
 
 
 def _index_problems(cfg: DPUConfig) -> List[str]:
-    """A shared job index on this machine whose folder others cannot use (see web/cards.py)."""
+    """A shared job index on this machine whose folder others cannot use (see index.py)."""
     if not cfg.job_index or cfg.is_remote or "{dpu_home}" in cfg.job_index:
         return []   # the default or a per-user index is private; a remote one is checked there
+    from .index import index_dir
     from .transport.local import LocalTransport
     from .transport.owned import index_root_problems
-    from .web.cards import index_dir
 
     root = index_dir(cfg, LocalTransport())
     return [f"job_index {root} {p}" for p in index_root_problems(root)]

@@ -28,16 +28,29 @@ from .schema import (
     WORD,
     As,
     At,
+    OneOf,
     Rule,
     bounded,
     check,
-    load_yaml,
     spec_of,
 )
+from .yaml_lines import load_yaml
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("local", "slurm", "pbs", "sge")
+
+
+def scheduler_names() -> Tuple[str, ...]:
+    """The allowed `scheduler:` values: the registered schedulers (schedulers.REGISTRY)."""
+    from .schedulers import names  # imported when asked: the schedulers import this module
+    return names("scheduler")
+
+
+def submit_names() -> Tuple[str, ...]:
+    """The allowed `submit:` values: cli, and the registered submit modes (drmaa)."""
+    from .schedulers import names
+    return ("cli", *names("submit"))
+
 
 # -- the schema: written once, as types (dpu_slurm/schema.py derives the checks) ---------------
 _PATH = Rule(what="a folder path on one line")
@@ -53,6 +66,8 @@ class _HostRequired(TypedDict):
 
 
 class Host(_HostRequired, total=False):
+    """The ``host:`` section: how to reach a remote DPU over SSH."""
+
     port: Annotated[int, bounded(1, 65535)]
     user: Annotated[str, _LOGIN]
     identity_file: Annotated[str, _FILE]
@@ -67,25 +82,35 @@ class _PartitionRequired(TypedDict):
 
 
 class Partition(_PartitionRequired, total=False):
+    """One entry of ``partitions:``: the largest time and memory it takes."""
+
     max_time: Annotated[int, SECONDS]
     max_mem: Annotated[int, MEGABYTES]
 
 
 class AweVersion(TypedDict, total=False):
+    """One entry of ``awe_versions:``: shell setup lines and/or the installed AWEPIPE path."""
+
     setup: List[Annotated[str, Rule(what="shell lines, one per item")]]
     path: Annotated[str, _PATH]
 
 
 class Defaults(TypedDict, total=False):
+    """The ``defaults:`` section: time (seconds) and memory (MB) per process."""
+
     time: Annotated[int, SECONDS]
     mem: Annotated[int, MEGABYTES]
 
 
 class Web(TypedDict, total=False):
+    """The ``web:`` section: limits of the queue page."""
+
     max_nproc: Annotated[int, bounded(1, 10_000_000)]   # the queue page: most processes a card may claim
 
 
 class Poll(TypedDict, total=False):
+    """The ``poll:`` section: how often status asks the scheduler; the grace of a vanished job."""
+
     min_interval: Annotated[float, bounded(0, 86400, "seconds")]
     max_interval: Annotated[float, bounded(0, 86400, "seconds")]
     grace: Annotated[float, bounded(0, 86400, "seconds")]
@@ -96,14 +121,14 @@ class DPUConfig:
     """One DPU: where and how its jobs run. The field types are also the file's schema."""
 
     name: Annotated[str, NAME]
-    scheduler: Annotated[str, As(Literal["local", "slurm", "pbs", "sge"])]
+    scheduler: Annotated[str, OneOf(scheduler_names)]
     path: Path = field(default=Path(), metadata={"schema": False})
     description: Annotated[str, TEXT] = ""
-    submit: Annotated[str, As(Literal["cli", "drmaa"])] = "cli"
+    submit: Annotated[str, OneOf(submit_names)] = "cli"
     flavor: Annotated[str, As(Literal["torque", "pbspro"])] = "torque"
     host: Annotated[Optional[Dict[str, Any]], As(Host)] = None
     workdir: Annotated[str, Rule(what="a folder path")] = ""
-    # shared folder of job cards the queue page reads (dpu_slurm/web/cards.py); {name}, {dpu_home}
+    # shared folder of job cards the queue page reads (dpu_slurm/index.py); {name}, {dpu_home}
     job_index: Annotated[str, _FILE] = ""
     python: Annotated[str, COMMAND] = ""
     awe_versions: Annotated[Dict[str, Dict[str, Any]],
@@ -130,6 +155,7 @@ class DPUConfig:
 
     @property
     def is_remote(self) -> bool:
+        """True when the DPU is reached over SSH (it has a host section)."""
         return self.host is not None
 
     def target_workdir(self) -> str:
@@ -139,6 +165,7 @@ class DPUConfig:
         return fill(text, user=user, name=self.name, dpu_home=dpu_home())
 
     def python_for_jobs(self) -> str:
+        """The Python the job scripts run the worker with."""
         return self.python or (sys.executable if not self.is_remote else "python3")
 
 
@@ -159,6 +186,7 @@ def fill(text: str, **values: Any) -> str:
 
 
 def current_user() -> str:
+    """The login name of this process's user (the uid as text when it has none)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -240,6 +268,7 @@ def _declares(path: Path, name: str) -> bool:
 
 
 def get_dpu(name: str) -> DPUConfig:
+    """The DPU config named ``name``; ConfigError listing the known ones, or the broken file naming it."""
     dpus, problems = _discover()
     if name in dpus:
         return dpus[name]
@@ -252,6 +281,7 @@ def get_dpu(name: str) -> DPUConfig:
 
 
 def environment_file() -> Path:
+    """The user's environment file (DPU_HOME/environment.yaml), which holds dpu_name."""
     return dpu_home() / "environment.yaml"
 
 
@@ -264,6 +294,7 @@ def default_dpu_name() -> str:
 
 
 def read_environment() -> Dict[str, Any]:
+    """The user's environment file as a dict ({} when there is none)."""
     path = environment_file()
     if not path.exists():
         return {}
@@ -274,6 +305,7 @@ def read_environment() -> Dict[str, Any]:
 
 
 def write_environment(**values: Any) -> Path:
+    """Update the user's environment file with these keys (written atomically); return its path."""
     data = read_environment()
     data.update(values)
     path = environment_file()

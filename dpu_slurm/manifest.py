@@ -16,18 +16,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import DPUError
 from .plan import Plan
-from .schema import (
-    DPU_OPTIONS,
-    MAX_ENTRIES,
-    At,
-    LMap,
-    RunRequest,
-    check,
-    check_dpu_options,
-    check_options,
-    load_yaml,
-    spec_of,
-)
+from .run_request import DPU_OPTIONS, RunRequest, check_dpu_options
+from .schema import MAX_ENTRIES, At, check, check_options, spec_of
+from .yaml_lines import LMap, load_yaml
 
 ENTRY_KEYS = ("key", "sequence", "options", "dpu", *DPU_OPTIONS)
 TOP_KEYS = ("dpu", "max_queued", "defaults", "runs", "templates")
@@ -42,6 +33,8 @@ class ManifestError(DPUError):
 
 @dataclass
 class Entry:
+    """One run of a bulk manifest: where it was written, what it asks, and what became of it."""
+
     where: str
     key: str = ""
     dpu: str = ""
@@ -180,7 +173,7 @@ def _entry(where: str, raw: Any, defaults: Dict[str, Any], dpu: str, params: Dic
         entry.error = str(exc)
         return entry
     try:
-        # The same model as the API body (schema.RunRequest), dpu_* written flat here.
+        # The same model as the API body (run_request.RunRequest), dpu_* written flat here.
         if not isinstance(merged.get("sequence"), str) or not merged["sequence"]:
             raise at.fail("'sequence' is required, e.g. sequence: ReadNoise")
         entry.sequence = ">".join(p.strip() for p in check(

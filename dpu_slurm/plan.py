@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from .catalog import Catalog
 from .config import DPUConfig
 from .errors import OptionError
-from .schema import MAX_PROCESSES, MAX_TIME, At, check_dpu_options
+from .run_request import check_dpu_options
+from .schema import MAX_PROCESSES, MAX_TIME, At
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Plan:
 
     @property
     def nproc(self) -> int:
+        """How many processes the job has."""
         return len(self.processes)
 
     def overrides(self) -> List[Dict[str, Any]]:
@@ -43,7 +45,8 @@ _MISSING = object()
 def make_plan(catalog: Catalog, dpu: DPUConfig, sequence: str, given: Mapping[str, Any],
               dpu_time: Optional[float] = None, dpu_mem: Optional[float] = None,
               dpu_aweversion: Optional[str] = None, send_code: bool = True) -> Plan:
-    # One check for the prompt, the command line, manifests and the API (dpu_slurm/schema.py).
+    """Check a run request and turn it into a Plan (options, processes, time, memory, partition)."""
+    # One check for the prompt, the command line, manifests and the API (dpu_slurm/run_request.py).
     asked = check_dpu_options({"dpu_time": dpu_time, "dpu_mem": dpu_mem,
                                "dpu_aweversion": dpu_aweversion, "send_code": send_code}, At())
     seq = catalog.sequence(sequence)

@@ -67,6 +67,7 @@ class SessionWriter:
             self.raw(f"[{self.user}] {stamp} - {line}")
 
     def raw(self, line: str) -> None:
+        """Print one line as is and append it to the session log."""
         print(line, file=self.out, flush=True)
         if self.logfile is not None:
             if self._fh is None:
@@ -81,6 +82,7 @@ class SessionWriter:
             self._fh.flush()
 
     def close(self) -> None:
+        """Close the session log file."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -135,15 +137,23 @@ class Processor:
 
     @property
     def dpu_name(self) -> str:
+        """The name of the DPU this processor submits to."""
         return self._session.dpu.name
 
     @property
+    def user(self) -> str:
+        """Whose jobs these are (the user name the store records them under)."""
+        return self._session.user
+
+    @property
     def catalog(self) -> Catalog:
+        """The AWEPIPE task catalog, loaded when first needed."""
         if self._catalog is None:
             self._catalog = Catalog.load(self._awepipe)
         return self._catalog
 
     def close(self) -> None:
+        """Close the DPU connections, the store and the session log."""
         for session in (self._session, *self._others.values()):
             session.close()
         self._store.close()
@@ -155,6 +165,7 @@ class Processor:
         return sorted(discover()[0])
 
     def show_dpu_identifiers(self) -> None:
+        """Print every configured DPU (the current one marked ``*``)."""
         dpus, problems = discover()
         for name in sorted(dpus):
             cfg = dpus[name]
@@ -186,6 +197,7 @@ class Processor:
         return self.catalog.identifiers()
 
     def show_sequence_identifiers(self) -> None:
+        """Print every known task sequence with a one-line description."""
         for ident, seq in self.catalog.sequences.items():
             doc = seq.tasks[0].doc if len(seq.tasks) == 1 else "chain of " + ", ".join(
                 t.name for t in seq.tasks)
@@ -197,6 +209,7 @@ class Processor:
         return [[o.short for o in opts] + [o.long for o in opts]]
 
     def show_sequence_options(self, sequence: str) -> None:
+        """Print the options a sequence accepts with their defaults."""
         opts = self.catalog.sequence(sequence).options
         self._say("Recognized options for the OptionsParser are:")
         for o in opts:
@@ -351,6 +364,11 @@ class Processor:
         outcome = self._session_for(job).cancel(job, force)
         self._say(outcome.line)
         return outcome
+
+    def cleanup(self, older_than_days: float = 7.0) -> List[str]:
+        """Remove the current DPU's code bundles no active job uses and none used lately."""
+        return self._session.cleanup(older_than_days)
+
 
 def _default(value: Any) -> str:
     return "" if value == "" else str(value)

@@ -40,10 +40,13 @@ def directive(value: Any) -> Raw:
     return Raw(text)
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
+@lru_cache(maxsize=8)
+def environment(search: str = "") -> jinja2.Environment:
+    """The environment over the packaged templates, then `search` (a scheduler module's folder:
+    a scheduler added outside this package keeps its template beside its module)."""
+    folders = [str(packaged("templates"))] + ([search] if search else [])
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(packaged("templates"))),
+        loader=jinja2.FileSystemLoader(folders),
         undefined=jinja2.StrictUndefined,
         finalize=quote,
         autoescape=False,  # noqa: S701 - shell scripts, not HTML: finalize quotes instead
@@ -56,5 +59,6 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render(template: str, **context: Any) -> str:
-    return environment().get_template(template).render(**context)
+def render(template: str, search: str = "", **context: Any) -> str:
+    """Render a template with the one quoting finalizer; `search`: one more template folder."""
+    return environment(search).get_template(template).render(**context)

@@ -4,8 +4,9 @@ is checked here, against specs derived from type hints, with errors naming file:
 A spec is written once as a type: a dataclass (``DPUConfig``) or a ``TypedDict`` is a record,
 ``Annotated[str, Rule(...)]`` narrows a scalar, ``Literal[...]`` is a choice, ``List``/``Dict``
 nest, and ``Annotated[Dict[str, Any], As(Host)]`` keeps a plain runtime type while checking
-against the record ``Host``. YAML is read by one loader that refuses aliases, duplicate and
-non-scalar keys, and keeps the line of every key for the messages.
+against the record ``Host``. YAML is read by one loader (yaml_lines.py) that refuses aliases,
+duplicate and non-scalar keys, and keeps the line of every key for the messages. The model of
+one run request (prompt, command line, manifest entry, API body) is in run_request.py.
 """
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import sys
 import typing
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import (
-    Annotated,
     Any,
+    Callable,
     Dict,
     FrozenSet,
     List,
@@ -28,11 +28,8 @@ from typing import (
     Optional,
     Tuple,
     Type,
-    TypedDict,
     Union,
 )
-
-import yaml
 
 from .errors import DPUError, OptionError
 
@@ -67,7 +64,16 @@ class As:
     schema: Any
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated[str, OneOf(fn)]``: a choice among the names fn() gives when a value is checked
+    (the registered schedulers: known only once their modules are imported)."""
+
+    names: Callable[[], Tuple[str, ...]]
+
+
 def bounded(lo: Optional[float], hi: Optional[float], unit: str = "") -> Rule:
+    """A Rule for a number between lo and hi (either may be None), with its unit in messages."""
     parts = [f">= {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
     return Rule(lo=lo, hi=hi, what=" and ".join(p for p in parts if p) + (f" {unit}" if unit else ""))
 
@@ -82,6 +88,7 @@ COMMAND = Rule(r"[^\s]+", "a command name or path without spaces")
 TEXT = Rule(what="one line of text")
 SECONDS = bounded(1, MAX_TIME, "seconds")
 MEGABYTES = bounded(MIN_MEM, MAX_MEM, "MB")
+VERSION = Rule(r"[A-Za-z0-9_.+-]{1,64}", "1-64 letters, digits and _.+-")
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -95,6 +102,7 @@ class At:
     error: Type[DPUError] = OptionError
 
     def child(self, key: str, container: Any = None, index: Any = None) -> At:
+        """The place of item ``key`` of ``container`` (its line when the YAML loader recorded one)."""
         line = self.line
         lines = getattr(container, "lines", None)
         if lines is not None and index in lines:
@@ -104,136 +112,35 @@ class At:
         return At(self.file, line, name, self.error)
 
     def where(self) -> str:
+        """``file:line``, or what is known of it, or ''."""
         place = self.file or ""
         if place and self.line:
             place += f":{self.line}"
         return place
 
     def fail(self, message: str, key: Optional[str] = None) -> DPUError:
+        """The error to raise for a bad value here, prefixed by its place and key."""
         label = self.key if key is None else key
         head = ": ".join(p for p in (self.where(), label) if p)
         return self.error(f"{head}: {message}" if head else message)
 
 
 def short(value: Any) -> str:
+    """A value's repr cut to 60 characters, for error messages."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- YAML with lines, no aliases, no duplicate keys ---------------------------------------------
-class LMap(Dict[Any, Any]):
-    """A YAML mapping that knows its line and the line of each key."""
-
-    line = 0
-    lines: Dict[Any, int]
-
-
-class LList(List[Any]):
-    """A YAML sequence that knows its line and the line of each item."""
-
-    line = 0
-    lines: Dict[int, int]
-
-
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when installed
-
-
-class Loader(_Base):
-    """Safe YAML for user files: aliases, duplicate keys and non-scalar keys are errors; dates and
-    ``Null`` stay text (a date option, a task name); only ``~``, ``null`` and empty mean nothing."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # Without aliases every node is built once; a node met again is an alias, which could
-        # make a few hundred bytes expand to gigabytes: refuse it at its first reuse.
-        if node in self.constructed_objects or node in self.recursive_objects:
-            raise yaml.constructor.ConstructorError(
-                None, None, "this value is used again through an alias (*name); write the "
-                "values out: aliases are refused so a small file cannot expand without bound",
-                node.start_mark)
-        return super().construct_object(node, deep)
-
-
-Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:null")]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|)$"), ["~", "n", ""])
-
-
-def _construct_map(loader: Loader, node: yaml.MappingNode) -> LMap:
-    out = LMap()
-    out.line, out.lines = node.start_mark.line + 1, {}
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be a plain value, not a {kind}", key_node.start_mark)
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be a plain value, not {type(key).__name__}",
-                key_node.start_mark) from None
-        if key in out.lines:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {short(key)}: given twice (lines {out.lines[key]} and {line}); "
-                "keep one", key_node.start_mark)
-        out.lines[key] = line
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-def _construct_list(loader: Loader, node: yaml.SequenceNode) -> LList:
-    out = LList(loader.construct_object(child, deep=True) for child in node.value)
-    out.line = node.start_mark.line + 1
-    out.lines = {i: child.start_mark.line + 1 for i, child in enumerate(node.value)}
-    return out
-
-
-Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
-
-
-def load_yaml(path: Path, error: Type[DPUError], what: str = "file") -> Any:
-    """Read a YAML file as UTF-8 with the Loader; every problem is `error` naming path:line."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise error(f"{path}: larger than {MAX_YAML_BYTES >> 20} MB; split the {what}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise error(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the {what} as "
-                    "UTF-8") from None
-    if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise error(f"{path}:{line}: holds a NUL character; a {what} is plain text")
-    try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        kind = "" if isinstance(exc, yaml.constructor.ConstructorError) or "alias" in problem \
-            else "malformed YAML: "
-        raise error(f"{where}: {kind}{problem}") from None
-    except RecursionError:
-        raise error(f"{path}: nested too deeply; flatten the {what}") from None
 
 
 # -- specs derived from types ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Spec:
+    """What a value must be, derived from a type: its kind, rule, choices and nested specs."""
+
     kind: str                       # str int float bool choice list map record any
     rule: Rule = Rule()
     nullable: bool = False
     choices: Tuple[str, ...] = ()
+    choices_from: Optional[Callable[[], Tuple[str, ...]]] = None   # OneOf: asked at check time
     item: Optional[Spec] = None     # list items, map values
     key: Optional[Spec] = None      # map keys
     fields: Tuple[Tuple[str, Spec], ...] = ()
@@ -241,6 +148,7 @@ class Spec:
 
     @property
     def field_map(self) -> Dict[str, Spec]:
+        """The record's fields by name."""
         return dict(self.fields)
 
 
@@ -263,6 +171,8 @@ def spec_of(tp: Any) -> Spec:
         for extra in extras:
             if isinstance(extra, As):
                 return spec_of(extra.schema)
+            if isinstance(extra, OneOf):
+                return Spec("choice", choices_from=extra.names)
         spec = spec_of(base)
         for extra in extras:
             if isinstance(extra, Rule):
@@ -349,9 +259,10 @@ def check(value: Any, spec: Spec, at: At) -> Any:
     if kind == "any":
         return value
     if kind == "choice":
-        if not isinstance(value, str) or value not in spec.choices:
+        choices = spec.choices_from() if spec.choices_from is not None else spec.choices
+        if not isinstance(value, str) or value not in choices:
             raise at.fail(f"is {short(value) if isinstance(value, str) else _what(value)}; "
-                          f"allowed: {', '.join(spec.choices)}")
+                          f"allowed: {', '.join(choices)}")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -400,6 +311,7 @@ def _what(value: Any) -> str:
 
 
 def check_record(value: Any, tp: Any, at: At) -> Dict[str, Any]:
+    """Check ``value`` against the TypedDict or dataclass type ``tp``; the checked mapping."""
     out = check(value, spec_of(tp), at)
     assert isinstance(out, dict)
     return out
@@ -458,66 +370,3 @@ def check_options(options: Mapping[str, Any], at: At) -> Dict[str, Any]:
         _text(name, sub)
         out[name] = check_value(value, sub, budget)
     return out
-
-
-# -- the run request: shared by Processor.run, `dpu run`, manifest entries and the API -----------
-VERSION = Rule(r"[A-Za-z0-9_.+-]{1,64}", "1-64 letters, digits and _.+-")
-
-
-class DpuOptions(TypedDict, total=False):
-    """The dpu_* options of one run, with the bounds every input shares."""
-
-    dpu_time: float     # bounds: check_dpu_options (its messages name the unit)
-    dpu_mem: float
-    dpu_aweversion: Annotated[str, VERSION]
-    send_code: bool
-
-
-DPU_OPTIONS: Tuple[str, ...] = tuple(DpuOptions.__annotations__)
-# Each step: blanks, then its first visible character, then the rest up to the next '>'. One way
-# to match only: the old [^<>]*[^\s<>][^<>]* could split a step many ways, and a near miss
-# ('Null>' * 14) backtracked for minutes holding the GIL.
-SEQUENCE = Rule(r"\s*[^\s<>][^<>]*(?:>\s*[^\s<>][^<>]*)*",
-                "a sequence identifier like 'ReadNoise' or 'Bias>HotPixels'")
-
-
-class _RunRequired(TypedDict):
-    sequence: Annotated[str, SEQUENCE]
-
-
-class RunRequest(_RunRequired, total=False):
-    """The API body: what to run, with which options, on which DPU."""
-
-    options: Dict[str, Any]
-    dpu_options: DpuOptions
-    dpu: Annotated[str, NAME]
-
-
-_AMOUNTS = {
-    "dpu_time": (0.0, MAX_TIME, f"a positive number of seconds, at most {MAX_TIME} (365 days)"),
-    "dpu_mem": (MIN_MEM, MAX_MEM, f"a positive number of MB from {MIN_MEM} to {MAX_MEM} (64 TB)"),
-}
-
-
-def check_dpu_options(values: Mapping[str, Any], at: At) -> Dict[str, Any]:
-    """dpu_time, dpu_mem, dpu_aweversion, send_code: None means not given; amounts bounded."""
-    given = {k: v for k, v in values.items() if v is not None}
-    for name, (lo, hi, what) in _AMOUNTS.items():
-        value = given.get(name)
-        if value is None:
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        # dpu_time: above 0; dpu_mem: at least MIN_MEM (0.5 would be rounded to 1 MB and crash)
-        if not number or not math.isfinite(value) or value > hi or value < lo or (
-                name == "dpu_time" and value <= lo):
-            line = getattr(values, "lines", {}).get(name, at.line)
-            raise At(at.file, line, at.key, at.error).fail(f"{name} must be {what}; got {short(value)}")
-    return check_record(given, DpuOptions, at)
-
-
-def check_run(data: Any, at: At) -> Dict[str, Any]:
-    """A RunRequest (the API body): structure, option values and dpu options."""
-    out = check_record(data, RunRequest, at)
-    out["options"] = check_options(out.get("options") or {}, at.child("options", data, "options"))
-    return out
-

@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import bundle as bundles
-from . import journal
+from . import journal, trial
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
 from .files import private_dir
+from .index import write_card
 from .plan import Plan
 from .reconcile import found_chunks, submitter_note
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
-from .web.cards import write_card
+from .transport.local import LocalTransport
 from .worker import LOG, RESULT, process_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,26 @@ def store_id(store: Store) -> str:
     return value
 
 
+def submit_request(dpu: DPUConfig, plan: Plan, job_id: int, user: str, jobdir: str,
+                   pythonpath: str, store: str = "",
+                   accepted: Optional[Callable[[List[str]], None]] = None) -> SubmitRequest:
+    """The scheduler's request for a plan: the one place a plan becomes a SubmitRequest."""
+    version = dpu.awe_versions.get(plan.aweversion, {}) if plan.aweversion else {}
+    return SubmitRequest(job_id=job_id, user=user, dpu=dpu.name, sequence=plan.sequence,
+                         jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
+                         partition=plan.partition, python=dpu.python_for_jobs(),
+                         pythonpath=pythonpath, setup=list(version.get("setup", [])),
+                         env=dict(dpu.env), store=store, accepted=accepted)
+
+
+def render_scripts(dpu: DPUConfig, plan: Plan) -> Dict[str, str]:
+    """The job scripts a submission of `plan` would render, with placeholder folders; opens no
+    connection (``dpu bulk`` checks every entry with it before submitting any)."""
+    req = submit_request(dpu, plan, 0, current_user(), f"{trial.workdir(dpu)}/jobs/0.check",
+                         "BUNDLE/worker:BUNDLE/code")
+    return for_dpu(dpu, LocalTransport()).scripts(req)
+
+
 @dataclass
 class Cancelled:
     """What a cancel did, as the line the user sees; `running` processes were left running."""
@@ -90,6 +111,7 @@ class JobView:
 
     @property
     def status(self) -> str:
+        """NOT SUBMITTED, SUBMITTING, QUEUED, RUNNING or FINISHED."""
         if self.job.phase == "not_submitted":
             return "NOT SUBMITTED"
         if self.job.phase == "recorded":
@@ -102,10 +124,13 @@ class JobView:
 
     @property
     def ok(self) -> bool:
+        """True when the job finished and every task of every process ended N."""
         return self.status == "FINISHED" and self.counts.letters[0] == self.job.nproc * self.job.ntasks
 
 
 class DPUSession:
+    """One user's work on one DPU: submitting, refreshing and reading the jobs' files."""
+
     def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None,
                  transport: Optional[Transport] = None) -> None:
         self.dpu = dpu
@@ -117,23 +142,27 @@ class DPUSession:
 
     @property
     def transport(self) -> Transport:
+        """The connection to the DPU, opened when first needed."""
         if self._transport is None:
             self._transport = connect(self.dpu)
         return self._transport
 
     @property
     def scheduler(self) -> Scheduler:
+        """The DPU's scheduler, made when first needed."""
         if self._scheduler is None:
             self._scheduler = for_dpu(self.dpu, self.transport)
         return self._scheduler
 
     def close(self) -> None:
+        """Close the scheduler and the connection, if they were opened."""
         if self._scheduler is not None:
             self._scheduler.close()
         if self._transport is not None:
             self._transport.close()
 
     def workdir(self) -> str:
+        """The DPU's working folder as an absolute path on its target."""
         return self.transport.expand(self.dpu.target_workdir())
 
     # -- submit -----------------------------------------------------------------------------
@@ -187,12 +216,8 @@ class DPUSession:
                 self.store.accepted(job_id, native_ids)
                 fault("chunk")      # this chunk's id is stored; later chunks are not submitted
 
-            req = SubmitRequest(
-                job_id=job_id, user=self.user, dpu=self.dpu.name, sequence=plan.sequence,
-                jobdir=jobdir, nproc=plan.nproc, time_limit=plan.time_limit, mem=plan.mem,
-                partition=plan.partition, python=self.dpu.python_for_jobs(),
-                pythonpath=":".join(paths), setup=list(version.get("setup", [])),
-                env=dict(self.dpu.env), store=sid, accepted=accepted)
+            req = submit_request(self.dpu, plan, job_id, self.user, jobdir, ":".join(paths), sid,
+                                 accepted)
             scheduler = self.scheduler
             calling = True
             native = scheduler.submit(req)
@@ -211,7 +236,7 @@ class DPUSession:
             raise
         self.store.submitted(job_id, native)
         fault("stored")
-        # The queue page's view of the job (every user's, see web/cards.py); never fails the submit.
+        # The queue page's view of the job (every user's, see index.py); never fails the submit.
         write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id
 
@@ -231,6 +256,7 @@ class DPUSession:
         return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
+        """The jobs with their process counters."""
         counts = self.store.counts([j.id for j in jobs])
         return [JobView(j, counts[j.id]) for j in jobs]
 
@@ -314,17 +340,21 @@ class DPUSession:
     # -- logs and results -----------------------------------------------------------------
     def read_process_files(self, job: Job, name: str,
                            procs: Optional[List[Proc]] = None) -> Dict[int, Optional[bytes]]:
+        """The file `name` of each process (None where it is missing)."""
         indices = [p.idx for p in (procs if procs is not None else self.store.procs(job.id))]
         paths = {i: str(process_dir(job.jobdir, i) / name) for i in indices}  # type: ignore[arg-type]
         raw = self.transport.read_files(list(paths.values())) if job.jobdir else {}
         return {i: raw.get(p) for i, p in paths.items()}
 
     def logs(self, job: Job) -> Dict[int, List[str]]:
+        """Each process's log lines."""
         return {i: (data.decode("utf-8", "replace").splitlines() if data else [])
                 for i, data in self.read_process_files(job, LOG).items()}
 
     def results(self, job: Job) -> Dict[int, Any]:
+        """Each process's decoded result, for the processes that wrote one."""
         return {i: json.loads(data) for i, data in self.read_process_files(job, RESULT).items() if data}
 
 
-__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "write_json"]
+__all__ = ["Cancelled", "DPUSession", "JobView", "awepipe_path", "open_store", "render_scripts",
+           "submit_request", "write_json"]

@@ -117,13 +117,17 @@ class Connection(sqlite3.Connection):
     store_path = Path("jobs.sqlite")
 
     def cursor(self, factory: Any = _Cursor) -> Any:
+        """A cursor whose failures are StoreErrors."""
         return super().cursor(factory)
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        """sqlite3's execute through a translating cursor."""
         return self.cursor().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> _Cursor:
+        """sqlite3's executemany through a translating cursor."""
         return self.cursor().executemany(sql, parameters)
 
     def executescript(self, sql_script: str, /) -> _Cursor:
+        """sqlite3's executescript through a translating cursor."""
         return self.cursor().executescript(sql_script)

@@ -13,14 +13,15 @@ from typing import List, Optional, Tuple
 
 from .config import DPUConfig
 from .reconcile import found_chunks, nchunks, reconcile, submitter_alive
-from .schedulers.base import ENDED, QUEUED, RUNNING, Observation, Scheduler
+from .schedulers.base import ENDED, Observation, Scheduler
+from .states import JobStatus, ObsState, Phase, ProcState
 from .store import Job, Proc, Store
 from .transport.base import Records
 from .worker import STATUS
 
 log = logging.getLogger(__name__)
 
-DONE = "DONE"
+DONE, QUEUED, RUNNING = ProcState.DONE, ProcState.QUEUED, ProcState.RUNNING
 Change = Tuple[int, str, str, str, Optional[float]]
 
 
@@ -64,8 +65,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     active = store.jobs(dpu=dpu.name, active=True)
     if not active or (not force and not due(store, dpu, now)):
         return False
-    jobs = [j for j in active if j.phase == "submitted"]
-    recorded = [j for j in active if j.phase == "recorded"]
+    jobs = [j for j in active if j.phase == Phase.SUBMITTED]
+    recorded = [j for j in active if j.phase == Phase.RECORDED]
     open_procs = {j.id: store.procs(j.id, open_only=True) for j in active}
     # A recorded job's folder is asked for every process: a record there means it ran.
     wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in active if j.jobdir}
@@ -74,12 +75,8 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     # has nothing to look at for it (reconcile gives it up after the grace).
     polled = [j for j in active if j.jobdir]
     request = scheduler.poll_request(polled)
-    if request is not None:
-        got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
-        observed = scheduler.parse_poll(polled, got)
-    else:
-        observed = scheduler.poll(polled)
-        got = scheduler.transport.gather(None, [], wanted, STATUS)
+    got = scheduler.transport.gather(request.argv, request.files, wanted, STATUS)
+    observed = scheduler.parse_poll(polled, got)
     # Each record parsed once: (job id, index) -> what the worker wrote.
     by_dir = {j.jobdir: j for j in active if j.jobdir}
     records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items() if d in by_dir}
@@ -165,9 +162,9 @@ def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
         if cancelled and "A" in letters and "TIMEOUT" not in record.reason:
             return DONE, letters, "cancelled while running"
         return DONE, letters, record.reason
-    if obs is not None and obs.state == RUNNING:
+    if obs is not None and obs.state == ObsState.RUNNING:
         return RUNNING, "", ""
-    if obs is not None and obs.state == QUEUED:
+    if obs is not None and obs.state == ObsState.QUEUED:
         return (RUNNING if record is not None else QUEUED), "", ""
     if obs is None:
         if cancelled:  # the user cancelled and the scheduler dropped it: we know why
@@ -206,11 +203,11 @@ def _fill(record: Optional[Record], ntasks: int, current: str, rest: str) -> str
     return "".join(out)
 
 
-def job_status(counts_done: int, running: int, nproc: int) -> str:
+def job_status(counts_done: int, running: int, nproc: int) -> JobStatus:
     """QUEUED (nothing started), RUNNING (something started), FINISHED (every process ended)."""
     if counts_done == nproc:
-        return "FINISHED"
+        return JobStatus.FINISHED
     if running or counts_done:
-        return "RUNNING"
-    return "QUEUED"
+        return JobStatus.RUNNING
+    return JobStatus.QUEUED
 

@@ -1,5 +1,6 @@
 """The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
-timeout and a schema version; every sqlite failure is a StoreError saying what to do.
+timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is
+the store layer with store_extra.py: all SQL of dpu_slurm is in these two modules.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -19,19 +20,13 @@ from .errors import DPUError, JobNotFound, StoreError
 from .files import PRIVATE_FILE, private_dir, private_file, tighten
 from .journal import choose
 from .sqlite_errors import Connection, store_error
+from .store_extra import TABLES, SideTables
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
-# Version 3: what `dpu bulk` submitted (one row per manifest entry key) and the hashed tokens of
-# the web submission API (dpu_slurm/bulk.py, dpu_slurm/tokens.py own these tables).
-_V3 = [
-    "CREATE TABLE IF NOT EXISTS bulk_entries (key TEXT PRIMARY KEY, dpu TEXT NOT NULL,"
-    " manifest TEXT NOT NULL, state TEXT NOT NULL, job_id INTEGER, error TEXT NOT NULL DEFAULT '',"
-    " started REAL NOT NULL, updated REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, user TEXT NOT NULL,"
-    " label TEXT NOT NULL, hash TEXT NOT NULL, created REAL NOT NULL, last_used REAL)",
-]
+# Version 3: what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py).
+_V3 = TABLES
 # from version -> statements that bring a store to the next version
 # Version 4: when each process was first found missing (neither the scheduler nor its worker's
 # record knows it), so status waits out the grace before calling it U (dpu_slurm/status.py).
@@ -75,6 +70,8 @@ CREATE TABLE IF NOT EXISTS procs (
 
 @dataclass
 class Job:
+    """One submitted (or attempted) run as the store records it."""
+
     id: int
     dpu: str
     user: str
@@ -96,6 +93,8 @@ class Job:
 
 @dataclass
 class Proc:
+    """One process of a job: its state, task outcomes and why it ended so."""
+
     idx: int
     state: str      # QUEUED, RUNNING or DONE
     outcome: str    # one letter of NEASU per task once DONE
@@ -105,19 +104,23 @@ class Proc:
 
 @dataclass
 class Counts:
+    """How many of a job's processes are queued, running, done, and the NEASU letter counts."""
+
     queued: int = 0
     running: int = 0
     done: int = 0
     letters: Tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     def line(self) -> str:
+        """The letter counts as ``N/E/A/S/U``."""
         return "/".join(str(n) for n in self.letters)
 
 
-class Store:
+class Store(SideTables):
+    """A user's jobs and their processes (and, from store_extra.py, bulk entries and tokens)."""
+
     def __init__(self, path: Path, journal: str = "auto") -> None:
-        """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py).
-        Every sqlite failure becomes a StoreError naming the file and what to do."""
+        """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""
         self.path = Path(path)
         memory = str(path) == ":memory:"
         try:
@@ -194,6 +197,7 @@ class Store:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE name='procs'").fetchone() is not None
 
     def close(self) -> None:
+        """Close the database."""
         self.db.close()
 
     @contextmanager
@@ -244,10 +248,12 @@ class Store:
         return job_id
 
     def set_jobdir(self, job_id: int, jobdir: str, bundle: str) -> None:
+        """Record where the job's folder and code bundle are on the target."""
         with self.transaction() as db:
             db.execute("UPDATE jobs SET jobdir=?, bundle=? WHERE id=?", (jobdir, bundle, job_id))
 
     def submitted(self, job_id: int, native_ids: Sequence[str]) -> None:
+        """Record that the scheduler accepted the job under `native_ids`."""
         # The submitter's own word wins over a reconciliation that gave up on it meanwhile
         # (another host's client cannot see that the submitter is still alive).
         with self.transaction() as db:
@@ -293,6 +299,7 @@ class Store:
             return cur.rowcount > 0
 
     def not_submitted(self, job_id: int, error: str) -> None:
+        """Record that the job never reached the scheduler, and why."""
         with self.transaction() as db:
             db.execute("UPDATE jobs SET phase='not_submitted', error=?, finished=? WHERE id=?",
                        (error, time.time(), job_id))
@@ -323,15 +330,18 @@ class Store:
             db.executemany("DELETE FROM jobs WHERE id=?", ids)
 
     def meta_get(self, key: str) -> Optional[str]:
+        """A stored setting, or None."""
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def meta_set(self, key: str, value: str) -> None:
+        """Keep a setting."""
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- reading --------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
+        """One job; raises JobNotFound for an unknown id."""
         rows = self.jobs(ids=[job_id])
         if not rows:
             raise JobNotFound(f"no job with identifier {job_id!r} in {self.path}; "
@@ -340,6 +350,7 @@ class Store:
 
     def jobs(self, ids: Optional[Sequence[int]] = None, dpu: Optional[str] = None,
              active: bool = False) -> List[Job]:
+        """The jobs by id, DPU and/or still active (not finished), in id order."""
         sql, args = "SELECT * FROM jobs WHERE 1=1", []  # type: Tuple[str, List[Any]]
         if ids is not None:
             ids = [int(i) for i in ids]
@@ -360,6 +371,7 @@ class Store:
         return [_job(r) for r in rows]
 
     def procs(self, job_id: int, open_only: bool = False) -> List[Proc]:
+        """A job's processes in index order (`open_only`: those not DONE)."""
         sql = "SELECT idx, state, outcome, reason, missing FROM procs WHERE job_id=?"
         if open_only:
             sql += " AND state!='DONE'"

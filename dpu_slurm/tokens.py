@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -24,6 +23,8 @@ _TOKEN = re.compile(r"^dpu_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 
 @dataclass
 class TokenInfo:
+    """A token as ``dpu token list`` shows it (never its secret or hash)."""
+
     id: str
     user: str
     label: str
@@ -43,13 +44,9 @@ def create(store: Store, user: str, label: str = "") -> Tuple[str, TokenInfo]:
         tid = secrets.token_hex(4)
         token = f"dpu_{tid}_{secrets.token_urlsafe(32)}"
         now = time.time()
-        try:
-            with store.transaction() as db:
-                db.execute("INSERT INTO tokens (id, user, label, hash, created) VALUES (?, ?, ?, ?, ?)",
-                           (tid, user, label, _digest(token), now))
-        except sqlite3.IntegrityError:
-            continue  # the 32-bit id is taken: draw another
-        return token, TokenInfo(tid, user, label, now, None)
+        if store.token_add(tid, user, label, _digest(token), now):
+            return token, TokenInfo(tid, user, label, now, None)
+        # the 32-bit id is taken: draw another
     raise DPUError("could not draw a free token id; try again")
 
 
@@ -58,24 +55,22 @@ def verify(store: Store, token: Optional[str]) -> Optional[TokenInfo]:
     match = _TOKEN.match(token or "")
     if match is None:
         return None
-    row = store.db.execute("SELECT id, user, label, hash, created, last_used FROM tokens WHERE id=?",
-                           (match.group(1),)).fetchone()
+    row = store.token(match.group(1))
     if row is None or not hmac.compare_digest(row[3], _digest(token or "")):
         return None
     now = time.time()
-    with store.transaction() as db:
-        db.execute("UPDATE tokens SET last_used=? WHERE id=?", (now, row[0]))
+    store.token_used(row[0], now)
     return TokenInfo(row[0], row[1], row[2], row[4], now)
 
 
 def list_tokens(store: Store) -> List[TokenInfo]:
-    rows = store.db.execute("SELECT id, user, label, created, last_used FROM tokens ORDER BY created")
-    return [TokenInfo(*row) for row in rows]
+    """Every token in the store, oldest first."""
+    return [TokenInfo(tid, user, label, created, used)
+            for tid, user, label, _, created, used in store.tokens()]
 
 
 def revoke(store: Store, token_id: str) -> None:
-    with store.transaction() as db:
-        gone = db.execute("DELETE FROM tokens WHERE id=?", (token_id,)).rowcount
-    if not gone:
+    """Delete a token; raises DPUError naming the known ids when there is no such token."""
+    if not store.token_delete(token_id):
         known = ", ".join(t.id for t in list_tokens(store)) or "none"
         raise DPUError(f"no token with id {token_id!r}; your tokens: {known} (dpu token list)")

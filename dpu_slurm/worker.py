@@ -144,6 +144,8 @@ class _Killed(BaseException):
 
 
 class Worker:
+    """Runs the tasks of one process of a job, writing its log, status and result records."""
+
     def __init__(self, jobdir: Path, index: int) -> None:
         self.jobdir = Path(jobdir)
         self.index = index
@@ -156,12 +158,14 @@ class Worker:
         self._log = open(self.dir / LOG, "a", encoding="utf-8", errors="backslashreplace")
 
     def log(self, message: str) -> None:
+        """Append ``HH:MM:SS - message`` lines to the process log."""
         stamp = time.strftime("%H:%M:%S")
         for line in str(message).splitlines() or [""]:
             self._log.write(f"{stamp} - {line}\n")
         self._log.flush()
 
     def status(self, state: str) -> None:
+        """Write status.json atomically: the process state and each task's letter so far."""
         write_json(self.dir / STATUS, {
             "state": state, "tasks": self.tasks, "reason": self.reason,
             "host": socket.gethostname(), "pid": os.getpid(),
@@ -169,10 +173,12 @@ class Worker:
         })
 
     def options(self) -> Dict[str, Any]:
+        """The job's shared options with this process's own values over them."""
         overrides = self.job["processes"][self.index]
         return {**self.job["options"], **overrides}
 
     def run(self) -> int:
+        """Run the sequence's tasks in order, stop at the first that fails; the exit status (0: all N)."""
         signal.signal(signal.SIGTERM, _on_term)
         set_subreaper()
         self.status("RUNNING")
@@ -261,6 +267,7 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m dpu_slurm.worker JOBDIR INDEX``: run one process; its exit status."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m dpu_slurm.worker JOBDIR INDEX", file=sys.stderr)

@@ -118,7 +118,7 @@ def test_values_are_coerced_to_the_option_type(catalog: Catalog, key: str, given
 def test_none_means_the_default(catalog: Catalog) -> None:
     assert catalog.parse("Null", {"s": None, "n": None})["sleep"] == 0.0
     assert catalog.parse("ReadNoise", {"i": "WFI", "tpl": None})["template"] is None
-    assert catalog.estimate("Null", catalog.parse("Null", {"s": None})) == 1.0
+    assert catalog.estimate("Null", catalog.parse("Null", {"s": None})) == 5.0
 
 
 def test_dict_option_from_a_string_literal(catalog: Catalog) -> None:

@@ -7,13 +7,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from typing import Any, List
 
 import pytest
 import yaml
 
 from dpu_slurm import cli
-from dpu_slurm.config import environment_file
+from dpu_slurm.config import current_user, environment_file
 from tests.conftest import REPO, Env, wait_until
 
 Capture = pytest.CaptureFixture[str]
@@ -192,6 +193,18 @@ def test_shell_prints_the_banner_and_gives_a_ready_dpu(env: Env) -> None:
     assert "Welcome to the Astro-WISE Environment" in proc.stdout
     assert "Initializing Distributed Processing Unit..." in proc.stdout
     assert "IDS ['Null', 'ReadNoise']" in proc.stdout
+    assert f"- username : {current_user()}\n- DPU      : testlocal" in proc.stdout
+
+
+def test_cleanup_removes_old_unused_bundles_and_keeps_the_rest(capsys: Capture, env: Env) -> None:
+    """`dpu cleanup` goes through the Processor's public cleanup (no private session access)."""
+    bundles = env.work / "testlocal" / "bundles"
+    old, new = bundles / ("0" * 64), bundles / ("1" * 64)
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+    os.utime(old, (time.time() - 30 * 86400,) * 2)
+    assert run_json(capsys, ["cleanup", "--dpu", "testlocal", "--days", "7"]) == {"removed": [old.name]}
+    assert new.is_dir() and not old.exists()
 
 
 def test_shell_session_keeps_its_log_file_and_one_shot_commands_do_not(env: Env) -> None:

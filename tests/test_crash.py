@@ -271,7 +271,9 @@ def test_prompt_killed_at_each_step_on_slurm(slurm_env: Env, step: str) -> None:
     adopted with chunk 0 and chunk 1's processes end S; killed before, it is not submitted."""
     env, t0 = slurm_env, time.time()
     name = slurm_dpu(env)
-    killed(prompt(env, name, 4, f"{step}:KILL"))
+    # Between the chunks the tasks run a while, so the first poll finds chunk 0 by its tag in the
+    # queue (a job that is already gone is found through sacct, which may lag on a busy machine).
+    killed(prompt(env, name, 4, f"{step}:KILL", sleep=20 if step in ("accepted", "chunk") else 0))
     [job] = all_jobs()
     assert job.phase == ("submitted" if step == "stored" else "recorded")
     [view] = settle(name)
@@ -292,7 +294,7 @@ def test_prompt_killed_at_each_step_on_slurm(slurm_env: Env, step: str) -> None:
 def test_ctrl_c_after_the_first_chunk_on_slurm_is_adopted_not_lost(slurm_env: Env) -> None:
     env, t0 = slurm_env, time.time()
     name = slurm_dpu(env)
-    killed(prompt(env, name, 4, "chunk:INT"), "INT")
+    killed(prompt(env, name, 4, "chunk:INT", sleep=20), "INT")
     [job] = all_jobs()
     assert job.phase == "recorded" and len(job.native_ids) == 1  # what is known is kept
     [view] = settle(name)
@@ -317,7 +319,7 @@ def test_bulk_killed_on_slurm_then_rerun_submits_each_entry_once(
 
 
 # -- reconciliation without a cluster: what each scheduler's one poll carries, and the grace ------
-class Listing(Scheduler):
+class Listing(Scheduler, registered=False):
     """A scheduler whose one poll lists `listed` (job name -> native id) and nothing else."""
 
     name = "listing"

@@ -1,12 +1,15 @@
 """Golden job scripts: the rendered script of each example config is checked in; a diff shows
 what a change does to every script. Regenerate with DPU_UPDATE_GOLDEN=1 after reviewing."""
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dpu_slurm.config import load_file, packaged
-from dpu_slurm.schedulers import SubmitRequest, for_dpu
+from dpu_slurm.plan import Plan
+from dpu_slurm.schedulers import for_dpu
+from dpu_slurm.session import submit_request
 from dpu_slurm.transport.local import LocalTransport
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -14,13 +17,15 @@ EXAMPLES = sorted(p.name for p in packaged("cluster_configs").glob("*.yaml"))
 
 
 def request(cfg):
-    version = cfg.awe_versions.get(cfg.default_aweversion, {})
-    return SubmitRequest(
-        job_id=42, user="alice", dpu=cfg.name, sequence="Bias>HotPixels",
-        jobdir="/scratch/alice/dpu/jobs/42.abcd1234", store="abcd1234", nproc=2500, time_limit=900, mem=2000,
-        partition="short" if cfg.partitions else None, python=cfg.python or "python3",
-        pythonpath="/scratch/alice/dpu/bundles/0123/worker:/scratch/alice/dpu/bundles/0123/code",
-        setup=list(version.get("setup", [])), env=dict(cfg.env))
+    """The request session.submit would make (session.submit_request, the one builder), with
+    the python pinned so the scripts do not depend on the interpreter running the tests."""
+    plan = Plan(sequence="Bias>HotPixels", tasks=[], options={}, processes=[{}] * 2500, estimate=600.0,
+                time_limit=900, mem=2000, partition="short" if cfg.partitions else None,
+                aweversion=cfg.default_aweversion, send_code=True)
+    req = submit_request(cfg, plan, 42, "alice", "/scratch/alice/dpu/jobs/42.abcd1234",
+                         "/scratch/alice/dpu/bundles/0123/worker:/scratch/alice/dpu/bundles/0123/code",
+                         "abcd1234")
+    return replace(req, python=cfg.python or "python3")
 
 
 def rendered(name):

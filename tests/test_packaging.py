@@ -82,3 +82,45 @@ def test_ssh_and_drmaa_need_no_extra() -> None:
     extras = cfg["options.extras_require"]
     assert extras["ssh"].strip() == extras["drmaa"].strip() == ""
     assert "[ssh" not in (REPO / "Makefile").read_text()
+
+
+def test_one_version_source_and_the_command_prints_it() -> None:
+    import dpu_slurm
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["metadata"]["version"].strip() == "attr: dpu_slurm.__version__"
+    # the installed metadata agrees (make reinstalls when setup.cfg changes)
+    assert importlib.metadata.version("dpu_slurm") == dpu_slurm.__version__
+    out = subprocess.run([str(Path(sys.executable).parent / "dpu"), "--version"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["dpu_slurm", dpu_slurm.__version__]
+
+
+def test_the_license_file_matches_the_declared_license() -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["metadata"]["license"].strip() == "MIT"
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "Copyright (c) 2026 the dpu_slurm authors" in text
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+    assert "LICENSE" in cfg["metadata"]["license_files"]
+
+
+def test_lint_tools_are_pinned_and_playwright_is_its_own_extra() -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    dev = [r.strip() for r in extras["dev"].splitlines() if r.strip()]
+    assert {r.split("==")[0] for r in dev} >= {"ruff", "mypy", "types-PyYAML"}
+    assert all("==" in r for r in dev), dev
+    assert "playwright" not in extras["test"] and "playwright" in extras["browser"]
+    assert "pytest-mock" not in extras["test"]
+    # every pinned tool is the one installed (the Makefile installs the dev extra)
+    for req in dev:
+        name, version = req.split("==")
+        assert importlib.metadata.version(name) == version, name
+    makefile = (REPO / "Makefile").read_text()
+    assert "browser" in makefile and "docs" in makefile
+    assert re.search(r"^test: .*\bdocs\b", makefile, re.M)

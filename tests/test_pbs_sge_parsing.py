@@ -8,7 +8,7 @@ import pytest
 
 from dpu_slurm.config import DPUConfig
 from dpu_slurm.errors import ConfigError
-from dpu_slurm.schedulers import SubmitRequest
+from dpu_slurm.schedulers import REGISTRY, SubmitRequest
 from dpu_slurm.schedulers import drmaa as drmaa_mod
 from dpu_slurm.schedulers.pbs import PBSScheduler, parse_alt, parse_full, split_id, walltime
 from dpu_slurm.schedulers.sge import SGEScheduler, parse_qacct, parse_xml, task_ids
@@ -210,9 +210,10 @@ def test_drmaa_job_info_maps_to_letters():
     assert info({"hasExited": True, "exitStatus": 137}).letter == "A"
     assert info({"hasSignal": True, "terminatedSignal": "SIGKILL"}).letter == "A"
     assert info({"wasAborted": True}).letter == "S"
-    assert drmaa_mod.array_id("sge", "12.3") == "12"
-    assert drmaa_mod.array_id("slurm", "12_3") == "12"
-    assert drmaa_mod.array_id("pbs", "12[3].server") == "12[].server"
+    # Each DRM's registered class knows its task ids (DRMAA takes them from the registry).
+    assert REGISTRY["sge"].drmaa_array_id("12.3") == "12"
+    assert REGISTRY["slurm"].drmaa_array_id("12_3") == "12"
+    assert REGISTRY["pbs"].drmaa_array_id("12[3].server") == "12[].server"
 
 
 def test_helper_environment_carries_the_tls_workaround_and_library(monkeypatch, tmp_path):
@@ -227,5 +228,5 @@ def test_helper_environment_carries_the_tls_workaround_and_library(monkeypatch, 
 
 
 def test_drmaa_needs_a_drm_it_knows():
-    with pytest.raises(ConfigError, match="sge, slurm or pbs"):
+    with pytest.raises(ConfigError, match="slurm, pbs or sge"):
         drmaa_mod.DRMAAScheduler(cfg("local", submit="drmaa"), LocalTransport())

@@ -303,7 +303,7 @@ def test_cleanup_keeps_bundles_of_active_jobs(remote):
     stale.mkdir()
     os.utime(stale, (time.time() - 30 * 86400,) * 2)
     os.utime(root / keep, (time.time() - 30 * 86400,) * 2)
-    removed = remote._session.cleanup(older_than_days=7)
+    removed = remote.cleanup(older_than_days=7)
     assert removed == [stale.name]
     assert (root / keep).is_dir()
     remote.cancel_job(active, force=True)

@@ -9,7 +9,7 @@ from dpu_slurm.store import Store
 from dpu_slurm.transport.local import LocalTransport
 
 
-class Silent(Scheduler):
+class Silent(Scheduler, registered=False):
     """Lists nothing; its accounting answers what the test puts in `remembered`."""
 
     name = "silent"

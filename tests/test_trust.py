@@ -13,8 +13,8 @@ import pytest
 
 from dpu_slurm import cli
 from dpu_slurm.config import get_dpu
+from dpu_slurm.index import CARD_VERSION, BadCard, Card, max_nproc
 from dpu_slurm.transport.local import LocalTransport
-from dpu_slurm.web.cards import CARD_VERSION, BadCard, Card, max_nproc
 from dpu_slurm.web.mirror import Mirror
 from dpu_slurm.worker import write_json
 from tests.conftest import Env, Session

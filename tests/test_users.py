@@ -24,10 +24,10 @@ import yaml
 
 from dpu_slurm.config import get_dpu
 from dpu_slurm.errors import DPUError
+from dpu_slurm.index import CARD_VERSION
 from dpu_slurm.transport import Transport, remote_helper
 from dpu_slurm.transport.local import LocalTransport
 from dpu_slurm.transport.ssh import SSHTransport
-from dpu_slurm.web.cards import CARD_VERSION
 from dpu_slurm.web.mirror import Mirror
 from tests.conftest import REPO, Env, _stop_runners, harness
 

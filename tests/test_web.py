@@ -23,9 +23,9 @@ import pytest
 from dpu_slurm import cli, tokens
 from dpu_slurm.config import get_dpu
 from dpu_slurm.errors import OptionError
+from dpu_slurm.index import CARD_VERSION
 from dpu_slurm.session import open_store
 from dpu_slurm.web.api import parse
-from dpu_slurm.web.cards import CARD_VERSION
 from dpu_slurm.web.server import QueueServer, make_server
 from tests.conftest import REPO, Env, Session, wait_until
 

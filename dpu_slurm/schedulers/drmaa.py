@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import selectors
@@ -27,7 +26,7 @@ import sys
 import weakref
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence
+from typing import IO, Any, Dict, List, Optional, Sequence, Type
 
 from ..config import DPUConfig, dpu_home
 from ..errors import ConfigError, SchedulerError, SubmitError
@@ -36,8 +35,18 @@ from ..render import directive
 from ..store import Job
 from ..transport import Transport
 from ..transport.base import Gathered
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
-from .pbs import owners, walltime
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    Observed,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunks,
+    number_owners,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +76,28 @@ CALL_TIMEOUT = 120.0
 
 def native_spec(dpu: DPUConfig, req: SubmitRequest) -> str:
     """The job template's nativeSpecification, in the syntax of the DRM named by ``scheduler``."""
-    mem, limit = req.mem, req.time_limit
-    if dpu.scheduler == "slurm":
-        minutes = max(1, math.ceil(limit / 60))
-        parts = [f"--time={minutes}", f"--mem={mem}M"]
-        parts += [f"--partition={req.partition}"] if req.partition else []
-        parts += [f"--account={dpu.account}"] if dpu.account else []
-        parts += [f"--qos={dpu.qos}"] if dpu.qos else []
-    elif dpu.scheduler == "pbs":
-        parts = ["-l", f"walltime={walltime(limit)},mem={mem}mb"]
-        parts += ["-q", req.partition] if req.partition else []
-        parts += ["-A", dpu.account] if dpu.account else []
-    else:  # sge
-        parts = ["-l", f"h_rt={walltime(limit)},h_vmem={mem}M"]
-        parts += ["-q", req.partition] if req.partition else []
-        parts += ["-A", dpu.account] if dpu.account else []
-        parts += ["-tc", str(dpu.array_throttle)] if dpu.array_throttle else []
+    parts = drm_class(dpu).drmaa_spec(dpu, req) or []
     try:  # libdrmaa splits on blanks and unquotes nothing: only plain words may pass
         words = [str(directive(p)) for p in parts]
     except ValueError as exc:
         raise ConfigError(f"{dpu.path}: {exc}") from None
     return " ".join(words + list(dpu.extra_directives))
+
+
+def drm_class(dpu: DPUConfig) -> Type[Scheduler]:
+    """The registered command-line scheduler of the DRM behind DRMAA (its poll, its syntax)."""
+    def able(cls: Type[Scheduler]) -> bool:
+        return cls.KIND == "scheduler" and cls.drmaa_spec.__func__ is not Scheduler.drmaa_spec.__func__  # type: ignore[attr-defined]
+
+    from . import registry  # every scheduler module imported (this one is one of them)
+
+    cls = registry().get(dpu.scheduler)
+    if cls is None or not able(cls):
+        known = sorted((c.ORDER, n) for n, c in registry().items() if able(c))
+        words = [n for _, n in known]
+        listed = ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else "".join(words)
+        raise ConfigError(f"{dpu.path}: submit: drmaa works with scheduler {listed}, not {dpu.scheduler!r}")
+    return cls
 
 
 def info_observation(info: Dict[str, Any]) -> Observation:
@@ -126,8 +136,7 @@ def helper_env(dpu: DPUConfig) -> Dict[str, str]:
     tunables = env.get("GLIBC_TUNABLES", "")
     if "glibc.rtld.optional_static_tls" not in tunables:
         env["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, TLS_TUNABLE) if t)
-    if dpu.scheduler == "sge" and "SGE_ROOT" not in env and Path("/var/lib/gridengine/default").is_dir():
-        env.update(SGE_ROOT="/var/lib/gridengine", SGE_CELL=env.get("SGE_CELL", "default"))
+    drm_class(dpu).drmaa_env(env)
     here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return env
@@ -201,28 +210,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=5)
 
 
-def _cli_scheduler(dpu: DPUConfig, transport: Transport) -> Scheduler:
-    """The DRM's command-line module, used for its one-call poll (and accounting)."""
-    if dpu.scheduler == "slurm":
-        from .slurm import SlurmScheduler
-        return SlurmScheduler(dpu, transport)
-    if dpu.scheduler == "pbs":
-        from .pbs import PBSScheduler
-        return PBSScheduler(dpu, transport)
-    from .sge import SGEScheduler
-    return SGEScheduler(dpu, transport)
-
-
 class DRMAAScheduler(Scheduler):
+    """submit: drmaa: bulk jobs through libdrmaa; polled by the DRM's own command-line module."""
+
     name = "drmaa"
+    KIND = "submit"
     STATE_MAP = STATE_MAP
 
     def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
         super().__init__(dpu, transport)
-        if dpu.scheduler not in ("sge", "slurm", "pbs"):
-            raise ConfigError(f"{dpu.path}: submit: drmaa works with scheduler sge, slurm or pbs, "
-                              f"not {dpu.scheduler!r}")
-        self.cli = _cli_scheduler(dpu, transport)
+        self.cli = drm_class(dpu)(dpu, transport)
         self._helper: Optional[Helper] = None
         self._ended: Dict[str, Observation] = {}  # native task id -> how it ended (this session)
 
@@ -239,11 +236,6 @@ class DRMAAScheduler(Scheduler):
             self._helper = None
 
     # -- submit ---------------------------------------------------------------------------
-    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
-        return {f"job-{k}.sh": self.script(req, offset=offset, count=count,
-                                            time_limit_enforced=minute_limit(req.time_limit))
-                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
-
     def submit(self, req: SubmitRequest) -> List[str]:
         scripts = self.stage(req)
         spec = native_spec(self.dpu, req)
@@ -255,7 +247,7 @@ class DRMAAScheduler(Scheduler):
                     "submit", command="/bin/bash", args=[f"{req.jobdir}/{name}"],
                     name=req.chunk_tag(k), native=spec, workdir=req.jobdir,
                     output=f":{req.jobdir}/out/job-{k}.", count=count)
-                native.append(array_id(self.dpu.scheduler, reply["ids"][0]))
+                native.append(self.cli.drmaa_array_id(reply["ids"][0]))
                 if req.accepted is not None:
                     req.accepted(list(native))
         except SchedulerError as exc:
@@ -264,19 +256,15 @@ class DRMAAScheduler(Scheduler):
             raise SubmitError(f"DRMAA refused it: {exc}") from None
         return native
 
-    # -- poll -----------------------------------------------------------------------------
-    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        seen = self.cli.poll(jobs)
+    # -- poll: the DRM's own one-call listing, in the gather's round trip ------------------
+    def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        return self.cli.poll_request(jobs)
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        seen = self.cli.parse_poll(jobs, got)
         self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
-        return self._shift(seen)
-
-    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
-        return self._shift(self.cli.reparse(jobs, got))
-
-    def _shift(self, seen: Dict[int, Dict[int, Observation]]) -> Dict[int, Dict[int, Observation]]:
-        if self.dpu.scheduler == "slurm":  # bulk indices start at 1, Slurm's poll counts from 0
-            return {j: {i - 1: o for i, o in procs.items()} for j, procs in seen.items()}
-        return seen
+        shift = self.cli.DRMAA_INDEX_SHIFT
+        return {j: {i - shift: o for i, o in procs.items()} for j, procs in seen.items()}
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """How processes ended: this session's wait() data, then the DRM's accounting."""
@@ -284,19 +272,18 @@ class DRMAAScheduler(Scheduler):
             for info in self._helper.call("reap")["infos"]:
                 self._ended[str(info["jobId"])] = info_observation(info)
         out: Dict[int, Dict[int, Observation]] = {}
-        own = owners(jobs)
+        own = number_owners(jobs)
         for task_id, obs in self._ended.items():
             m = _TASK.match(task_id)
             if m and m.group(1) in own and m.group(2):
                 job, offset, count = own[m.group(1)]
                 if 1 <= int(m.group(2)) <= count:
                     out.setdefault(job.id, {})[offset + int(m.group(2)) - 1] = obs
-        if self.dpu.scheduler == "sge":
-            history = self.cli.history(jobs)
-            self.names = self.cli.names  # qacct's job names too
-            for job_id, procs in history.items():
-                for idx, obs in procs.items():
-                    out.setdefault(job_id, {}).setdefault(idx, obs)
+        history = self.cli.drmaa_history(jobs)
+        self.names.update(self.cli.names)  # accounting's job names too
+        for job_id, procs in history.items():
+            for idx, obs in procs.items():
+                out.setdefault(job_id, {}).setdefault(idx, obs)
         return out
 
     def status(self, native_ids: Sequence[str]) -> Dict[str, Observation]:
@@ -308,17 +295,6 @@ class DRMAAScheduler(Scheduler):
     def cancel(self, job: Job, force: bool) -> None:
         """control(TERMINATE) of each bulk job: the session has checked nothing runs unless force."""
         self.helper.call("control", ids=list(job.native_ids), action="terminate")
-
-
-def array_id(scheduler: str, task_id: str) -> str:
-    """A bulk job's id from one task's id.
-
-    SGE '12.1' -> '12', Slurm '12_1' -> '12', PBS '12[1].s' -> '12[].s'.
-    """
-    if scheduler == "pbs":
-        return re.sub(r"\[\d+\]", "[]", task_id)
-    m = _TASK.match(task_id)
-    return m.group(1) if m else task_id
 
 
 # -- the helper process (python -m dpu_slurm.schedulers.drmaa): JSON lines on stdin/stdout ------

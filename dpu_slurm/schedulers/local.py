@@ -61,9 +61,13 @@ STATE_MAP = {
 
 
 class LocalScheduler(Scheduler):
+    """The embedded local DPU: a detached runner per job; polled by reading runner.json."""
+
     name = "local"
+    ORDER = 0
     STATE_MAP = STATE_MAP
     CANCELS_QUEUED_ONLY = True
+    CHUNKED = False
 
     def slots(self) -> int:
         return self.dpu.slots or os.cpu_count() or 1

@@ -4,37 +4,44 @@ States: PBS Pro reference guide, "Job States" (qstat(1B)), and Torque's qstat(1B
 https://2021.help.altair.com/2021.1/PBSProfessional/PBSReferenceGuide2021.1.pdf (RG-199),
 http://docs.adaptivecomputing.com/torque/archive/3-0-2/commands/qstat.php
 
-``qstat -u USER`` lists an array as one row (``123[].server``) in both dialects, so the poll's
-output does not grow with the number of processes; a row without a subjob index says the array
-is alive, and each process's own record says whether it started. Slurm's Torque-compatible
+The poll is PBS Pro's ``qstat -f -F json`` or Torque's ``qstat -x`` (XML), with whole job names;
+where ``-x`` is refused (Slurm's wrappers) the same command runs a text form (``qstat -u`` /
+``-f``), parsed only as that fallback. An array is one row (``123[].server``), so the output does
+not grow with the number of processes; a row without a subjob index says the array is alive,
+and each process's own record says whether it started. Slurm's Torque-compatible
 wrappers list each running array task under a job id of its own: those rows are matched by the
 job name, which carries the DPU job id.
 """
 from __future__ import annotations
 
+import json
 import logging
-import math
 import re
 import shlex
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..errors import SchedulerError, Unreachable
+from ..config import DPUConfig
+from ..errors import Unreachable
+from ..render import quote
 from ..store import Job
-from ..transport.base import Gathered
+from ..transport.base import Completed, Gathered
 from .base import (
     ENDED,
     QUEUED,
     RUNNING,
     Observation,
+    Observed,
+    PollRequest,
     Scheduler,
     SubmitRequest,
-    chunk_owners,
     chunk_size,
     chunk_tag,
     chunks,
     job_tag,
-    minute_limit,
+    number_owners,
     tag_of,
+    walltime,
 )
 
 log = logging.getLogger(__name__)
@@ -61,13 +68,8 @@ _ARRAY_FLAG = {"torque": "-t", "pbspro": "-J"}
 TRANSIENT = ("Connection refused", "cannot connect to server", "Communication failure",
               "Server not responding", "timed out", "pbs_iff")
 _GONE = ("Unknown Job Id", "Invalid job id", "does not exist", "Job has finished", "already completed")
+Row = Tuple[str, str, str, str]   # job id, owner, job name, state
 _ID = re.compile(r"^(\d+)(?:\[(\d*)\])?(?:\.\S*)?$")
-
-
-def walltime(seconds: int) -> str:
-    """HH:MM:SS (hours may pass 24), rounded up to whole minutes as the schedulers enforce them."""
-    minutes = max(1, math.ceil(seconds / 60))
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
 def split_id(native: str) -> Tuple[str, Optional[int], bool]:
@@ -80,11 +82,6 @@ def split_id(native: str) -> Tuple[str, Optional[int], bool]:
         return native.strip(), None, False
     index = m.group(2)
     return m.group(1), (int(index) if index else None), "[" in native
-
-
-def owners(jobs: Sequence[Job]) -> Dict[str, Tuple[Job, int, int]]:
-    """Numeric native id ('123' of '123[].server') -> (job, chunk offset, chunk size)."""
-    return chunk_owners(jobs, lambda native: split_id(native)[0])
 
 
 def parse_alt(text: str) -> Iterator[Tuple[str, str, str, str]]:
@@ -119,6 +116,42 @@ def parse_full(text: str) -> List[Dict[str, str]]:
     return jobs
 
 
+def parse_json(text: str) -> List[Dict[str, str]]:
+    """PBS Pro's ``qstat -f -F json``: {"Jobs": {id: {attribute: value}}} -> parse_full's blocks."""
+    jobs = json.loads(text).get("Jobs") or {}
+    return [{"Job Id": str(job_id), **{k: str(v) for k, v in attrs.items() if not isinstance(v, dict)}}
+            for job_id, attrs in jobs.items() if isinstance(attrs, dict)]
+
+
+def parse_torque_xml(text: str) -> List[Dict[str, str]]:
+    """Torque's ``qstat -x``: <Data><Job><Job_Id>..</Job_Id><job_state>..</job_state>..</Job>."""
+    blocks = []
+    for elem in ET.fromstring(text).iter("Job"):  # noqa: S314 - our own qstat's output
+        block = {child.tag: (child.text or "").strip() for child in elem if len(child) == 0}
+        blocks.append({"Job Id": block.pop("Job_Id", ""), **block})
+    return blocks
+
+
+def is_structured(text: str) -> bool:
+    """Whether qstat printed JSON or XML (not the text forms)."""
+    return text.lstrip()[:1] in ("{", "<")
+
+
+def parse_any(text: str) -> Optional[List[Dict[str, str]]]:
+    """Blocks of any full listing (JSON, XML, ``qstat -f`` text); None for the alternative format."""
+    head = text.lstrip()[:1]
+    try:
+        if head == "{":
+            return parse_json(text)
+        if head == "<":
+            return parse_torque_xml(text)
+    except (ValueError, ET.ParseError, AttributeError) as exc:
+        raise Unreachable(f"qstat printed something unreadable: {exc}") from None
+    if not text.strip() or "Job Id:" in text:
+        return parse_full(text)
+    return None
+
+
 def full_rows(blocks: List[Dict[str, str]]) -> Iterator[Tuple[str, str, str, str]]:
     """(job id, user, job name, state) of each ``qstat -f`` block, as parse_alt gives them."""
     for block in blocks:
@@ -144,23 +177,21 @@ def exit_observation(state: str, exit_status: Optional[str]) -> Observation:
 
 
 class PBSScheduler(Scheduler):
+    """PBS Pro and Torque: qsub per chunk, one qstat per poll (JSON / XML, text as a fallback)."""
+
     name = "pbs"
+    ORDER = 2
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
+    GONE = _GONE
 
     # -- submit ---------------------------------------------------------------------------
-    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
-        flag = _ARRAY_FLAG.get(self.dpu.flavor, "-t")
+    def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
-        out: Dict[str, str] = {}
-        for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size)):
-            # PBS Pro refuses a one-index array: a chunk of one process is a plain job.
-            out[f"job-{k}.sh"] = self.script(
-                req, offset=offset, count=count, flavor=self.dpu.flavor, array_flag=flag,
-                array=f"0-{count - 1}{throttle}" if count > 1 else "",
-                walltime=walltime(req.time_limit), output=f"{req.jobdir}/out/job-{k}.out",
-                tag=req.chunk_tag(k), time_limit_enforced=minute_limit(req.time_limit))
-        return out
+        # PBS Pro refuses a one-index array: a chunk of one process is a plain job.
+        return {"flavor": self.dpu.flavor, "array_flag": _ARRAY_FLAG.get(self.dpu.flavor, "-t"),
+                "array": f"0-{count - 1}{throttle}" if count > 1 else "",
+                "walltime": walltime(req.time_limit), "output": f"{req.jobdir}/out/job-{k}.out"}
 
     @staticmethod
     def directive_args(script: str) -> List[str]:
@@ -172,51 +203,53 @@ class PBSScheduler(Scheduler):
                 args += shlex.split(line[5:])
         return args
 
-    def submit(self, req: SubmitRequest) -> List[str]:
-        def job_id(out: str) -> str:
-            lines = out.strip().splitlines()
-            last = lines[-1].strip() if lines else ""
-            return last if _ID.match(last) else ""
+    def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        return [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"]
 
-        return self.submit_chunks(
-            self.stage(req),
-            lambda name, text: [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"],
-            job_id, "qdel", req.accepted)
+    def parse_id(self, out: str) -> str:
+        lines = out.strip().splitlines()
+        last = lines[-1].strip() if lines else ""
+        return last if _ID.match(last) else ""
 
     # -- poll -----------------------------------------------------------------------------
-    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        # `qstat -u` cuts job names to 10-16 characters: while a job waits to be found by its
-        # tag (its submitter died), the one call is `qstat -f`, which carries whole names.
-        full = any(j.phase == "recorded" for j in jobs)
-        mine = [] if self.all_users or full else ["-u", self.user()]
-        res = self.transport.run([self.cmd("qstat"), *(["-f"] if full else mine)], timeout=60)
-        # Slurm's wrappers exit 153 when there is no job to list.
-        if res.returncode not in (0, 153) or (res.returncode == 153 and res.stdout.strip()):
-            raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "
-                              f"{(res.stderr or res.stdout).strip()}")
+    def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        # PBS Pro: `qstat -f -F json`; Torque: `qstat -x` (XML), falling back to the text forms
+        # (Slurm's Torque wrappers have no -x). The command line is the same whatever the number
+        # of jobs; whole job names, except in `qstat -u` (the text fallback while no job waits to
+        # be found by its tag: it lists only this user's jobs, but cuts names short).
+        if self.dpu.flavor == "pbspro":
+            return PollRequest([self.cmd("qstat"), "-f", "-F", "json"])
+        whole = self.all_users or any(j.phase == "recorded" for j in jobs)
+        return PollRequest(self.fallback(["-x"], ["-f"] if whole else ["-u", self.user()]))
+
+    def fallback(self, xml: List[str], text: List[str]) -> List[str]:
+        """One command: `qstat XML-ARGS`, else (it failed: no -x) `qstat TEXT-ARGS`."""
+        script = '"$0" "$@" 2>/dev/null || exec "$0" ' + " ".join(quote(a) for a in text)
+        return ["/bin/sh", "-c", script, self.cmd("qstat"), *xml]
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        res = self.polled(got, "qstat", ok=(0, 35, 153))
+        # Slurm's wrappers exit 153 when there is no job to list; PBS when an id is gone.
+        if res.returncode != 0 and res.stdout.strip() and not is_structured(res.stdout):
+            raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: {(res.stderr or res.stdout).strip()}")
+        blocks = parse_any(res.stdout)
         self.names = {}
-        if full:
-            who = None if self.all_users else self.user()
-            self._rows = [r for r in full_rows(parse_full(res.stdout)) if who is None or r[1] == who]
-            for native, _user, name, _state in self._rows:
-                self.remember(name, native)
-        else:
-            self._rows = list(parse_alt(res.stdout))
-        return self.observations(jobs, iter(self._rows))
+        if blocks is None:  # `qstat -u`: the alternative format
+            return self.observations(jobs, parse_alt(res.stdout))
+        who = None if self.all_users else self.user()
+        rows = [r for r in full_rows(blocks) if who is None or r[1] == who]
+        for native, _user, name, _state in rows:
+            self.remember(name, native)
+        return self.observations(jobs, iter(rows))
 
-    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
-        """Jobs adopted after the poll: the rows of that same qstat call."""
-        return self.observations(jobs, iter(getattr(self, "_rows", [])))
-
-    def observations(self, jobs: Sequence[Job],
-                     rows: Iterator[Tuple[str, str, str, str]]) -> Dict[int, Dict[int, Observation]]:
+    def observations(self, jobs: Sequence[Job], rows: Iterable[Row]) -> Observed:
         """Rows of (id, user, name, state) -> job id -> process index -> Observation."""
-        own = owners(jobs)
+        own = number_owners(jobs)
         by_tag = {chunk_tag(tag_of(j), k): (j, off, n)
                   for j in jobs for k, (off, n) in enumerate(chunks(j.nproc, chunk_size(j)))}
         by_tag.update({job_tag(j.user, j.id): (j, 0, j.nproc) for j in jobs})  # jobs of older versions
-        exact: Dict[int, Dict[int, Observation]] = {}
-        alive: Dict[int, Dict[int, Observation]] = {}
+        exact: Observed = {}
+        alive: Observed = {}
         for native, _user, name, state in rows:
             number, index, is_array = split_id(native)
             if number in own:
@@ -232,7 +265,7 @@ class PBSScheduler(Scheduler):
             obs = self.observe(state)
             if index is not None:
                 if obs.state == ENDED and obs.letter == "S":
-                    continue  # ended: the worker's record or `qstat -f` says how
+                    continue  # ended: the worker's record or the history says how
                 exact.setdefault(job.id, {})[indices[0]] = obs
             elif obs.state != ENDED or obs.letter == "U":
                 agg = obs if obs.state == ENDED else _aggregate(state, obs)
@@ -243,18 +276,23 @@ class PBSScheduler(Scheduler):
             alive.setdefault(job_id, {}).update(seen)
         return alive
 
-    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        """Ended processes from ``qstat -f`` (PBS Pro: with -x, its job history), one call."""
-        natives = [n for j in jobs for n in j.native_ids]
+    # -- history --------------------------------------------------------------------------
+    def history_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """PBS Pro: `qstat -f -F json -x -t` (its job history); Torque: `qstat -x`, else -f."""
+        natives = [n for j in jobs for n in j.native_ids if n]
         if not natives:
-            return {}
-        extra = ["-x", "-t"] if self.dpu.flavor == "pbspro" else []
-        res = self.transport.run([self.cmd("qstat"), "-f", *extra, *natives], timeout=60)
-        return self.ended(jobs, parse_full(res.stdout))
+            return None
+        if self.dpu.flavor == "pbspro":
+            return [self.cmd("qstat"), "-f", "-F", "json", "-x", "-t", *natives]
+        return self.fallback(["-x", *natives], ["-f", *natives])
 
-    def ended(self, jobs: Sequence[Job], blocks: List[Dict[str, str]]) -> Dict[int, Dict[int, Observation]]:
-        own = owners(jobs)
-        out: Dict[int, Dict[int, Observation]] = {}
+    def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
+        return self.ended(jobs, parse_any(res.stdout) or [])
+
+    def ended(self, jobs: Sequence[Job], blocks: List[Dict[str, str]]) -> Observed:
+        """Ended processes of `qstat -f` blocks, with how they ended (exit status)."""
+        own = number_owners(jobs)
+        out: Observed = {}
         for block in blocks:
             number, index, is_array = split_id(block["Job Id"])
             state = block.get("job_state", "")
@@ -272,13 +310,20 @@ class PBSScheduler(Scheduler):
         return out
 
     # -- cancel ---------------------------------------------------------------------------
-    def cancel(self, job: Job, force: bool) -> None:
+    def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """qdel of the job's arrays: the session has checked nothing runs unless force is given."""
-        res = self.transport.run([self.cmd("qdel"), *job.native_ids])
-        text = (res.stderr + res.stdout).strip()
-        if res.returncode != 0 and not all(any(g in line for g in _GONE)
-                                           for line in text.splitlines() if line.strip()):
-            raise SchedulerError(f"qdel failed: {text}")
+        return [[self.cmd("qdel"), *natives]]
+
+    # -- DRMAA ----------------------------------------------------------------------------
+    @classmethod
+    def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        parts = ["-l", f"walltime={walltime(req.time_limit)},mem={req.mem}mb"]
+        parts += ["-q", req.partition] if req.partition else []
+        return parts + (["-A", dpu.account] if dpu.account else [])
+
+    @classmethod
+    def drmaa_array_id(cls, task_id: str) -> str:
+        return re.sub(r"\[\d+\]", "[]", task_id)  # '12[1].s' -> '12[].s'
 
 
 def _aggregate(state: str, obs: Observation) -> Observation:

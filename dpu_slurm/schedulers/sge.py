@@ -9,15 +9,28 @@ Task ids are 1-based: process = chunk offset + SGE_TASK_ID - 1.
 from __future__ import annotations
 
 import logging
-import time
 import xml.etree.ElementTree as ET
-from typing import Dict, Iterator, List, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..errors import SchedulerError, Unreachable
+from ..config import DPUConfig
+from ..errors import Unreachable
 from ..store import Job
-from ..transport.base import Gathered
-from .base import ENDED, QUEUED, RUNNING, Observation, Scheduler, SubmitRequest, chunks, minute_limit
-from .pbs import owners, walltime
+from ..transport.base import Completed, Gathered
+from .base import (
+    ENDED,
+    QUEUED,
+    RUNNING,
+    Observation,
+    Observed,
+    PollRequest,
+    Scheduler,
+    SubmitRequest,
+    chunk_size,
+    number_owners,
+    since,
+    walltime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +52,8 @@ STATE_MAP = {
 }
 TRANSIENT = ("unable to contact qmaster", "can't unpack gdi request", "failed receiving gdi request",
               "commlib error", "got no connection")
-_GONE = ("does not exist", "has already been deleted", "already in deletion")
+_GONE = ("does not exist", "has already been deleted", "already in deletion", "registered the job",
+         "has deleted")
 
 
 def task_ids(text: str) -> List[int]:
@@ -93,47 +107,43 @@ def accounting_observation(record: Dict[str, str]) -> Observation:
 
 
 class SGEScheduler(Scheduler):
+    """Grid Engine on the command line: qsub -t per chunk, qstat -xml per poll, qacct, qdel."""
+
     name = "sge"
+    ORDER = 3
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
+    GONE = _GONE
 
     # -- submit ---------------------------------------------------------------------------
-    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
-        return {f"job-{k}.sh": self.script(req, offset=offset, count=count, tag=req.chunk_tag(k),
-                                            walltime=walltime(req.time_limit),
-                                            throttle=self.dpu.array_throttle,
-                                            time_limit_enforced=minute_limit(req.time_limit))
-                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
+    def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
+        return {"walltime": walltime(req.time_limit), "throttle": self.dpu.array_throttle}
 
-    def submit(self, req: SubmitRequest) -> List[str]:
-        return self.submit_chunks(
-            self.stage(req),
-            lambda name, _: [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"],
-            lambda out: out.strip().split(".")[0] if out.strip().split(".")[0].isdigit() else "",
-            "qdel", req.accepted)
+    def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        return [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"]
+
+    def parse_id(self, out: str) -> str:
+        first = out.strip().split(".")[0]
+        return first if first.isdigit() else ""
 
     # -- poll -----------------------------------------------------------------------------
-    def poll(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+    def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         owner = "*" if self.all_users else self.user()
-        res = self.transport.run([self.cmd("qstat"), "-u", owner, "-xml"], timeout=60)
-        if res.returncode != 0:
-            raise Unreachable(f"qstat failed on DPU {self.dpu.name!r}: "
-                              f"{(res.stderr or res.stdout).strip()}")
+        return PollRequest([self.cmd("qstat"), "-u", owner, "-xml"])
+
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        res = self.polled(got, "qstat")
         try:
             rows = list(parse_xml(res.stdout))
         except ET.ParseError as exc:
             raise Unreachable(f"qstat -xml printed something unreadable: {exc}") from None
-        self._rows, self.names = rows, {}
+        self.names = {}
         return self.observations(jobs, rows)
 
-    def reparse(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
-        """Jobs adopted after the poll: the rows of that same qstat call."""
-        return self.observations(jobs, getattr(self, "_rows", []))
-
-    def observations(self, jobs: Sequence[Job],
-                     rows: Sequence[Tuple[str, str, str, str]]) -> Dict[int, Dict[int, Observation]]:
-        own = owners(jobs)
-        out: Dict[int, Dict[int, Observation]] = {}
+    def observations(self, jobs: Sequence[Job], rows: Sequence[Tuple[str, str, str, str]]) -> Observed:
+        """Rows of (number, name, state, tasks) -> job id -> process index -> Observation."""
+        own = number_owners(jobs)
+        out: Observed = {}
         for number, name, state, tasks in rows:
             self.remember(name, number)
             if number not in own:
@@ -147,17 +157,17 @@ class SGEScheduler(Scheduler):
                     out.setdefault(job.id, {})[offset + task - 1] = obs
         return out
 
-    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
+    # -- history --------------------------------------------------------------------------
+    def history_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
         """Ended tasks from the accounting file (``qacct``), one call for all these jobs."""
-        if not jobs:
-            return {}
-        since = time.strftime("%Y%m%d%H%M", time.localtime(min(j.submitted or j.created for j in jobs) - 60))
         owner = [] if self.all_users else ["-o", self.user()]
-        res = self.transport.run([self.cmd("qacct"), *owner, "-b", since, "-j"], timeout=60)
+        return [self.cmd("qacct"), *owner, "-b", since(jobs, "%Y%m%d%H%M"), "-j"]
+
+    def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
         if res.returncode != 0:
             return {}  # no accounting file yet, or accounting off: the worker's records decide
-        own = owners(jobs)
-        out: Dict[int, Dict[int, Observation]] = {}
+        own = number_owners(jobs)
+        out: Observed = {}
         for record in parse_qacct(res.stdout):
             number = record.get("jobnumber", "")
             self.remember(record.get("jobname", ""), number)
@@ -174,25 +184,32 @@ class SGEScheduler(Scheduler):
     def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:
         """``qdel JOB -t FIRST-LAST`` per chunk and run of queued tasks (usually one per chunk:
         Grid Engine starts an array's tasks in order, the queued ones are its tail)."""
-        size = max(1, int(job.dpu_options.get("chunk") or job.nproc))
+        size = chunk_size(job)
         for k, native in enumerate(job.native_ids):
             tasks = sorted(i - k * size + 1 for i in queued if k * size <= i < (k + 1) * size)
             for first, last in _runs(tasks):
-                self._qdel([native, "-t", f"{first}-{last}"])
+                self.check_cancel(self.transport.run([self.cmd("qdel"), native, "-t", f"{first}-{last}"]))
         return True
 
-    def cancel(self, job: Job, force: bool) -> None:
+    def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """qdel of the job's arrays: the session has checked nothing runs unless force is given."""
-        self._qdel(list(job.native_ids))
+        return [[self.cmd("qdel"), *natives]]
 
-    def _qdel(self, args: List[str]) -> None:
-        res = self.transport.run([self.cmd("qdel"), *args])
-        text = (res.stderr + res.stdout).strip()
-        bad = [line for line in text.splitlines()
-               if line.strip() and "registered the job" not in line and "has deleted" not in line
-               and not any(g in line for g in _GONE)]
-        if res.returncode != 0 and bad:
-            raise SchedulerError(f"qdel failed: {text}")
+    # -- DRMAA ----------------------------------------------------------------------------
+    @classmethod
+    def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        parts = ["-l", f"h_rt={walltime(req.time_limit)},h_vmem={req.mem}M"]
+        parts += ["-q", req.partition] if req.partition else []
+        parts += ["-A", dpu.account] if dpu.account else []
+        return parts + (["-tc", str(dpu.array_throttle)] if dpu.array_throttle else [])
+
+    @classmethod
+    def drmaa_env(cls, env: Dict[str, str]) -> None:
+        if "SGE_ROOT" not in env and Path("/var/lib/gridengine/default").is_dir():
+            env.update(SGE_ROOT="/var/lib/gridengine", SGE_CELL=env.get("SGE_CELL", "default"))
+
+    def drmaa_history(self, jobs: Sequence[Job]) -> Observed:
+        return self.history(jobs)
 
 
 def _runs(numbers: Sequence[int]) -> List[Tuple[int, int]]:

@@ -5,24 +5,22 @@ https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES
 """
 from __future__ import annotations
 
-import math
-import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import SchedulerError, Unreachable
+from ..config import DPUConfig
 from ..store import Job
-from ..transport.base import Gathered
+from ..transport.base import Completed, Gathered
 from .base import (
     ENDED,
     QUEUED,
     RUNNING,
-    Observation,
+    Observed,
     PollRequest,
     Scheduler,
     SubmitRequest,
     chunk_owners,
-    chunks,
-    minute_limit,
+    minutes,
+    since,
 )
 
 # native state -> (state, letter). A process cancelled or past a deadline before it started is
@@ -71,39 +69,36 @@ def _claims(jobs: Sequence[Job]) -> Dict[Tuple[str, str], Tuple[Job, int, int]]:
 
 def hms(seconds: int) -> str:
     """Slurm's --time as [D-]HH:MM:SS, rounded up to whole minutes as Slurm enforces them."""
-    minutes = max(1, math.ceil(seconds / 60))
-    days, rest = divmod(minutes, 24 * 60)
+    days, rest = divmod(minutes(seconds), 24 * 60)
     text = f"{rest // 60:02d}:{rest % 60:02d}:00"
     return f"{days}-{text}" if days else text
 
 
 class SlurmScheduler(Scheduler):
+    """SLURM: sbatch --array per chunk, squeue per poll, sacct for history, scancel."""
+
     name = "slurm"
+    ORDER = 1
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
     CANCELS_QUEUED_ONLY = True
+    DRMAA_INDEX_SHIFT = 1  # bulk indices start at 1, the poll counts from 0
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._accounting: Optional[bool] = None
 
     # -- submit ---------------------------------------------------------------------------
-    def scripts(self, req: SubmitRequest) -> Dict[str, str]:
+    def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
-        return {f"job-{k}.sh": self.script(req, offset=offset, count=count, tag=req.chunk_tag(k),
-                                            array=f"0-{count - 1}{throttle}", time=hms(req.time_limit),
-                                            time_limit_enforced=minute_limit(req.time_limit))
-                for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size))}
+        return {"array": f"0-{count - 1}{throttle}", "time": hms(req.time_limit)}
 
-    def submit(self, req: SubmitRequest) -> List[str]:
-        def argv(name: str, _text: str) -> List[str]:
-            return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
+    def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
 
-        def job_id(out: str) -> str:  # "123" or "123;cluster"
-            first = out.strip().split(";")[0]
-            return first if first.isdigit() else ""
-
-        return self.submit_chunks(self.stage(req), argv, job_id, "scancel", req.accepted)
+    def parse_id(self, out: str) -> str:
+        first = out.strip().split(";")[0]  # "123" or "123;cluster"
+        return first if first.isdigit() else ""
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
@@ -111,18 +106,14 @@ class SlurmScheduler(Scheduler):
         # The job name (last: any text) finds jobs whose submitter died before storing the ids.
         # Every user's jobs (the queue page): with the user, as a card's native ids are a claim.
         if self.all_users:
-            return PollRequest(["squeue", "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"])
-        return PollRequest(["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
+            return PollRequest([self.cmd("squeue"), "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"])
+        return PollRequest([self.cmd("squeue"), "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
 
-    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+    def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        res = self.polled(got, "squeue")
         owners = chunk_owners(jobs)
-        res = got.completed
-        assert res is not None
-        if res.returncode != 0:
-            raise Unreachable(f"squeue failed on DPU {self.dpu.name!r}: "
-                              f"{(res.stderr or res.stdout).strip()}")
         claims = _claims(jobs) if self.all_users else {}
-        out: Dict[int, Dict[int, Observation]] = {}
+        out: Observed = {}
         self.names = {}
         for line in res.stdout.splitlines():
             if self.all_users:   # ...|user|name: a job counts only for a job of the same user
@@ -136,30 +127,27 @@ class SlurmScheduler(Scheduler):
                 if len(parts) > 4:
                     self.remember(parts[4], parts[0])
                 found = owners.get(parts[0])
-            if len(parts) < 3 or found is None:
+            if len(parts) < 3 or found is None or not parts[1].isdigit():
                 continue
             job, offset, _ = found
-            job_id = job.id
-            task = parts[1]
-            if not task.isdigit():
-                continue
             reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
             obs = self.observe(parts[2])
             if reason and obs.state == QUEUED:
                 obs.reason = f"{parts[2]} ({reason})"
-            out.setdefault(job_id, {})[offset + int(task)] = obs
+            out.setdefault(job.id, {})[offset + int(parts[1])] = obs
         return out
 
-    def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
-        """Ended processes from sacct (one call), when the cluster keeps accounting."""
-        if self._accounting is False or not jobs:
-            return {}
-        since = time.strftime("%Y-%m-%dT%H:%M:%S",
-                              time.localtime(min(j.submitted or j.created for j in jobs) - 60))
+    # -- history --------------------------------------------------------------------------
+    def history_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """sacct of ended array tasks, when the cluster keeps accounting."""
+        if self._accounting is False:
+            return None
         everyone = ["--allusers"] if self.all_users else []
         fields = "JobID,State,ExitCode,User,JobName" if self.all_users else "JobID,State,ExitCode,JobName"
-        res = self.transport.run(["sacct", *everyone, "-X", "-P", "-n", "-S", since,
-                                  "-o", fields], timeout=60)
+        return [self.cmd("sacct"), *everyone, "-X", "-P", "-n", "-S", since(jobs, "%Y-%m-%dT%H:%M:%S"),
+                "-o", fields]
+
+    def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
         if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
             self._accounting = False
             return {}
@@ -167,7 +155,7 @@ class SlurmScheduler(Scheduler):
         owners = chunk_owners(jobs)
         claims = _claims(jobs) if self.all_users else {}
         limits = {j.id: int(j.dpu_options.get("time_limit") or 0) for j in jobs}
-        out: Dict[int, Dict[int, Observation]] = {}
+        out: Observed = {}
         for line in res.stdout.splitlines():
             if self.all_users:
                 parts = line.split(_SEP, 4)
@@ -185,17 +173,22 @@ class SlurmScheduler(Scheduler):
             if len(parts) < 3 or found is None or not task.isdigit():
                 continue
             job, offset, _ = found
-            job_id = job.id
             state = parts[1].split()[0]
             reason = f"exit code {parts[2]}" if state == "FAILED" else ""
-            if state == "TIMEOUT" and limits[job_id]:
-                reason = f"killed after {hms(limits[job_id])}"
-            out.setdefault(job_id, {})[offset + int(task)] = self.observe(state, reason)
+            if state == "TIMEOUT" and limits[job.id]:
+                reason = f"killed after {hms(limits[job.id])}"
+            out.setdefault(job.id, {})[offset + int(task)] = self.observe(state, reason)
         return out
 
     # -- cancel ---------------------------------------------------------------------------
-    def cancel(self, job: Job, force: bool) -> None:
-        argv = ["scancel"] + ([] if force else ["--state=PENDING"]) + list(job.native_ids)
-        res = self.transport.run(argv)
-        if res.returncode != 0:
-            raise SchedulerError(f"scancel failed: {(res.stderr or res.stdout).strip()}")
+    def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
+        return [[self.cmd("scancel"), *([] if force else ["--state=PENDING"]), *natives]]
+
+    # -- DRMAA ----------------------------------------------------------------------------
+    @classmethod
+    def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        parts = [f"--time={minutes(req.time_limit)}", f"--mem={req.mem}M"]
+        parts += [f"--partition={req.partition}"] if req.partition else []
+        parts += [f"--account={dpu.account}"] if dpu.account else []
+        parts += [f"--qos={dpu.qos}"] if dpu.qos else []
+        return parts

@@ -14,6 +14,8 @@ FILE_CAP = 16 << 20       # a scheduler's file read for a poll (runner.json of a
 
 @dataclass
 class Completed:
+    """A finished command: its argv, exit status and decoded output."""
+
     argv: List[str]
     returncode: int
     stdout: str
@@ -38,7 +40,8 @@ class Transport(ABC):
 
     @abstractmethod
     def run(self, argv: Sequence[str], input: Optional[str] = None,
-            timeout: Optional[float] = 120.0) -> Completed: ...
+            timeout: Optional[float] = 120.0) -> Completed:
+        """Run argv on the target (stdin from ``input``); 127: no such command, 124: timed out."""
 
     @abstractmethod
     def write_files(self, files: Dict[str, bytes]) -> None:
@@ -101,6 +104,7 @@ class Transport(ABC):
         """A target path with ~ resolved on the target."""
 
     def close(self) -> None:
+        """Release the connection, if any (a later call reconnects)."""
         return None
 
 

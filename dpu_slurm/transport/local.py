@@ -17,8 +17,11 @@ from .owned import IndexScan, OwnedFile, OwnedRead
 
 
 class LocalTransport(Transport):
+    """This machine: commands by subprocess, files read and written directly."""
+
     def run(self, argv: Sequence[str], input: Optional[str] = None,
             timeout: Optional[float] = 120.0) -> Completed:
+        """Run argv; 127 when the command is missing, 124 at the timeout."""
         try:
             proc = subprocess.run(list(argv), input=input, capture_output=True, text=True,
                                   timeout=timeout, errors="backslashreplace")
@@ -29,10 +32,12 @@ class LocalTransport(Transport):
         return Completed(list(argv), proc.returncode, proc.stdout, proc.stderr)
 
     def write_files(self, files: Dict[str, bytes]) -> None:
+        """Write each file through a unique temp name and a rename."""
         for name, data in files.items():
             owned.write_atomic(name, data, 0o644)
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
+        """Each file's bytes, None when missing."""
         out: Dict[str, Optional[bytes]] = {}
         for name in paths:
             try:
@@ -44,6 +49,7 @@ class LocalTransport(Transport):
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
                record_name: str, owners: Optional[Dict[str, int]] = None,
                caps: Optional[Dict[str, int]] = None) -> Gathered:
+        """The status command, the files and the started processes' records (see Transport.gather)."""
         completed = self.run(argv) if argv else None
         if owners is not None:
             return Gathered(completed, *_gather_owned(files, records, record_name, owners, caps or {}))
@@ -62,24 +68,30 @@ class LocalTransport(Transport):
 
     def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
                    private: bool = False) -> OwnedRead:
+        """Owner-checked reads (owned.read_owned)."""
         return owned.read_owned(files, cap, tail, private)
 
     def scan_index(self, root: str, since: float) -> IndexScan:
+        """The owner-checked job cards under root (owned.scan_index)."""
         return owned.scan_index(root, since)
 
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        """Write into our own card folder (owned.write_own)."""
         owned.write_own(root, folder, name, data)
 
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
         owned.own_workdir(path, subs)
 
     def account(self) -> Tuple[str, int]:
+        """This process's user name and uid."""
         return owned.account()
 
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        """The uids of these user names here (None: unknown)."""
         return owned.user_ids(names)
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        """Delete unpacked bundles under root not in keep and unused for older_than seconds."""
         removed: List[str] = []
         base = Path(root)
         if not base.is_dir():
@@ -96,11 +108,13 @@ class LocalTransport(Transport):
         return sorted(removed)
 
     def ensure_bundle(self, bundle: Bundle, root: str) -> str:
+        """Unpack the bundle under root once and mark it used; its folder."""
         final = unpack(bundle, Path(root))
         os.utime(final)  # "last used": dpu cleanup keeps recently used bundles
         return str(final)
 
     def expand(self, path: str) -> str:
+        """The path with ~ resolved."""
         return os.path.expanduser(path)
 
 

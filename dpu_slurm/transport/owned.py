@@ -40,6 +40,7 @@ class OwnedFile:
 
     @property
     def path(self) -> str:
+        """The full path: base/rel, or base when rel is empty."""
         return f"{self.base}/{self.rel}" if self.rel else self.base
 
 
@@ -157,6 +158,7 @@ def read_one(item: OwnedFile, cap: int, tail: bool = False, private: bool = Fals
 
 def read_owned(files: Sequence[OwnedFile], cap: int, tail: bool = False,
                private: bool = False) -> OwnedRead:
+    """Read each file only if it and its folders pass the owner checks; refusals listed by path."""
     out = OwnedRead()
     for item in files:
         try:
@@ -202,6 +204,7 @@ def started_owned(jobdir: str, uid: int, wanted: Sequence[int]) -> List[int]:
 
 
 def account() -> Tuple[str, int]:
+    """This process's effective user name and uid."""
     uid = os.geteuid()
     try:
         return pwd.getpwuid(uid).pw_name, uid
@@ -210,6 +213,7 @@ def account() -> Tuple[str, int]:
 
 
 def user_ids(names: Sequence[str]) -> Dict[str, Optional[int]]:
+    """The uid of each user name (None: no such user)."""
     out: Dict[str, Optional[int]] = {}
     for name in names:
         try:
@@ -325,6 +329,7 @@ def write_own(root: str, folder: str, name: str, data: bytes, mode: int = 0o644)
 
 
 def folder_refused(path: str, why: str) -> str:
+    """The message for a card folder that is not safely ours, with the command that fixes it."""
     return (f"your card folder {path} {why}; it may have been made by someone else. Remove it "
             f"(ask the admin if it is not yours: rm -r {path}); the next submit makes it again")
 

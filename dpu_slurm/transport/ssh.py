@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
@@ -26,6 +25,7 @@ from ..render import quote
 from . import remote_helper
 from .base import Completed, Gathered, Records, Transport
 from .owned import IndexScan, Listed, OwnedFile, OwnedRead
+from .ssh_hosts import Endpoint, RefuseUnknown, fingerprint, host_label, jump_endpoint, resolve
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,59 +33,13 @@ BACKOFF = (0.5, 1.0, 2.0, 4.0)
 CHUNK = 1 << 20
 
 
-@dataclass
-class Endpoint:
-    """Where and as whom to connect: the DPU config, filled in from ~/.ssh/config."""
-
-    hostname: str
-    port: int = 22
-    user: Optional[str] = None
-    identity_files: List[str] = field(default_factory=list)
-    known_hosts: List[str] = field(default_factory=list)
-    proxy_jump: Optional[str] = None
-    timeout: float = 15.0
-    keepalive: int = 30
-
-    @property
-    def label(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
-
-
-def resolve(host: Dict[str, Any], ssh_config: Optional[Path] = None) -> Endpoint:
-    """The DPU's host section over ~/.ssh/config's entry for that name (the section wins)."""
-    import paramiko
-
-    alias = str(host["hostname"])
-    found: Dict[str, Any] = {}
-    path = ssh_config or Path(os.environ.get("DPU_SSH_CONFIG", "~/.ssh/config")).expanduser()
-    if path.is_file():
-        found = dict(paramiko.SSHConfig.from_path(str(path)).lookup(alias))
-    known = [host["known_hosts"]] if host.get("known_hosts") else list(
-        str(found.get("userknownhostsfile", "~/.ssh/known_hosts")).split())
-    identity = [host["identity_file"]] if host.get("identity_file") else list(found.get("identityfile", []))
-    return Endpoint(
-        hostname=str(found.get("hostname", alias)),
-        port=int(host.get("port") or found.get("port") or 22),
-        user=host.get("user") or found.get("user"),
-        identity_files=[os.path.expanduser(p) for p in identity],
-        known_hosts=[os.path.expanduser(p) for p in known],
-        proxy_jump=host.get("proxy_jump") or found.get("proxyjump"),
-        timeout=float(host.get("connect_timeout") or found.get("connecttimeout") or 15),
-        keepalive=int(host.get("keepalive") or found.get("serveraliveinterval") or 30),
-    )
-
-
-def fingerprint(key: Any) -> str:
-    """OpenSSH's SHA256 fingerprint of a host key."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"{key.get_name()} SHA256:{digest}"
-
-
-def _host_label(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
-
-
 class SSHTransport(Transport):
+    """A remote DPU over SSH (paramiko): argv commands, and one remote helper call per batch of file work.
+
+    Counts ``round_trips`` (each command or helper call) and ``bytes_sent`` for the benchmarks
+    and the round-trip tests.
+    """
+
     def __init__(self, dpu: DPUConfig, endpoint: Optional[Endpoint] = None) -> None:
         assert dpu.host is not None
         self.dpu = dpu
@@ -110,7 +64,7 @@ class SSHTransport(Transport):
         for path in ep.known_hosts:
             if os.path.exists(path):
                 client.load_host_keys(path)
-        client.set_missing_host_key_policy(_Refuse(ep))
+        client.set_missing_host_key_policy(RefuseUnknown(ep))
         try:
             client.connect(ep.hostname, port=ep.port, username=ep.user,
                            key_filename=ep.identity_files or None, timeout=ep.timeout,
@@ -119,10 +73,10 @@ class SSHTransport(Transport):
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
-                f"the host key of {_host_label(ep.hostname, ep.port)} CHANGED: it now offers "
+                f"the host key of {host_label(ep.hostname, ep.port)} CHANGED: it now offers "
                 f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}. This can "
                 "be an attack. If the server was reinstalled, check the new fingerprint with its "
-                f"admin, then remove the old line: ssh-keygen -R '{_host_label(ep.hostname, ep.port)}'"
+                f"admin, then remove the old line: ssh-keygen -R '{host_label(ep.hostname, ep.port)}'"
                 + (f" -f {ep.known_hosts[0]}" if ep.known_hosts else "")
                 + " and add the new key as for an unknown host (ssh-keyscan, compare, append)") from None
         except paramiko.AuthenticationException as exc:
@@ -143,7 +97,7 @@ class SSHTransport(Transport):
         """Connect, through each ProxyJump hop in turn (every hop's host key is checked too)."""
         sock = None
         self._jumps = []
-        hops = [_parse_jump(h.strip(), self.endpoint)
+        hops = [jump_endpoint(h.strip(), self.endpoint)
                 for h in (self.endpoint.proxy_jump or "").split(",") if h.strip()]
         for i, hop in enumerate(hops):
             jump = self._open(hop, sock)
@@ -171,6 +125,7 @@ class SSHTransport(Transport):
         self._jumps = []
 
     def close(self) -> None:
+        """Close the connection and its ProxyJump hops."""
         self._drop()
 
     def _retry(self, what: str, fn: Callable[[Any], T]) -> T:
@@ -213,6 +168,7 @@ class SSHTransport(Transport):
 
     def run(self, argv: Sequence[str], input: Optional[str] = None,
             timeout: Optional[float] = 120.0) -> Completed:
+        """Run argv on the host (quoted once); never retried once sent; Unreachable on a drop."""
         command = " ".join(quote(a) for a in argv)
         data = (input or "").encode()
         try:
@@ -243,6 +199,7 @@ class SSHTransport(Transport):
 
     # -- files ------------------------------------------------------------------------------
     def expand(self, path: str) -> str:
+        """The target path with ~ resolved to the remote home."""
         if path.startswith("/"):
             return path
         if self._home is None:
@@ -258,15 +215,18 @@ class SSHTransport(Transport):
         self._account = (str(name), int(uid))
 
     def account(self) -> Tuple[str, int]:
+        """The remote user name and uid (asked once)."""
         if self._account is None:
             self._about()
         assert self._account is not None
         return self._account
 
     def write_files(self, files: Dict[str, bytes]) -> None:
+        """Write the files on the host in one helper call (temp name and rename each)."""
         self.helper({"write": {p: base64.b64encode(d).decode() for p, d in files.items()}})
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
+        """Many small remote files in one helper call; None when missing."""
         if not paths:
             return {}
         got = self.helper({"files": list(paths)})["files"]
@@ -275,6 +235,7 @@ class SSHTransport(Transport):
     def gather(self, argv: Optional[Sequence[str]], files: Sequence[str], records: Records,
                record_name: str, owners: Optional[Dict[str, int]] = None,
                caps: Optional[Dict[str, int]] = None) -> Gathered:
+        """Status command, files and records in one helper call (see Transport.gather)."""
         request: Dict[str, Any] = {"files": list(files), "record_name": record_name,
                                    "records": {d: _ranges(idx) for d, idx in records.items() if idx}}
         if owners is not None:
@@ -297,6 +258,7 @@ class SSHTransport(Transport):
 
     def read_owned(self, files: Sequence[OwnedFile], cap: int, tail: bool = False,
                    private: bool = False) -> OwnedRead:
+        """Owner-checked reads on the host in one helper call (see Transport.read_owned)."""
         if not files:
             return OwnedRead()
         got = self.helper({"owned": {"files": [[f.base, f.rel, f.uid] for f in files], "cap": cap,
@@ -306,6 +268,7 @@ class SSHTransport(Transport):
         return OwnedRead(data, {str(k): str(v) for k, v in got["refused"].items()})
 
     def scan_index(self, root: str, since: float) -> IndexScan:
+        """The owner-checked job cards under root on the host."""
         got = self.helper({"scan_index": [root, since]})["index"]
         if got.get("error"):
             raise DPUError(str(got["error"]))
@@ -313,6 +276,7 @@ class SSHTransport(Transport):
                          [(str(n), str(why)) for n, why in got["refused"]])
 
     def write_own(self, root: str, folder: str, name: str, data: bytes) -> None:
+        """Write into our own card folder on the host; DPUError when it is not safely ours."""
         refused = self.helper({"write_own": [root, folder, name, base64.b64encode(data).decode()]})
         if refused.get("write_own"):
             raise DPUError(str(refused["write_own"]))
@@ -323,12 +287,14 @@ class SSHTransport(Transport):
             raise DPUError(str(why))
 
     def user_ids(self, names: Sequence[str]) -> Dict[str, Optional[int]]:
+        """The uids of these user names on the host (None: unknown)."""
         if not names:
             return {}
         got = self.helper({"uids": list(names)})["uids"]
         return {n: None if got.get(n) is None else int(got[n]) for n in names}
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
+        """Delete old unused bundles on the host; the names removed."""
         return list(self.helper({"remove_bundles": [root, sorted(keep), older_than]})["removed"])
 
     # -- code shipping --------------------------------------------------------------------
@@ -378,34 +344,6 @@ class SSHTransport(Transport):
             chan.close()
         if code != 0:
             raise DPUError(f"upload to {self.endpoint.label}:{remote} failed: {err.strip()}")
-
-
-class _Refuse:
-    """Missing host key: refuse, and say which key was offered and how to accept it."""
-
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        label = _host_label(self.ep.hostname, self.ep.port)
-        where = self.ep.known_hosts[0] if self.ep.known_hosts else "~/.ssh/known_hosts"
-        port = f"-p {self.ep.port} " if self.ep.port != 22 else ""
-        raise HostKeyError(
-            f"{label} is not in {where}: it offers {fingerprint(key)}. If that is your "
-            f"cluster's key (ask its admin), accept it: ssh-keyscan {port}{self.ep.hostname} > new_key; "
-            f"ssh-keygen -lf new_key (the fingerprint must be the one above); cat new_key >> {where} "
-            "(or log in once with ssh). dpu_slurm never accepts unknown keys itself.")
-
-
-def _parse_jump(hop: str, target: Endpoint) -> Endpoint:
-    user, _, rest = hop.rpartition("@")
-    host, _, port = rest.partition(":")
-    ep = resolve({"hostname": host})
-    ep.user = user or ep.user
-    ep.port = int(port) if port else ep.port
-    ep.known_hosts = ep.known_hosts + [p for p in target.known_hosts if p not in ep.known_hosts]
-    ep.identity_files = ep.identity_files or target.identity_files
-    return ep
 
 
 def _ranges(indices: List[int]) -> List[List[int]]:

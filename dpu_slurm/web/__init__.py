@@ -1,7 +1,7 @@
 """The per-DPU queue page, its JSON endpoints and the submission API (``dpu web``).
 
-cards.py     the job cards session.submit drops in the DPU's job index (every user's jobs)
-mirror.py    every user's jobs on one DPU: cards + one scheduler call + the workers' records
+mirror.py    every user's jobs on one DPU: the cards of the job index (../index.py), one
+             scheduler call and the workers' records
 state.py     the background refresh and the snapshot every request reads
 pages.py     rendering that replaces what it cannot encode (HTML, JSON, log text)
 app.py       the Starlette routes, the request guard (Host allow-list, limits, request log)

@@ -22,7 +22,8 @@ from .. import tokens
 from ..catalog import Catalog
 from ..errors import DPUError, SubmitError, Unreachable
 from ..plan import make_plan
-from ..schema import DPU_OPTIONS, MAX_DEPTH, At, check_dpu_options, check_run
+from ..run_request import DPU_OPTIONS, check_dpu_options, check_run
+from ..schema import MAX_DEPTH, At
 from ..session import DPUSession, awepipe_path, store_id
 from ..store import Store
 from ..text import printable
@@ -116,7 +117,7 @@ def _no_constant(name: str) -> Any:
 
 def parse(body: bytes, dpu: str) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
     """(sequence, options, dpu options) of a request body, or BadRequest saying what is wrong.
-    The body is checked by the model manifest entries use (schema.RunRequest)."""
+    The body is checked by the model manifest entries use (run_request.RunRequest)."""
     try:
         data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:

@@ -66,9 +66,11 @@ class App:
         self.submit_pool = ThreadPoolExecutor(32, "dpu-web-submit")
 
     def start(self) -> None:
+        """Start the background refresh."""
         self.refresher.start()
 
     def close(self) -> None:
+        """Stop the refresh and the worker pools; close the stores and connections."""
         self.refresher.stop()
         self.job_pool.shutdown(wait=False, cancel_futures=True)
         self.submit_pool.shutdown(wait=False, cancel_futures=True)
@@ -90,6 +92,7 @@ class App:
         return meta, entries[:MAX_ROWS], now
 
     def known(self, key: str) -> bool:
+        """True when the job is in the current snapshot."""
         return key in self.refresher.snapshot.keys
 
     def job(self, key: str) -> Optional[Dict[str, Any]]:
@@ -104,10 +107,12 @@ class App:
 
 # -- responses ------------------------------------------------------------------------------
 def json_response(status: int, data: Any, headers: Optional[Dict[str, str]] = None) -> Response:
+    """A JSON response."""
     return Response(json_bytes(data), status, headers, JSON)
 
 
 def page(name: str, code: int = 200, **context: Any) -> Response:
+    """An HTML page rendered from template `name`."""
     return Response(html(name, **context), code, media_type=HTML)
 
 
@@ -140,6 +145,7 @@ def _filters(request: Request) -> Tuple[str, str]:
 
 
 async def queue_page(request: Request) -> Response:
+    """GET /: the queue table."""
     app = _app(request)
     meta, entries, _ = app.queue(*_filters(request))
     # each row was rendered by the autoescaping template queue_row.html.j2 (state.entry)
@@ -154,6 +160,7 @@ async def queue_page(request: Request) -> Response:
 
 
 async def queue_json(request: Request) -> Response:
+    """GET /api/queue: the queue as JSON."""
     meta, entries, now = _app(request).queue(*_filters(request))
     # Each job's JSON text is made once per snapshot (running jobs: per request, for their time).
     head = json.dumps(json_safe(meta), ensure_ascii=False, allow_nan=False)
@@ -162,6 +169,7 @@ async def queue_json(request: Request) -> Response:
 
 
 async def job_view(request: Request) -> Response:
+    """GET /job/KEY and /api/job/KEY: one job with its processes (404 when unknown)."""
     app = _app(request)
     key = request.path_params["key"]
     if not app.known(key):
@@ -183,6 +191,7 @@ async def job_view(request: Request) -> Response:
 
 
 async def static(request: Request) -> Response:
+    """GET /static/NAME: the page's packaged scripts and styles."""
     name = request.path_params["name"]
     if name not in STATIC:
         return error(request, 404, "no such page")
@@ -190,10 +199,12 @@ async def static(request: Request) -> Response:
 
 
 async def favicon(request: Request) -> Response:
+    """GET /favicon.ico: nothing (204), so browsers stop asking."""
     return Response(b"", 204, media_type="image/x-icon")
 
 
 async def run(request: Request) -> Response:
+    """POST /api/run: submit a run (needs a token)."""
     app = _app(request)
     try:
         body = await read_body(request, MAX_BODY, app.body_timeout)
@@ -243,10 +254,12 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
+    """404 as JSON or the error page."""
     return error(request, 404, "no such page")
 
 
 async def not_allowed(request: Request, exc: Exception) -> Response:
+    """405 saying which method the path takes."""
     if request.url.path == "/api/run":
         allow, message = "POST", "POST /api/run submits a run; GET the page at /"
     else:
@@ -255,10 +268,12 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
+    """500 without details (they are in the log)."""
     return error(request, 500, "internal error; see the dpu web log")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
+    """Other HTTP errors as JSON or the error page."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return error(request, status, str(getattr(exc, "detail", "")) or "error")
 
@@ -291,6 +306,7 @@ class HostPolicy:
             (self.exact if has_port else self.names).add(entry.lower() if has_port else name)
 
     def allows(self, host: str) -> bool:
+        """True when a request's Host header names this server."""
         host = host.strip().lower()
         return host in self.exact or split_host(host)[0] in self.names
 
@@ -343,6 +359,7 @@ class Guard:
                      printable(target, 300), status or "-")
 
     def check(self, scope: Scope) -> Optional[Response]:
+        """A refusal for oversized headers, a foreign Host or the like; None to let the request in."""
         headers: List[Tuple[bytes, bytes]] = scope.get("headers", [])
         if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEAD:
             return json_response(431, {"error": f"the request headers are larger than {MAX_HEAD} bytes "

@@ -85,6 +85,7 @@ def queue(args: argparse.Namespace) -> int:
 
 
 def table(rows: List[Row], now: float) -> str:
+    """The rows as a plain-text table, for terminals."""
     head = ["JOBID", "USER", "SEQUENCE", "STATUS", "/".join(LETTERS), "SUBMITTED", "RUNNING", "OPTIONS"]
     lines = [[str(r.job_id), printable(r.user, 16), printable(r.sequence, 32), r.status,
               "/".join(map(str, r.counters)), when(r.submitted), duration(r.running_time(now)),

@@ -1,6 +1,6 @@
 """Every user's jobs on one DPU, as the queue page and ``dpu queue`` show them.
 
-The jobs come from the job cards (cards.py) and from the server user's own store; their states
+The jobs come from the job cards (dpu_slurm/index.py) and from the server user's own store; their states
 from one scheduler call for every user's jobs plus the workers' status records, merged by the
 same code as ``dpu.get_status()`` (status.refresh) in an in-memory store that only this page uses.
 """
@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
+from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from ..session import DPUSession, JobView
 from ..status import poll_settings
 from ..store import LETTERS, Job, Store
@@ -26,7 +27,6 @@ from ..transport import Transport, connect
 from ..transport.base import RECORD_CAP, job_file_cap
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
-from .cards import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from .guard import OwnersOnly
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ MAX_TIMED = 200     # worker records read per job to find when it started and en
 LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
 LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
-USER_PROCS = 200_000  # processes all cards of one user may claim (each card: cards.max_nproc)
+USER_PROCS = 200_000  # processes all cards of one user may claim (each card: index.max_nproc)
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
 
 
@@ -59,6 +59,7 @@ class Row:
     ended: Optional[float]
 
     def running_time(self, now: float) -> Optional[float]:
+        """Seconds the job has run (until it ended), or None before it started."""
         if self.started is None:
             return None
         return max(0.0, (self.ended or now) - self.started)
@@ -68,6 +69,7 @@ class Row:
         return " ".join(f"{k}={v}" for k, v in self.options.items() if v not in (None, "", {}, [], False))
 
     def to_json(self, now: float) -> Dict[str, Any]:
+        """The row as the page's JSON."""
         return {"key": self.key, "url": job_url(self.key), "jobid": self.job_id, "user": self.user,
                 "sequence": self.sequence, "options": self.options, "summary": self.summary(),
                 "status": self.status, "ok": self.ok,
@@ -78,6 +80,7 @@ class Row:
 
 
 def job_url(key: str) -> str:
+    """The job page's path for a job key."""
     from urllib.parse import quote
     return "/job/" + quote(key, safe="/")
 
@@ -94,7 +97,7 @@ class Mirror:
         self.transport = OwnersOnly(transport or connect(dpu))
         # The page's own session on an in-memory store: polled like any user's, for all users.
         self.session = DPUSession(dpu, Store(Path(":memory:")), transport=self.transport)
-        self.db = self.session.store
+        self.store = self.session.store   # the page's view: named Store methods only, no SQL here
         self.scheduler = self.session.scheduler
         self.scheduler.all_users = True
         self.cards: Dict[int, Card] = {}      # mirror id -> card
@@ -114,11 +117,13 @@ class Mirror:
         self.interval = max(1.0, poll_settings(dpu)[0])
 
     def close(self) -> None:
+        """Close the session and the mirror's store."""
         self.session.close()
-        self.db.close()
+        self.store.close()
 
     # -- refreshing -----------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
+        """Read new cards and refresh the jobs' states (`force`: even within the interval)."""
         with self.lock:
             if not force and time.time() - self.updated < self.interval:
                 return
@@ -140,7 +145,7 @@ class Mirror:
             self.updated = time.time()
 
     def _add_cards(self, warnings: List[str]) -> None:
-        """Cards are claims: only those that pass every check of cards.py and owned.py show; a
+        """Cards are claims: only those that pass every check of index.py and owned.py show; a
         card that is gone (deleted, aged out, now refused) takes its job off the page."""
         root = index_dir(self.dpu, self.transport)
         scan = self.transport.scan_index(root, time.time() - self.days * 86400)
@@ -218,7 +223,7 @@ class Mirror:
             self.times.pop(jid, None)
             self.transport.owners.pop(card.jobdir, None)
             self.transport.caps.pop(card.jobdir, None)
-            self.db.forget([jid])
+            self.store.forget([jid])
 
     def _add_own(self) -> None:
         if self.own is None:
@@ -241,7 +246,7 @@ class Mirror:
         if card.key in self.ids:
             return False
         try:
-            jid = self.db.record_mirrored(
+            jid = self.store.record_mirrored(
                 self.dpu.name, card.user, card.sequence, card.options,
                 {"chunk": card.chunk, "time_limit": card.time_limit}, card.nproc, card.ntasks,
                 card.jobdir, card.native_ids, card.created, card.submitted)
@@ -263,16 +268,16 @@ class Mirror:
         """When each job started (its first process) and ended (its last), from worker records."""
         wanted: Dict[int, List[OwnedFile]] = {}
         unsettled = [jid for jid in self.cards if self.times.get(jid, (None, None))[1] is None]
-        for job in self.db.jobs(ids=unsettled) if unsettled else []:
+        for job in self.store.jobs(ids=unsettled) if unsettled else []:
             start, end = self.times.get(job.id, (None, None))
             if start is not None and job.finished is None:
                 continue
-            procs = [p for p in self.db.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
+            procs = [p for p in self.store.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
             wanted[job.id] = [OwnedFile(job.jobdir, f"p/{p.idx}/{STATUS}", self.uids[job.id])
                               for p in procs]
         items = [p for group in wanted.values() for p in group]
         raw = self.transport.read_owned(items, RECORD_CAP).data if items else {}
-        jobs = {j.id: j for j in self.db.jobs(ids=list(wanted))} if wanted else {}
+        jobs = {j.id: j for j in self.store.jobs(ids=list(wanted))} if wanted else {}
         for jid, group in wanted.items():
             records = [_record(raw.get(p.path)) for p in group]
             starts = [r["started"] for r in records if _time(r.get("started"))]
@@ -292,10 +297,10 @@ class Mirror:
             for jid in [j for j in self.settled if j not in self.cards]:
                 del self.settled[jid]   # its card is gone
             todo = [jid for jid in self.cards if jid not in self.settled]
-            jobs = (self.db.jobs() if len(todo) > 500 else self.db.jobs(ids=todo)) if todo else []
+            jobs = (self.store.jobs() if len(todo) > 500 else self.store.jobs(ids=todo)) if todo else []
             wanted = set(todo)
             jobs = [j for j in jobs if j.id in wanted]
-            counts = self.db.counts([j.id for j in jobs])
+            counts = self.store.counts([j.id for j in jobs])
             fresh: Dict[int, Row] = {}
             for job in jobs:
                 try:
@@ -318,6 +323,7 @@ class Mirror:
         return out
 
     def users(self) -> List[str]:
+        """The users who have jobs on the page, sorted."""
         with self.lock:
             return sorted({c.user for c in self.cards.values()})
 
@@ -337,9 +343,9 @@ class Mirror:
             jid = self.ids.get(key)
             if jid is None:
                 return None
-            job = self.db.job(jid)
-            row = self._row(job, JobView(job, self.db.counts([jid])[jid]))
-            procs = self.db.procs(jid)
+            job = self.store.job(jid)
+            row = self._row(job, JobView(job, self.store.counts([jid])[jid]))
+            procs = self.store.procs(jid)
             # Each log only as a regular file of the job's owner, from its folder, its tail only.
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}

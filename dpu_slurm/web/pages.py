@@ -60,6 +60,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
 
 
 def when(stamp: Optional[float]) -> str:
+    """A time stamp as local date and time ('' for None, '?' when out of range)."""
     try:
         return "" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
     except (TypeError, ValueError, OverflowError, OSError):
@@ -67,6 +68,7 @@ def when(stamp: Optional[float]) -> str:
 
 
 def duration(seconds: Optional[float]) -> str:
+    """Seconds as ``[Nd ]HH:MM:SS`` ('' for None, '?' when not a number)."""
     if seconds is None:
         return ""
     try:

@@ -43,17 +43,20 @@ class Protocol(H11Protocol):
     A request head over the limit is answered 431 (h11 reports it as a plain protocol error)."""
 
     def connection_made(self, transport: Any) -> None:
+        """Start the idle clock as soon as the connection opens."""
         super().connection_made(transport)
         self._unset_keepalive_if_required()
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                             self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
+        """Feed the bytes to h11; stop the idle clock once a request is in."""
         self.conn.receive_data(data)   # the clock keeps running: uvicorn would stop it here
         self.handle_events()
         self._stop_clock_if_busy()
 
     def on_response_complete(self) -> None:
+        """Restart the idle clock unless a pipelined request is already in."""
         super().on_response_complete()
         self._stop_clock_if_busy()      # a pipelined request started right away
 
@@ -62,6 +65,7 @@ class Protocol(H11Protocol):
             self._unset_keepalive_if_required()
 
     def send_400_response(self, msg: str) -> None:
+        """Answer a malformed request 400, or 431 when its head is too large."""
         too_long = len(self.conn.trailing_data[0]) > MAX_HEAD
         status, reason, text = (
             (431, b"Request Header Fields Too Large", f"the request head is larger than {MAX_HEAD} bytes")
@@ -79,6 +83,7 @@ class Protocol(H11Protocol):
 
 
 def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
     if host == "localhost":
         return True
     try:
@@ -131,6 +136,7 @@ class QueueServer:
 
     @property
     def url(self) -> str:
+        """The address the page is served at."""
         return url_of(*self.server_address)
 
     def serve_forever(self) -> None:
@@ -139,9 +145,11 @@ class QueueServer:
         self.uvicorn.run(sockets=[self.socket])
 
     def shutdown(self) -> None:
+        """Ask serve_forever() to return."""
         self.uvicorn.should_exit = True
 
     def server_close(self) -> None:
+        """Close the socket and the app (once)."""
         if self._closed.is_set():
             return
         self._closed.set()

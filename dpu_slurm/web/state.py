@@ -36,6 +36,7 @@ class Entry:
     data: Optional[Dict[str, Any]] = None
 
     def json_text(self, now: float) -> str:
+        """The job's JSON text at time `now`."""
         if self.text is not None:
             return self.text
         return json.dumps(json_safe(with_running_time(self.data or {}, now)), ensure_ascii=False)
@@ -52,6 +53,7 @@ class Snapshot:
     keys: FrozenSet[str] = frozenset()
 
     def age(self, now: float) -> Optional[float]:
+        """Seconds since the snapshot was built, or None before the first one."""
         return max(0.0, now - self.updated) if self.updated else None
 
     def select(self, user: str = "", status: str = "") -> List[Entry]:
@@ -73,6 +75,7 @@ def with_running_time(row: Dict[str, Any], now: float) -> Dict[str, Any]:
 
 
 def entry(row: Row, now: float) -> Entry:
+    """The snapshot entry of one mirror row at time `now`."""
     data = json_safe(row.to_json(now))
     data.pop("running_time", None)
     timed = with_running_time(data, now)
@@ -90,6 +93,7 @@ class Builder:
         self.cache: Dict[str, Tuple[Row, Entry]] = {}
 
     def build(self, mirror: Mirror, warnings: List[str]) -> Snapshot:
+        """A new snapshot of the mirror's rows; a job that cannot be shown is skipped and warned about."""
         now = time.time()
         entries: List[Entry] = []
         cache: Dict[str, Tuple[Row, Entry]] = {}
@@ -129,9 +133,11 @@ class Refresher:
         self._thread = threading.Thread(target=self._run, name="dpu-web-refresh", daemon=True)
 
     def start(self) -> None:
+        """Start the refresh thread."""
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the refresh thread, waiting at most `timeout` seconds."""
         self._stop.set()
         self._wake.set()
         if self._thread.ident is not None:
@@ -163,7 +169,7 @@ class Refresher:
         low, high, _ = poll_settings(self.mirror.dpu)
         try:
             with self.mirror.lock:
-                current = float(self.mirror.db.meta_get(f"poll:{self.mirror.dpu.name}:interval") or low)
+                current = float(self.mirror.store.meta_get(f"poll:{self.mirror.dpu.name}:interval") or low)
         except (ValueError, TypeError):
             current = low
         return max(self.floor, min(max(current, low), max(high, low)))

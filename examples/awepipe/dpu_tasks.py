@@ -36,7 +36,7 @@ def _count(options):
 
 
 TASKS = [
-    Task("Null", run="awepipe.null:null", estimate=lambda o: 1 + o["sleep"],
+    Task("Null", run="awepipe.null:null", estimate=lambda o: 5 + o["sleep"],
          doc="Does nothing (or sleeps, fails, echoes) - for testing the DPU itself.",
          options=(
              Option("s", "sleep", float, 0.0, "seconds to sleep"),

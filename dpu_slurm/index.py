@@ -1,4 +1,4 @@
-"""Job cards: the small record of every submitted job that the queue page of a DPU reads.
+"""The job index: job cards, the small record of every submitted job that the queue page of a DPU reads.
 
 Each user's store is private, so ``session.submit`` also drops a card per job into the DPU's job
 index folder (config key ``job_index``; default ``<workdir>/index``, which only its user sees):
@@ -10,6 +10,9 @@ A card is a claim, not a fact: the page reads it only from the folder of the use
 owned by that user's uid and writable by nobody else, as a regular file of that uid (see
 transport/owned.py); every field is checked (types, ranges, lengths) before it is used, and the
 job folder it names must belong to the same uid. A card that fails is skipped with a warning.
+
+The session writes cards and the page (web/mirror.py) reads them: this module sits below both,
+so the session never imports the web layer.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from ..config import DPUConfig, dpu_home, fill
-from ..errors import ConfigError
-from ..store import Job
-from ..transport import Transport
+from .config import DPUConfig, dpu_home, fill
+from .errors import ConfigError
+from .store import Job
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Card:
 
     @classmethod
     def from_job(cls, job: Job, store: str) -> Card:
+        """The card of a job just submitted from `store`."""
         return cls(user=job.user, store=store, job_id=job.id, dpu=job.dpu, sequence=job.sequence,
                    options=job.options, nproc=job.nproc, ntasks=job.ntasks, created=job.created,
                    submitted=job.submitted or job.created, jobdir=job.jobdir,
@@ -96,6 +100,7 @@ class Card:
         return card
 
     def check(self, max_nproc: int) -> None:
+        """Refuse a card read from the shared index whose fields are out of range (raises BadCard)."""
         _text("user", self.user, 256)
         if not _NAME.fullmatch(self.user):
             raise BadCard(f"user {_short(self.user)} is not a user name")
@@ -119,11 +124,13 @@ class Card:
         if not isinstance(self.native_ids, list) or len(self.native_ids) > MAX_NATIVE:
             raise BadCard(f"native_ids must be a list of at most {MAX_NATIVE} ids")
         for native in self.native_ids:
-            _text("native id", native, 200)
+            if native != "":  # "": a chunk that was never submitted (reconcile.py)
+                _text("native id", native, 200)
         _int("chunk", self.chunk, 0, 10**9)
         _int("time_limit", self.time_limit, 0, 10**9)
 
     def dump(self) -> bytes:
+        """The card as JSON bytes with its format version."""
         return json.dumps({"v": CARD_VERSION, **vars(self)}).encode()
 
 
@@ -141,6 +148,7 @@ def index_dir(dpu: DPUConfig, transport: Transport) -> str:
 
 
 def card_path(root: str, user: str, job_id: int, store: str) -> str:
+    """Where the card of one user's job lies under the index root."""
     return f"{root}/{user}/{job_id}.{store}.json"
 
 
