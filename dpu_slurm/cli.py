@@ -275,10 +275,10 @@ def _config_check(files: Sequence[str], as_json: bool) -> int:
 
 
 def _workdir_problems(cfg: DPUConfig) -> List[str]:
-    """An existing workdir on this machine that a submit would refuse (owned.workdir_problem)."""
+    """An existing workdir on this machine that a submit would refuse (transport/folders.py)."""
     if cfg.is_remote:
         return []   # checked on the DPU at the first submit
-    from .transport.owned import workdir_problem
+    from .transport.folders import workdir_problem
 
     path = os.path.expanduser(cfg.target_workdir())
     try:
@@ -293,8 +293,8 @@ def _index_problems(cfg: DPUConfig) -> List[str]:
     if not cfg.job_index or cfg.is_remote or "{dpu_home}" in cfg.job_index:
         return []   # the default or a per-user index is private; a remote one is checked there
     from .index import index_dir
+    from .transport.folders import index_root_problems
     from .transport.local import LocalTransport
-    from .transport.owned import index_root_problems
 
     root = index_dir(cfg, LocalTransport())
     return [f"job_index {root} {p}" for p in index_root_problems(root)]

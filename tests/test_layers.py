@@ -17,10 +17,7 @@ STORE_LAYER = {"store.py", "store_extra.py", "sqlite_errors.py"}
 FACES = ("cli.py", "web/")
 MAX_LINES = 400
 # Over MAX_LINES with a reason; an entry that is no longer over fails, so the list only shrinks.
-TOO_LONG = {
-    "schedulers/drmaa.py": "the scheduler contract of issue 11 (must-have 1) moves its qstat "
-                           "polling into the shared base class; split with that change",
-}
+TOO_LONG: Dict[str, str] = {}   # module -> why it may stay over 400 lines (none now)
 PUBLIC_UNDERSCORE = {"os._exit", "sys._getframe"}   # the standard library's own public names
 
 

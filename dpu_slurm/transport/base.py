@@ -81,7 +81,7 @@ class Transport(ABC):
     @abstractmethod
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
         """Make the workdir and its `subs`; DPUError when another user could change them
-        (owned.workdir_problem): job scripts and code run from there."""
+        (folders.workdir_problem): job scripts and code run from there."""
 
     @abstractmethod
     def account(self) -> Tuple[str, int]:

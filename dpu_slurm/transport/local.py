@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..bundle import Bundle, unpack
-from . import owned
+from ..files import atomic_write
+from . import folders, owned
 from .base import FILE_CAP, RECORD_CAP, Completed, Gathered, Records, Transport, started_indices
 from .owned import IndexScan, OwnedFile, OwnedRead
 
@@ -34,7 +35,8 @@ class LocalTransport(Transport):
     def write_files(self, files: Dict[str, bytes]) -> None:
         """Write each file through a unique temp name and a rename."""
         for name, data in files.items():
-            owned.write_atomic(name, data, 0o644)
+            os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+            atomic_write(Path(name), data, 0o644)
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
         """Each file's bytes, None when missing."""
@@ -80,7 +82,7 @@ class LocalTransport(Transport):
         owned.write_own(root, folder, name, data)
 
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
-        owned.own_workdir(path, subs)
+        folders.own_workdir(path, subs)
 
     def account(self) -> Tuple[str, int]:
         """This process's user name and uid."""

@@ -261,7 +261,7 @@ def write_at(dfd, name, data, mode):
         raise
 
 def own_workdir(path, subs):
-    # The rules of owned.workdir_problem, kept in step with it.
+    # The rules of folders.workdir_problem, kept in step with it.
     try:
         if not os.path.isdir(path):
             os.makedirs(path)

@@ -27,7 +27,7 @@ from ..schema import MAX_DEPTH, At
 from ..session import DPUSession, awepipe_path, store_id
 from ..store import Store
 from ..text import printable
-from .mirror import job_url
+from .rows import job_url
 
 log = logging.getLogger(__name__)
 

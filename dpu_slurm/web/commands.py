@@ -15,8 +15,9 @@ from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
 from ..text import printable
-from .mirror import Mirror, Row
+from .mirror import Mirror
 from .pages import duration, when
+from .rows import Row
 
 log = logging.getLogger(__name__)
 

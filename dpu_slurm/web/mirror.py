@@ -12,22 +12,22 @@ import posixpath
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
 from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from ..session import DPUSession, JobView
 from ..status import poll_settings
-from ..store import LETTERS, Job, Store
+from ..store import Job, Store
 from ..text import clean, printable
 from ..transport import Transport, connect
 from ..transport.base import RECORD_CAP, job_file_cap
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
 from .guard import OwnersOnly
+from .rows import Row, masked, masker
 
 log = logging.getLogger(__name__)
 
@@ -37,52 +37,6 @@ LOG_PROCESSES = 50  # processes whose logs the job page shows
 LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
 USER_PROCS = 200_000  # processes all cards of one user may claim (each card: index.max_nproc)
 STATUSES = ("QUEUED", "RUNNING", "FINISHED")
-
-
-@dataclass
-class Row:
-    """One job as the page shows it: no paths, nothing but what the table and job page need."""
-
-    key: str
-    job_id: int
-    user: str
-    sequence: str
-    options: Dict[str, Any]
-    status: str
-    ok: bool
-    counters: Tuple[int, ...]
-    processes: int
-    queued: int
-    running: int
-    submitted: float
-    started: Optional[float]
-    ended: Optional[float]
-
-    def running_time(self, now: float) -> Optional[float]:
-        """Seconds the job has run (until it ended), or None before it started."""
-        if self.started is None:
-            return None
-        return max(0.0, (self.ended or now) - self.started)
-
-    def summary(self) -> str:
-        """The options that say something, for the table (the job page shows all of them)."""
-        return " ".join(f"{k}={v}" for k, v in self.options.items() if v not in (None, "", {}, [], False))
-
-    def to_json(self, now: float) -> Dict[str, Any]:
-        """The row as the page's JSON."""
-        return {"key": self.key, "url": job_url(self.key), "jobid": self.job_id, "user": self.user,
-                "sequence": self.sequence, "options": self.options, "summary": self.summary(),
-                "status": self.status, "ok": self.ok,
-                "counters": dict(zip(LETTERS, self.counters, strict=True)),
-                "processes": self.processes, "queued": self.queued, "running": self.running,
-                "submitted": self.submitted, "started": self.started, "ended": self.ended,
-                "running_time": self.running_time(now)}
-
-
-def job_url(key: str) -> str:
-    """The job page's path for a job key."""
-    from urllib.parse import quote
-    return "/job/" + quote(key, safe="/")
 
 
 class Mirror:
@@ -330,8 +284,8 @@ class Mirror:
     def _row(self, job: Job, view: JobView) -> Row:
         card = self.cards[job.id]
         start, end = self.times.get(job.id, (None, None))
-        mask = _masker(card.jobdir)
-        options = clean({k: _masked(v, mask) for k, v in card.options.items()})
+        mask = masker(card.jobdir)
+        options = clean({k: masked(v, mask) for k, v in card.options.items()})
         # clean(): text that cannot be encoded (a lone surrogate) must not fail a page.
         return Row(clean(card.key), card.job_id, clean(card.user), clean(card.sequence), options,
                    view.status, view.ok, view.counts.letters, job.nproc, view.counts.queued,
@@ -350,7 +304,7 @@ class Mirror:
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}
             got = self.transport.read_owned(list(items.values()), LOG_CAP, tail=True)  # SSH: not thread-safe
-        mask = _masker(self.cards[jid].jobdir)
+        mask = masker(self.cards[jid].jobdir)
         logs = {idx: [clean(mask(line)) for line in _tail(got.data.get(item.path))]
                 for idx, item in items.items()}
         return {"job": row, "processes": [
@@ -385,22 +339,3 @@ def _tail(raw: Optional[bytes]) -> List[str]:
 
 def _time(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e11
-
-
-def _masked(value: Any, mask: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, list):
-        return [_masked(v, mask) for v in value]
-    if isinstance(value, dict):
-        return {k: _masked(v, mask) for k, v in value.items()}
-    return value
-
-
-def _masker(jobdir: str) -> Callable[[str], str]:
-    """Hide where a user keeps their jobs: the workdir (which names them) becomes $WORKDIR."""
-    workdir = jobdir.rsplit("/jobs/", 1)[0] if "/jobs/" in jobdir else jobdir
-
-    def mask(text: str) -> str:
-        return text.replace(jobdir, "$JOBDIR").replace(workdir, "$WORKDIR") if workdir else text
-    return mask

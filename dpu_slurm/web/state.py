@@ -17,8 +17,9 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from ..status import poll_settings
 from ..store import LETTERS
 from ..text import printable
-from .mirror import Mirror, Row
+from .mirror import Mirror
 from .pages import json_safe, templates
+from .rows import Row
 
 log = logging.getLogger(__name__)
 

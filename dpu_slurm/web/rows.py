@@ -1,0 +1,73 @@
+"""What the page shows of one job: a Row (no paths) and the masking of paths in texts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+from urllib.parse import quote
+
+from ..store import LETTERS
+
+
+@dataclass
+class Row:
+    """One job as the page shows it: no paths, nothing but what the table and job page need."""
+
+    key: str
+    job_id: int
+    user: str
+    sequence: str
+    options: Dict[str, Any]
+    status: str
+    ok: bool
+    counters: Tuple[int, ...]
+    processes: int
+    queued: int
+    running: int
+    submitted: float
+    started: Optional[float]
+    ended: Optional[float]
+
+    def running_time(self, now: float) -> Optional[float]:
+        """Seconds the job has run (until it ended), or None before it started."""
+        if self.started is None:
+            return None
+        return max(0.0, (self.ended or now) - self.started)
+
+    def summary(self) -> str:
+        """The options that say something, for the table (the job page shows all of them)."""
+        return " ".join(f"{k}={v}" for k, v in self.options.items() if v not in (None, "", {}, [], False))
+
+    def to_json(self, now: float) -> Dict[str, Any]:
+        """The row as the page's JSON."""
+        return {"key": self.key, "url": job_url(self.key), "jobid": self.job_id, "user": self.user,
+                "sequence": self.sequence, "options": self.options, "summary": self.summary(),
+                "status": self.status, "ok": self.ok,
+                "counters": dict(zip(LETTERS, self.counters, strict=True)),
+                "processes": self.processes, "queued": self.queued, "running": self.running,
+                "submitted": self.submitted, "started": self.started, "ended": self.ended,
+                "running_time": self.running_time(now)}
+
+
+def job_url(key: str) -> str:
+    """The job page's path for a job key."""
+    return "/job/" + quote(key, safe="/")
+
+
+def masked(value: Any, mask: Callable[[str], str]) -> Any:
+    """`value` with `mask` applied to every text in it (lists and mappings walked)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [masked(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {k: masked(v, mask) for k, v in value.items()}
+    return value
+
+
+def masker(jobdir: str) -> Callable[[str], str]:
+    """Hide where a user keeps their jobs: the workdir (which names them) becomes $WORKDIR."""
+    workdir = jobdir.rsplit("/jobs/", 1)[0] if "/jobs/" in jobdir else jobdir
+
+    def mask(text: str) -> str:
+        return text.replace(jobdir, "$JOBDIR").replace(workdir, "$WORKDIR") if workdir else text
+    return mask
