@@ -82,6 +82,7 @@ class LocalTransport(Transport):
         owned.write_own(root, folder, name, data)
 
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        """Make the workdir and its subfolders; refuse one another user could change (folders.py)."""
         folders.own_workdir(path, subs)
 
     def account(self) -> Tuple[str, int]:

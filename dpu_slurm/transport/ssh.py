@@ -282,6 +282,7 @@ class SSHTransport(Transport):
             raise DPUError(str(refused["write_own"]))
 
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        """The same check on the DPU, in the remote helper (one round trip)."""
         why = self.helper({"own_workdir": [path, list(subs)]}).get("own_workdir")
         if why:
             raise DPUError(str(why))

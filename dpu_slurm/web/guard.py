@@ -75,6 +75,7 @@ class OwnersOnly(Transport):
         raise DPUError("the queue page writes no files on the DPU")
 
     def own_workdir(self, path: str, subs: Sequence[str] = ()) -> None:
+        """Refused: raises DPUError (the page writes nothing)."""
         raise DPUError("the queue page writes no files on the DPU")
 
     def remove_bundles(self, root: str, keep: Set[str], older_than: float) -> List[str]:
