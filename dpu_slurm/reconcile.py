@@ -59,6 +59,7 @@ def found_chunks(job: Job, names: Mapping[str, str], ran: Iterable[int]) -> Dict
 
 
 def nchunks(job: Job) -> int:
+    """How many chunks (array jobs) the job was split into."""
     return len(chunks(job.nproc, chunk_size(job)))
 
 

@@ -117,6 +117,8 @@ def info_observation(info: Dict[str, Any]) -> Observation:
 
 
 def find_library(dpu: DPUConfig) -> str:
+    """The libdrmaa to load: the config's, DRMAA_LIBRARY_PATH's, else a known path; ConfigError
+    when there is none."""
     lib = dpu.drmaa_library or os.environ.get("DRMAA_LIBRARY_PATH", "")
     if not lib:
         lib = next((p for p in LIBRARIES if Path(p).exists()), "")
@@ -165,6 +167,7 @@ class Helper:
         self.drms = str(hello.get("drms", ""))
 
     def call(self, op: str, **args: Any) -> Dict[str, Any]:
+        """Send one operation to the helper; return its reply. SubmitError or SchedulerError if it fails."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
@@ -193,9 +196,11 @@ class Helper:
 
     @property
     def alive(self) -> bool:
+        """Whether the helper process still runs."""
         return self.proc.poll() is None
 
     def close(self) -> None:
+        """End the helper (and its DRMAA session); safe to call twice."""
         self._finalizer()
 
 
@@ -231,12 +236,15 @@ class DRMAAScheduler(Scheduler):
         return self._helper
 
     def close(self) -> None:
+        """End the DRMAA session helper, if one was opened."""
         if self._helper is not None:
             self._helper.close()
             self._helper = None
 
     # -- submit ---------------------------------------------------------------------------
     def submit(self, req: SubmitRequest) -> List[str]:
+        """Queue each chunk as a DRMAA bulk job; return their ids. A refused chunk: SubmitError, after
+        the chunks already queued are taken back."""
         scripts = self.stage(req)
         spec = native_spec(self.dpu, req)
         native: List[str] = []
@@ -258,9 +266,11 @@ class DRMAAScheduler(Scheduler):
 
     # -- poll: the DRM's own one-call listing, in the gather's round trip ------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        """The DRM's own command-line poll (DRMAA has no one-call listing)."""
         return self.cli.poll_request(jobs)
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        """The DRM module's observations, indices shifted to count from 0."""
         seen = self.cli.parse_poll(jobs, got)
         self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
         shift = self.cli.DRMAA_INDEX_SHIFT
@@ -356,6 +366,7 @@ def _handle(drmaa: Any, session: Any, req: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def serve(inp: IO[str], out: IO[str]) -> int:
+    """The helper's main loop: open a DRMAA session, answer JSON lines until EOF; 1 if none opens."""
     try:
         import drmaa
         session = drmaa.Session()

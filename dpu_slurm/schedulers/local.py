@@ -1,16 +1,12 @@
 """The embedded local DPU: a detached runner per job runs its processes on this machine.
 
-At most ``slots`` processes run at once across all jobs (one flock'ed slot file each, held by
-the runner and by the process itself, so a slot stays taken while the process lives even if its
-runner died), the time limit is enforced by the runner, memory by RLIMIT_AS. Each process runs in
-its own session and process group; when it ends (normally, at the time limit, on cancel) the
-runner kills what it left behind: its group, its session and the orphans the runner adopts as
-child subreaper (also those that left the session with setsid). The runner keeps
-``runner.json`` in the job folder; a job goes on after the prompt that submitted it exits.
-
-When the runner dies, its processes get SIGTERM from the kernel (parent-death signal) and the
-next poll accounts them: running ones A, queued ones S, both with the reason "the local runner
-died (pid N)". Queued processes are not handed to a new runner: resubmit the job to run them.
+At most ``slots`` processes run at once across all jobs: one flock'ed slot file each, held by the
+runner and by the process (a slot stays taken while its process lives). The runner enforces the
+time limit, RLIMIT_AS the memory. When a process ends (normally, at the limit, on cancel) the runner
+kills its group, its session and the orphans it adopts as child subreaper (setsid ones too). The
+runner keeps ``runner.json`` in the job folder; a job outlives the prompt that submitted it. When
+the runner dies, its processes get SIGTERM (parent-death signal) and the next poll ends them, running
+ones A, queued ones S, "the local runner died (pid N)": resubmit the job to run the queued ones.
 """
 from __future__ import annotations
 
@@ -48,8 +44,7 @@ RUNNER_FILE = "runner.json"
 PID_FILE = "runner.pid"
 KILL_GRACE = 3.0
 
-# The runner's own states, named like Slurm's so the table reads the same.
-STATE_MAP = {
+STATE_MAP = {  # the runner's own states, named like Slurm's so the table reads the same
     "PENDING": (QUEUED, ""),
     "RUNNING": (RUNNING, ""),
     "COMPLETED": (ENDED, "N"),
@@ -70,9 +65,11 @@ class LocalScheduler(Scheduler):
     CHUNKED = False
 
     def slots(self) -> int:
+        """How many processes may run at once on this machine (config, else the CPU count)."""
         return self.dpu.slots or os.cpu_count() or 1
 
     def submit(self, req: SubmitRequest) -> List[str]:
+        """Write job.sh and start the job's detached runner; its pid is the id. SubmitError if not."""
         jobdir = Path(req.jobdir)
         script = jobdir / "job.sh"
         script.write_text(self.script(req), encoding="utf-8")
@@ -95,12 +92,15 @@ class LocalScheduler(Scheduler):
         return native
 
     def slot_dir(self) -> Path:
+        """The folder of the slot lock files every job of this DPU shares."""
         return Path(self.transport.expand(self.dpu.target_workdir())) / "slots"
 
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        """No command: each job's runner.json, read in the gather's round trip."""
         return PollRequest(None, [str(Path(j.jobdir) / RUNNER_FILE) for j in jobs])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Dict[int, Dict[int, Observation]]:
+        """The runners' states -> observations; a dead runner's processes end (A running, S queued)."""
         files = got.files
         out: Dict[int, Dict[int, Observation]] = {}
         self.names = {}
@@ -114,8 +114,7 @@ class LocalScheduler(Scheduler):
                     self.remember(chunk_tag(tag_of(job), 0), str(data["pid"]))
                 final = {i for (d, i), rec in got.records.items() if d == job.jobdir and _final(rec)}
                 out[job.id] = self._observed(data, Path(job.jobdir), final)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                # The queue page reads other users' folders: a broken file costs only its job.
+            except (ValueError, TypeError, KeyError, AttributeError):  # other users' files too
                 log.warning("job %s: unreadable %s; its worker records decide", job.id, RUNNER_FILE)
         return out
 
@@ -129,13 +128,13 @@ class LocalScheduler(Scheduler):
             if obs.state != ENDED and dead:
                 obs = _orphaned(data, idx, obs, jobdir)
             elif obs.state == ENDED and idx in live and idx not in final:
-                # Being killed (time limit, cancel): ended once its worker wrote its final
-                # record (after ending what its tasks left) or the runner reaped and swept it.
+                # Being killed: ended once its worker wrote its final record or the runner swept it.
                 obs = Observation(RUNNING)
             seen[idx] = obs
         return seen
 
     def cancel(self, job: Job, force: bool) -> None:
+        """Signal the runner (SIGUSR1: drop queued; SIGTERM: also kill running) and wait briefly."""
         raw = self.transport.read_files([str(Path(job.jobdir) / RUNNER_FILE)])
         data = json.loads(next(iter(raw.values())) or b"{}")
         if _alive(data.get("pid"), data.get("pstart")):
@@ -151,9 +150,7 @@ def _final(record: Optional[bytes]) -> bool:
 
 
 def _orphaned(data: Dict[str, Any], idx: int, obs: Observation, jobdir: Path) -> Observation:
-    """A process of a runner that died: nothing will run, time or end it any more. A running
-    one got SIGTERM from the kernel with its runner; if its worker still lives it is killed
-    with its session (the worker's own final record, if it wrote one, still decides)."""
+    """A dead runner's process: queued ones S; running ones A, a worker still alive killed."""
     why = f"the local runner died (pid {int(data['pid'])})"
     if obs.state == QUEUED:
         return Observation(ENDED, "S", f"never started: {why}")
@@ -190,9 +187,8 @@ def _alive(pid: Any, pstart: Any) -> bool:
     return start is not None and (pstart is None or start == pstart)
 
 
-# -- the runner (python -m dpu_slurm.schedulers.local JOBDIR NPROC LIMIT MEM SLOTS SLOTDIR) ------
-
 class Runner:
+    """One job's runner: python -m dpu_slurm.schedulers.local JOBDIR NPROC LIMIT MEM SLOTS SLOTDIR."""
     def __init__(self, jobdir: Path, nproc: int, limit: int, mem: int, slots: int, slot_dir: Path):
         self.jobdir, self.limit, self.mem = jobdir, limit, mem
         self.states: List[List[str]] = [["PENDING", ""] for _ in range(nproc)]
@@ -211,6 +207,7 @@ class Runner:
         self.kill_running = self.kill_running or signum == signal.SIGTERM
 
     def save(self, force: bool = False) -> None:
+        """Write runner.json when something changed (at most every 0.2 s unless force)."""
         now = time.monotonic()
         if self.dirty and (force or now - self.written > 0.2):
             write_json(self.jobdir / RUNNER_FILE, {"pid": self.pid, "pstart": self.pstart,
@@ -219,10 +216,12 @@ class Runner:
             self.dirty, self.written = False, now
 
     def set(self, idx: int, state: str, reason: str = "") -> None:
+        """Set process idx's state and reason (saved by the next save)."""
         self.states[idx] = [state, reason]
         self.dirty = True
 
     def take_slot(self) -> Optional[IO[bytes]]:
+        """A free slot's locked file, or None when every slot is taken."""
         for path in self.slots:
             fh = open(path, "ab")
             try:
@@ -233,6 +232,7 @@ class Runner:
         return None
 
     def start(self, idx: int, slot: IO[bytes]) -> None:
+        """Start process idx in its own session, holding `slot`, under RLIMIT_AS."""
         mem = self.mem * 1024 * 1024
         prctl, runner = self.prctl, self.pid
 
@@ -244,8 +244,7 @@ class Runner:
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))  # last: the calls above allocate
 
         out = open(self.jobdir / "out" / f"{idx}.out", "ab")
-        # The process holds its slot's lock too (inherited descriptor): a slot stays taken while
-        # the process lives, even when this runner is gone.
+        # The process holds its slot's lock too: the slot stays taken while it lives, runner or not.
         proc = subprocess.Popen(["/bin/bash", str(self.jobdir / "job.sh"), str(idx)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=str(self.jobdir), start_new_session=True, preexec_fn=prepare,
@@ -256,8 +255,7 @@ class Runner:
         self.set(idx, "RUNNING")
 
     def sweep(self, pid: Optional[int]) -> None:
-        """Kill what process `pid` left behind: its group, its session, and the orphans this
-        runner adopted that belong to no process still running (setsid ones among them)."""
+        """Kill what `pid` left: its group, its session, adopted orphans of no running process."""
         if pid:
             _signal_group(pid, signal.SIGKILL)
         for _ in range(100):
@@ -281,16 +279,17 @@ class Runner:
             time.sleep(0.005)
 
     def stop(self, idx: int, state: str, why: str) -> None:
+        """SIGTERM process idx's group, recording state and why first (SIGKILL follows in reap)."""
         entry = self.running[idx]
         if entry["term"] is None:
             entry["term"], entry["why"], entry["state"] = time.monotonic(), why, state
-            # Say why before the worker can record its end: a poll that sees the worker's final
-            # record must also see TIMEOUT/KILLED here, not a RUNNING without a reason.
+            # Say why before the worker records its end: a poll must not see RUNNING without it.
             self.set(idx, state, why)
             self.save(force=True)
             _signal_group(entry["proc"].pid, signal.SIGTERM)
 
     def reap(self) -> None:
+        """Enforce time limits and grace, and record how each finished process ended."""
         now = time.monotonic()
         for idx, entry in list(self.running.items()):
             proc = entry["proc"]
@@ -315,6 +314,7 @@ class Runner:
                 self.set(idx, "FAILED", f"exit code {proc.returncode}")
 
     def loop(self) -> None:
+        """Run the job: start processes as slots free up, handle cancels, until all have ended."""
         (self.jobdir / "out").mkdir(exist_ok=True)
         signal.signal(signal.SIGUSR1, self._on_cancel)
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -355,9 +355,8 @@ def _kill(pid: int, sig: int) -> None:
 
 
 def kill_worker_session(pid: int, pstart: str, jobdir: Path) -> None:
-    """SIGKILL the session led by the worker `pid` of `jobdir`, if that process is still that
-    worker and ours: runner.json may be another user's (the queue page reads them), so its
-    numbers are checked against /proc before anything is killed."""
+    """SIGKILL the session of worker `pid` of `jobdir` if it is still that worker and ours:
+    runner.json may be another user's (the queue page reads them), so /proc is checked first."""
     table = proc_table()
     if pid not in table or table[pid][4] != pstart or table[pid][3] != pid:
         return
@@ -378,6 +377,7 @@ def _hms(seconds: int) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
+    """Fork the detached runner; exit 0 once it has written its pid, 1 if it failed to start."""
     jobdir = Path(argv[0])
     nproc, limit, mem, slots = (int(x) for x in argv[1:5])
     ready_r, ready_w = os.pipe()

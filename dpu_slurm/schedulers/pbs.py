@@ -187,6 +187,7 @@ class PBSScheduler(Scheduler):
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
+        """Flavor, array range and flag, walltime and output path of chunk k."""
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
         # PBS Pro refuses a one-index array: a chunk of one process is a plain job.
         return {"flavor": self.dpu.flavor, "array_flag": _ARRAY_FLAG.get(self.dpu.flavor, "-t"),
@@ -204,19 +205,21 @@ class PBSScheduler(Scheduler):
         return args
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        """qsub with the script's #PBS options on the command line too."""
         return [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
+        """The job id qsub printed last ('' when it printed none)."""
         lines = out.strip().splitlines()
         last = lines[-1].strip() if lines else ""
         return last if _ID.match(last) else ""
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
-        # PBS Pro: `qstat -f -F json`; Torque: `qstat -x` (XML), falling back to the text forms
-        # (Slurm's Torque wrappers have no -x). The command line is the same whatever the number
-        # of jobs; whole job names, except in `qstat -u` (the text fallback while no job waits to
-        # be found by its tag: it lists only this user's jobs, but cuts names short).
+        """PBS Pro: `qstat -f -F json`; Torque: `qstat -x` (XML), falling back to the text forms
+        (Slurm's Torque wrappers have no -x). The command line is the same whatever the number
+        of jobs; whole job names, except in `qstat -u` (the text fallback while no job waits to
+        be found by its tag: it lists only this user's jobs, but cuts names short)."""
         if self.dpu.flavor == "pbspro":
             return PollRequest([self.cmd("qstat"), "-f", "-F", "json"])
         whole = self.all_users or any(j.phase == "recorded" for j in jobs)
@@ -228,6 +231,7 @@ class PBSScheduler(Scheduler):
         return ["/bin/sh", "-c", script, self.cmd("qstat"), *xml]
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        """qstat's listing (JSON, XML or text) -> observations; remembers DPU job names."""
         res = self.polled(got, "qstat", ok=(0, 35, 153))
         # Slurm's wrappers exit 153 when there is no job to list; PBS when an id is gone.
         if res.returncode != 0 and res.stdout.strip() and not is_structured(res.stdout):
@@ -287,6 +291,7 @@ class PBSScheduler(Scheduler):
         return self.fallback(["-x", *natives], ["-f", *natives])
 
     def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
+        """Ended processes, with their exit status, from the history qstat."""
         return self.ended(jobs, parse_any(res.stdout) or [])
 
     def ended(self, jobs: Sequence[Job], blocks: List[Dict[str, str]]) -> Observed:
@@ -317,12 +322,14 @@ class PBSScheduler(Scheduler):
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod
     def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        """walltime, mem, queue and account as qsub options."""
         parts = ["-l", f"walltime={walltime(req.time_limit)},mem={req.mem}mb"]
         parts += ["-q", req.partition] if req.partition else []
         return parts + (["-A", dpu.account] if dpu.account else [])
 
     @classmethod
     def drmaa_array_id(cls, task_id: str) -> str:
+        """The array id of a subjob id ('12[1].s' -> '12[].s')."""
         return re.sub(r"\[\d+\]", "[]", task_id)  # '12[1].s' -> '12[].s'
 
 

@@ -117,21 +117,26 @@ class SGEScheduler(Scheduler):
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
+        """Walltime (h_rt) and array throttle of the chunk."""
         return {"walltime": walltime(req.time_limit), "throttle": self.dpu.array_throttle}
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        """qsub -terse of the chunk's script (it prints only the id)."""
         return [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
+        """The job number qsub -terse printed ('' when none)."""
         first = out.strip().split(".")[0]
         return first if first.isdigit() else ""
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
+        """One qstat -xml of this user's (the page: everyone's) jobs."""
         owner = "*" if self.all_users else self.user()
         return PollRequest([self.cmd("qstat"), "-u", owner, "-xml"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        """qstat -xml -> observations; Unreachable when it is not XML."""
         res = self.polled(got, "qstat")
         try:
             rows = list(parse_xml(res.stdout))
@@ -164,6 +169,7 @@ class SGEScheduler(Scheduler):
         return [self.cmd("qacct"), *owner, "-b", since(jobs, "%Y%m%d%H%M"), "-j"]
 
     def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
+        """qacct records -> how the processes ended; nothing when accounting is off."""
         if res.returncode != 0:
             return {}  # no accounting file yet, or accounting off: the worker's records decide
         own = number_owners(jobs)
@@ -198,6 +204,7 @@ class SGEScheduler(Scheduler):
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod
     def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        """h_rt, h_vmem, queue, account and throttle as qsub options."""
         parts = ["-l", f"h_rt={walltime(req.time_limit)},h_vmem={req.mem}M"]
         parts += ["-q", req.partition] if req.partition else []
         parts += ["-A", dpu.account] if dpu.account else []
@@ -205,10 +212,12 @@ class SGEScheduler(Scheduler):
 
     @classmethod
     def drmaa_env(cls, env: Dict[str, str]) -> None:
+        """SGE_ROOT and SGE_CELL for libdrmaa when unset and the default cell exists."""
         if "SGE_ROOT" not in env and Path("/var/lib/gridengine/default").is_dir():
             env.update(SGE_ROOT="/var/lib/gridengine", SGE_CELL=env.get("SGE_CELL", "default"))
 
     def drmaa_history(self, jobs: Sequence[Job]) -> Observed:
+        """The qacct history, added to what DRMAA's own wait() data says."""
         return self.history(jobs)
 
 

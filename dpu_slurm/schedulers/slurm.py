@@ -90,26 +90,30 @@ class SlurmScheduler(Scheduler):
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
+        """The chunk's --array range (with throttle) and --time."""
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
         return {"array": f"0-{count - 1}{throttle}", "time": hms(req.time_limit)}
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
+        """sbatch --parsable of the chunk's script in the job folder."""
         return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
+        """The job id sbatch --parsable printed ('' when none)."""
         first = out.strip().split(";")[0]  # "123" or "123;cluster"
         return first if first.isdigit() else ""
 
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
-        # --me and a fixed format: the command line is the same whatever the number of jobs.
-        # The job name (last: any text) finds jobs whose submitter died before storing the ids.
-        # Every user's jobs (the queue page): with the user, as a card's native ids are a claim.
+        """One squeue: --me and a fixed format, the same command line whatever the number of jobs.
+        The job name (last: any text) finds jobs whose submitter died before storing the ids;
+        every user's jobs (the queue page) come with the user, as a card's native ids are a claim."""
         if self.all_users:
             return PollRequest([self.cmd("squeue"), "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"])
         return PollRequest([self.cmd("squeue"), "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
+        """squeue's lines -> observations; remembers DPU job names."""
         res = self.polled(got, "squeue")
         owners = chunk_owners(jobs)
         claims = _claims(jobs) if self.all_users else {}
@@ -148,6 +152,7 @@ class SlurmScheduler(Scheduler):
                 "-o", fields]
 
     def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
+        """sacct's lines -> how array tasks ended; notes when accounting is off."""
         if res.returncode != 0 or "accounting storage is disabled" in (res.stderr + res.stdout):
             self._accounting = False
             return {}
@@ -182,11 +187,13 @@ class SlurmScheduler(Scheduler):
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
+        """scancel of the job's arrays; only their pending tasks unless force."""
         return [[self.cmd("scancel"), *([] if force else ["--state=PENDING"]), *natives]]
 
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod
     def drmaa_spec(cls, dpu: DPUConfig, req: SubmitRequest) -> Optional[List[str]]:
+        """--time, --mem, --partition, --account and --qos as sbatch options."""
         parts = [f"--time={minutes(req.time_limit)}", f"--mem={req.mem}M"]
         parts += [f"--partition={req.partition}"] if req.partition else []
         parts += [f"--account={dpu.account}"] if dpu.account else []
