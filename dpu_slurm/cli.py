@@ -77,6 +77,15 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("status", "status and N/E/A/S/U counters"), ("logs", "the jobs' log lines")):
         s = sub.add_parser(name, parents=[common], help=text)
         s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs")
+        if name == "status":
+            s.add_argument("--attempts", action="store_true", help="also each rerun process's attempts")
+    rr = sub.add_parser("rerun", parents=[common], help="resubmit the failed processes of a finished job")
+    rr.add_argument("jobid", type=int)
+    rr.add_argument("--only", default="EAU", help="rerun processes with a task ending in one of these "
+                    "letters (default EAU)")
+    rr.add_argument("--more-time", type=float, dest="time_factor", metavar="F",
+                    help="multiply the time limit")
+    rr.add_argument("--more-mem", type=float, dest="mem_factor", metavar="F", help="multiply the memory")
     w = sub.add_parser("wait", parents=[common], help="wait until jobs finish (for scripts)")
     w.add_argument("jobids", nargs="+", type=int)
     w.add_argument("--timeout", type=float)
@@ -173,10 +182,16 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         if cmd == "wait":
             views = dpu.wait(args.jobids, timeout=args.timeout)
         views = dpu.get_status(args.jobids or None)
+        for view in views if getattr(args, "attempts", False) else []:
+            dpu.show_attempts(view.job.id)
         _emit(args, [_view(v) for v in views])
         if cmd == "wait" and not all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
             return TIMEOUT
         return FAILED if _failed(views) else OK
+    if cmd == "rerun":
+        indices = dpu.rerun(args.jobid, args.only, args.time_factor, args.mem_factor)
+        _emit(args, {"jobid": args.jobid, "indices": indices})
+        return OK
     if cmd == "jobids":
         ids = dpu.get_jobids()
         _emit(args, ids) if args.json else print(" ".join(map(str, ids)))

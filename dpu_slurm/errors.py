@@ -42,6 +42,10 @@ class CancelRefused(DPUError):
     """Cancelling would kill running processes and force was not given."""
 
 
+class RerunRefused(DPUError):
+    """A rerun that cannot be done: the job is not finished, nothing matches, bad letters."""
+
+
 class SchedulerError(DPUError):
     """A scheduler command failed (other than at submission)."""
 

@@ -22,6 +22,7 @@ from .config import (
 )
 from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
+from .rerun import history_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .store import Job
 from .text import printable
@@ -240,6 +241,24 @@ class Processor:
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
         return job_id if return_jobid else None
+
+    def rerun(self, jobid: int, only: str = "EAU", time_factor: Optional[float] = None,
+              mem_factor: Optional[float] = None) -> List[int]:
+        """Resubmit a finished job's processes with a task ending in `only` (rerun.py's rules)."""
+        job = self._jobs(jobid)[0]
+        given = {"only": only, "time_factor": time_factor, "mem_factor": mem_factor}
+        args = [repr(jobid)] + [f"{k}={v!r}" for k, v in given.items() if v is not None]
+        self._say(f"Calling: dpu.rerun({', '.join(args)})")
+        _, indices = self._session_for(job).rerun(job, only, time_factor, mem_factor)
+        self._say(f"Sending job with identifier {jobid} to DPU again ({len(indices)} "
+                  f"process{'es' if len(indices) > 1 else ''}: {', '.join(map(str, indices))})")
+        return indices
+
+    def show_attempts(self, jobid: int) -> None:
+        """Print each rerun process's attempts of a job (shell: dpu status --attempts)."""
+        job = self._jobs(jobid)[0]
+        for line in history_lines(self._session_for(job), job):
+            self._say(line)
 
     # -- jobs -------------------------------------------------------------------------------
     def get_jobids(self) -> List[int]:

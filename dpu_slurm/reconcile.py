@@ -16,7 +16,8 @@ import socket
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from .schedulers.base import chunk_size, chunk_tag, chunks, tag_of, tagged
+from .schedulers.base import chunk_tag, tag_of, tagged
+from .schedulers.helpers import layout
 from .store import Job, Store
 
 SUBMITTING = "submitting:"
@@ -49,18 +50,19 @@ def submitter_alive(note: str) -> bool:
 
 def found_chunks(job: Job, names: Mapping[str, str], ran: Iterable[int]) -> Dict[int, str]:
     """Chunk index -> native id ('' when only a worker's record shows the chunk ran)."""
-    size = chunk_size(job)
+    chunk_of = {i: k for k, (_, ids) in enumerate(layout(job)) for i in ids}
     out = {k: n for k, n in enumerate(job.native_ids) if n}
     for k, native in tagged([job], names).get(job.id, {}).items():
         out.setdefault(k, native)
     for idx in ran:
-        out.setdefault(idx // size, "")
+        if idx in chunk_of:
+            out.setdefault(chunk_of[idx], "")
     return out
 
 
 def nchunks(job: Job) -> int:
-    """How many chunks (array jobs) the job was split into."""
-    return len(chunks(job.nproc, chunk_size(job)))
+    """How many chunks (array jobs) the job (its current attempt) was split into."""
+    return len(layout(job))
 
 
 def waiting(job: Job, names: Mapping[str, str], ran: Iterable[int], now: float, grace: float) -> bool:
@@ -68,7 +70,8 @@ def waiting(job: Job, names: Mapping[str, str], ran: Iterable[int], now: float, 
     submitter still at work."""
     if len(found_chunks(job, names, ran)) >= nchunks(job):
         return False
-    return now - job.created < grace or submitter_alive(job.error)
+    recorded = float(job.dpu_options.get("rerun_at") or job.created)  # a rerun: its own record
+    return now - recorded < grace or submitter_alive(job.error)
 
 
 def reconcile(store: Store, jobs: List[Job], names: Mapping[str, str],
@@ -86,12 +89,13 @@ def reconcile(store: Store, jobs: List[Job], names: Mapping[str, str],
             continue
         have = found_chunks(job, names, started)
         tag = tag_of(job)
-        if not have:
+        rerun = int(job.dpu_options.get("rerun") or 1) > 1  # a rerun keeps its earlier attempts
+        if not have and not rerun:
             settled += store.given_up(job.id, _not_submitted(job, tag, grace, dpu))
             continue
-        n, size = nchunks(job), chunk_size(job)
-        never = [i for k in range(n) if k not in have
-                 for i in range(k * size, min(job.nproc, (k + 1) * size))]
+        parts = layout(job)
+        n = len(parts)
+        never = [i for k in range(n) if k not in have for i in parts[k][1]]
         reason = ("never submitted: the submission stopped before this part reached the scheduler "
                   f"(nothing on DPU {dpu} carries its tag)")
         if store.adopt(job.id, [have.get(k, "") for k in range(n)], never, reason):

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import bundle as bundles
 from . import journal, trial
@@ -23,6 +23,7 @@ from .files import private_dir
 from .index import write_card
 from .plan import Plan
 from .reconcile import found_chunks, submitter_note
+from .rerun import rerun
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
@@ -205,6 +206,9 @@ class DPUSession:
             # {examples}: the example pipeline installed with dpu_slurm (the local DPU's "master")
             installed = str(version.get("path", "")).replace("{examples}", str(packaged("examples")))
             paths.append(f"{unpacked}/code" if plan.send_code else installed)
+            # What a rerun resubmits with (rerun.py): the same code and setup as this attempt.
+            self.store.set_options(job_id, {"pythonpath": ":".join(paths),
+                                            "setup": list(version.get("setup", []))})
             job_json = {"job_id": job_id, "user": self.user, "dpu": self.dpu.name,
                         "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
                         "processes": plan.overrides(), "created": time.time()}
@@ -267,6 +271,11 @@ class DPUSession:
             if proc.state == "DONE" and proc.reason and set(proc.outcome) != {"N"}:
                 out[proc.reason] = out.get(proc.reason, 0) + 1
         return out
+
+    def rerun(self, job: Job, only: str = "EAU", time_factor: Optional[float] = None,
+              mem_factor: Optional[float] = None) -> Tuple[int, List[int]]:
+        """Resubmit the failed processes of a finished job (rerun.py): (submission, indices)."""
+        return rerun(self, job, only, time_factor, mem_factor)
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, job: Job, force: bool = False) -> Cancelled:

@@ -20,18 +20,18 @@ from .errors import DPUError, JobNotFound, StoreError
 from .files import PRIVATE_FILE, private_dir, private_file, tighten
 from .journal import choose
 from .sqlite_errors import Connection, store_error
+from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-# Version 3: what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py).
-_V3 = TABLES
-# from version -> statements that bring a store to the next version
-# Version 4: when each process was first found missing (neither the scheduler nor its worker's
-# record knows it), so status waits out the grace before calling it U (dpu_slurm/status.py).
+SCHEMA_VERSION = 5
+_V3 = TABLES  # what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py)
+# Version 4: when each process was first found missing, so status waits out the grace before U.
 _V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]
-MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4}
+# Version 5: reruns; each process's attempt number and the history of earlier attempts.
+_V5 = ["ALTER TABLE procs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1", *ATTEMPT_TABLES]
+MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5}  # from -> next
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -63,9 +63,10 @@ CREATE TABLE IF NOT EXISTS procs (
     outcome TEXT NOT NULL DEFAULT '',
     reason  TEXT NOT NULL DEFAULT '',
     missing REAL,
+    attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-""" + ";\n".join(_V3) + ";\n"  # every statement idempotent: two clients may create the store at once
+""" + ";\n".join(_V3 + ATTEMPT_TABLES) + ";\n"  # all idempotent: two clients may create it at once
 
 
 @dataclass
@@ -116,8 +117,8 @@ class Counts:
         return "/".join(str(n) for n in self.letters)
 
 
-class Store(SideTables):
-    """A user's jobs and their processes (and, from store_extra.py, bulk entries and tokens)."""
+class Store(SideTables, AttemptTables):
+    """A user's jobs and processes (store_extra.py: bulk entries, tokens; store_attempts.py: reruns)."""
 
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""
@@ -331,8 +332,7 @@ class Store(SideTables):
 
     def meta_get(self, key: str) -> Optional[str]:
         """A stored setting, or None."""
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return next((str(r[0]) for r in self.db.execute("SELECT value FROM meta WHERE key=?", (key,))), None)
 
     def meta_set(self, key: str, value: str) -> None:
         """Keep a setting."""

@@ -29,6 +29,7 @@ from .helpers import (
     chunk_size,
     chunk_tag,
     chunks,
+    index_chunks,
     job_tag,
     minute_limit,
     minutes,
@@ -84,11 +85,13 @@ class SubmitRequest:
     # Called with the native ids accepted so far, after each chunk: the store keeps them at once,
     # so a submitter killed between chunks loses at most the id of the chunk in flight.
     accepted: Optional[Callable[[List[str]], None]] = None
+    indices: Optional[List[int]] = None  # a rerun: only these processes (None: all nproc)
+    rerun: int = 1                       # which submission of the job this is (1: the first)
 
     @property
     def tag(self) -> str:
         """The job's tag (job_tag)."""
-        return job_tag(self.user, self.job_id, self.store)
+        return job_tag(self.user, self.job_id, self.store, self.rerun)
 
     def chunk_tag(self, k: int) -> str:
         """The job name of chunk k."""
@@ -96,8 +99,9 @@ class SubmitRequest:
 
 
 __all__ = ["ENDED", "QUEUED", "REGISTRY", "RUNNING", "Observation", "Observed", "PollRequest",
-           "Scheduler", "SubmitRequest", "chunk_owners", "chunk_size", "chunk_tag", "chunks", "job_tag",
-           "minute_limit", "minutes", "number_owners", "one_line", "since", "tag_of", "tagged", "walltime"]
+           "Scheduler", "SubmitRequest", "chunk_owners", "chunk_size", "chunk_tag", "chunks", "index_chunks",
+           "job_tag", "minute_limit", "minutes", "number_owners", "one_line", "since", "tag_of", "tagged",
+           "walltime"]
 
 
 # -- the contract ------------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class Scheduler(ABC):
     # same array; schedulers that can only delete an array whole say False (see cancel_queued).
     CANCELS_QUEUED_ONLY: ClassVar[bool] = False
     CHUNKED: ClassVar[bool] = True        # one array job per chunk of max_array_size processes
+    RERUN: ClassVar[bool] = False         # can submit an explicit list of indices (rerun_context)
     # The queue page sets this: its polls cover every user's jobs, not only the caller's.
     all_users: bool = False
 
@@ -162,6 +167,10 @@ class Scheduler(ABC):
         """What chunk k's template needs beyond the request (default: nothing)."""
         return {}
 
+    def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
+        """What a rerun chunk's template needs for these array indices (RERUN schedulers)."""
+        raise NotImplementedError
+
     def script(self, req: SubmitRequest, **extra: object) -> str:
         """One script from the template: the request's fields, the DPU config and `extra`."""
         extra.setdefault("tag", req.tag)
@@ -173,6 +182,12 @@ class Scheduler(ABC):
         if not self.CHUNKED:
             return {"job.sh": self.script(req)}
         out: Dict[str, str] = {}
+        if req.indices is not None:  # a rerun: one array per chunk holding some of the indices
+            for k, (offset, ids) in enumerate(index_chunks(req.indices, self.dpu.max_array_size)):
+                extra = {"tag": req.chunk_tag(k), "time_limit_enforced": minute_limit(req.time_limit),
+                         **self.rerun_context(req, offset, [i - offset for i in ids])}
+                out[f"job-r{req.rerun}-{k}.sh"] = self.script(req, offset=offset, count=len(ids), **extra)
+            return out
         for k, (offset, count) in enumerate(chunks(req.nproc, self.dpu.max_array_size)):
             extra = {"tag": req.chunk_tag(k), "time_limit_enforced": minute_limit(req.time_limit),
                      **self.script_context(req, k, offset, count)}

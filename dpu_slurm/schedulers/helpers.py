@@ -16,15 +16,33 @@ def chunks(nproc: int, size: int) -> List[Tuple[int, int]]:
     return [(start, min(size, nproc - start)) for start in range(0, nproc, size)]
 
 
+def index_chunks(indices: Sequence[int], size: int) -> List[Tuple[int, List[int]]]:
+    """A rerun's processes as (offset, indices) per array job: grouped by the chunk of the first
+    attempt, so every array index (index - offset) stays below the site's maximum array size."""
+    out: Dict[int, List[int]] = {}
+    for i in sorted(set(indices)):
+        out.setdefault(i // max(1, size) * max(1, size), []).append(i)
+    return list(out.items())
+
+
+def layout(job: Job) -> List[Tuple[int, List[int]]]:
+    """(offset, process indices) of each chunk of the job's current attempt, in native id order."""
+    rerun = job.dpu_options.get("layout")
+    if rerun:
+        return [(int(o), [int(i) for i in ids]) for o, ids in rerun]
+    return [(o, list(range(o, o + n))) for o, n in chunks(job.nproc, chunk_size(job))]
+
+
 def chunk_owners(jobs: Sequence[Job], key: Callable[[str], str] = str
                  ) -> Dict[str, Tuple[Job, int, int]]:
-    """Native id of each chunk -> (job, index offset of that chunk, process count of the chunk)."""
+    """Native id of each chunk -> (job, index offset of that chunk, array index span of the chunk)."""
     out: Dict[str, Tuple[Job, int, int]] = {}
     for job in jobs:
-        size = chunk_size(job)
+        parts = layout(job)
         for k, native in enumerate(job.native_ids):
-            offset = k * size
-            out[key(native)] = (job, offset, min(size, job.nproc - offset))
+            if k < len(parts):
+                offset, ids = parts[k]
+                out[key(native)] = (job, offset, max(ids) - offset + 1 if ids else 0)
     return out
 
 
@@ -52,11 +70,13 @@ def walltime(seconds: int) -> str:
     return f"{m // 60:02d}:{m % 60:02d}:00"
 
 
-def job_tag(user: str, job_id: int, store: str = "") -> str:
-    """A job's tag: `dpu.<user>.<job id>.<store id>`, unique across a user's stores. Each chunk
-    carries it with its index as the scheduler's job name (chunk_tag), so a job whose submitter
-    died can be found and its native ids put in chunk order (reconcile.py)."""
-    return f"dpu.{user}.{job_id}.{store}" if store else f"dpu.{user}.{job_id}"
+def job_tag(user: str, job_id: int, store: str = "", rerun: int = 1) -> str:
+    """A job's tag: `dpu.<user>.<job id>.<store id>`, unique across a user's stores (`.r<n>`
+    added for the n-th submission of a rerun). Each chunk carries it with its index as the
+    scheduler's job name (chunk_tag), so a job whose submitter died can be found and its native
+    ids put in chunk order (reconcile.py)."""
+    tag = f"dpu.{user}.{job_id}.{store}" if store else f"dpu.{user}.{job_id}"
+    return f"{tag}.r{rerun}" if rerun > 1 else tag
 
 
 def chunk_tag(tag: str, k: int) -> str:
@@ -66,7 +86,8 @@ def chunk_tag(tag: str, k: int) -> str:
 
 def tag_of(job: Job) -> str:
     """The tag a stored job was submitted with (jobs recorded before store ids: the old one)."""
-    return job_tag(job.user, job.id, str(job.dpu_options.get("store") or ""))
+    return job_tag(job.user, job.id, str(job.dpu_options.get("store") or ""),
+                   int(job.dpu_options.get("rerun") or 1))
 
 
 def chunk_size(job: Job) -> int:

@@ -45,9 +45,7 @@ PID_FILE = "runner.pid"
 KILL_GRACE = 3.0
 
 STATE_MAP = {  # the runner's own states, named like Slurm's so the table reads the same
-    "PENDING": (QUEUED, ""),
-    "RUNNING": (RUNNING, ""),
-    "COMPLETED": (ENDED, "N"),
+    "PENDING": (QUEUED, ""), "RUNNING": (RUNNING, ""), "COMPLETED": (ENDED, "N"),
     "FAILED": (ENDED, "E"),
     "TIMEOUT": (ENDED, "A"),
     "KILLED": (ENDED, "A"),        # cancelled while running (force)
@@ -61,7 +59,7 @@ class LocalScheduler(Scheduler):
     name = "local"
     ORDER = 0
     STATE_MAP = STATE_MAP
-    CANCELS_QUEUED_ONLY = True
+    CANCELS_QUEUED_ONLY = RERUN = True
     CHUNKED = False
 
     def slots(self) -> int:
@@ -74,11 +72,13 @@ class LocalScheduler(Scheduler):
         script = jobdir / "job.sh"
         script.write_text(self.script(req), encoding="utf-8")
         write_json(jobdir / RUNNER_FILE, {"pid": None, "states": [["PENDING", ""]] * req.nproc})
+        (jobdir / PID_FILE).unlink(missing_ok=True)  # a rerun: the first runner's pid is not ours
         here = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
+        only = ",".join(map(str, req.indices)) if req.indices is not None else "-"
         argv = [sys.executable, "-m", "dpu_slurm.schedulers.local", str(jobdir), str(req.nproc),
-                str(req.time_limit), str(req.mem), str(self.slots()), str(self.slot_dir())]
+                str(req.time_limit), str(req.mem), str(self.slots()), str(self.slot_dir()), only]
         with open(jobdir / "runner.log", "ab") as out:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                                   cwd=str(jobdir), start_new_session=True, timeout=60)
@@ -188,11 +188,13 @@ def _alive(pid: Any, pstart: Any) -> bool:
 
 
 class Runner:
-    """One job's runner: python -m dpu_slurm.schedulers.local JOBDIR NPROC LIMIT MEM SLOTS SLOTDIR."""
-    def __init__(self, jobdir: Path, nproc: int, limit: int, mem: int, slots: int, slot_dir: Path):
+    """One job's runner: ... JOBDIR NPROC LIMIT MEM SLOTS SLOTDIR ONLY (a rerun's indices, or -)."""
+    def __init__(self, jobdir: Path, nproc: int, limit: int, mem: int, slots: int, slot_dir: Path,
+                 only: Optional[List[int]] = None):
         self.jobdir, self.limit, self.mem = jobdir, limit, mem
-        self.states: List[List[str]] = [["PENDING", ""] for _ in range(nproc)]
-        self.pending: Deque[int] = deque(range(nproc))
+        # A rerun runs only `only`; the others keep the outcome of their earlier attempt.
+        self.states = [["PENDING" if only is None or i in only else "COMPLETED", ""] for i in range(nproc)]
+        self.pending: Deque[int] = deque(range(nproc) if only is None else sorted(only))
         self.running: Dict[int, Any] = {}
         self.slots = [slot_dir / f"{k}.lock" for k in range(slots)]
         slot_dir.mkdir(parents=True, exist_ok=True)
@@ -341,15 +343,12 @@ class Runner:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _kill(pid, sig, os.killpg)
 
 
-def _kill(pid: int, sig: int) -> None:
+def _kill(pid: int, sig: int, how: Any = os.kill) -> None:
     try:
-        os.kill(pid, sig)
+        how(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -387,7 +386,8 @@ def main(argv: Sequence[str]) -> int:
     os.close(ready_r)
     os.setsid()
     set_subreaper()  # orphans of its processes come back to the runner, which ends them
-    runner = Runner(jobdir, nproc, limit, mem, slots, Path(argv[5]))
+    only = None if len(argv) < 7 or argv[6] == "-" else [int(i) for i in argv[6].split(",")]
+    runner = Runner(jobdir, nproc, limit, mem, slots, Path(argv[5]), only)
     runner.save(force=True)
     (jobdir / PID_FILE).write_text(str(runner.pid))
     os.write(ready_w, b"ok")

@@ -74,6 +74,17 @@ def hms(seconds: int) -> str:
     return f"{days}-{text}" if days else text
 
 
+def compact(ids: Sequence[int]) -> str:
+    """Sorted indices as Slurm's --array list: 3,7-9,12."""
+    runs: List[List[int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 class SlurmScheduler(Scheduler):
     """SLURM: sbatch --array per chunk, squeue per poll, sacct for history, scancel."""
 
@@ -82,6 +93,7 @@ class SlurmScheduler(Scheduler):
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
     CANCELS_QUEUED_ONLY = True
+    RERUN = True
     DRMAA_INDEX_SHIFT = 1  # bulk indices start at 1, the poll counts from 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -93,6 +105,11 @@ class SlurmScheduler(Scheduler):
         """The chunk's --array range (with throttle) and --time."""
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
         return {"array": f"0-{count - 1}{throttle}", "time": hms(req.time_limit)}
+
+    def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
+        """--array as a list of the rerun's indices (runs compacted to ranges) and --time."""
+        throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
+        return {"array": compact(ids) + throttle, "time": hms(req.time_limit)}
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """sbatch --parsable of the chunk's script in the job folder."""

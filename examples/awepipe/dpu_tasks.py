@@ -44,9 +44,12 @@ TASKS = [
              Option("m", "message", str, "", "text logged and returned unchanged"),
              Option("n", "count", int, 1, "number of processes"),
              Option("mb", "allocate", int, 0, "MB of memory to allocate"),
+             Option("ff", "fail_first", str, "", "process indices (e.g. 1,3) failing on their "
+                    "first attempt only, to try dpu.rerun"),
              COMMIT,
          ),
-         split=lambda o: [{} for _ in range(_count(o))]),
+         split=lambda o: [{"fail_first": "yes" if str(i) in o["fail_first"].split(",") else ""}
+                          for i in range(_count(o))]),
     Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
          doc="Read noise of each CCD from the difference of two bias frames."),
     Task("Bias", run="awepipe.calib:master_bias", options=CALIB, split=per_ccd, estimate=20,

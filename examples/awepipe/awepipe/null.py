@@ -1,4 +1,5 @@
 """The Null task: exercises the DPU without any data."""
+import os
 import time
 
 
@@ -10,6 +11,8 @@ def null(ctx):
     if opts["sleep"]:
         ctx.log(f"Sleeping {opts['sleep']} s")
         time.sleep(opts["sleep"])
+    if opts["fail_first"] == "yes" and not os.environ.get("DPU_RERUN"):
+        raise RuntimeError(f"Null task: process {ctx.index} fails on its first attempt (fail_first)")
     if opts["fail"]:
         raise RuntimeError("Null task asked to fail (fail=True)")
     ctx.log(f"Null done (process {ctx.index}, {len(ballast)} bytes held)")
