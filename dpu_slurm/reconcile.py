@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
@@ -22,6 +23,18 @@ from .store import Job, Store
 
 SUBMITTING = "submitting:"
 _NOTE = re.compile(r"^submitting: pid (\d+) on (\S+) started (\S+)$")
+
+
+def fault(step: str) -> None:
+    """Fault drill for tests only: DPU_FAULT=<step>[:<SIGNAL>] sends this process the signal
+    (default KILL) at that step of a submit or a rerun (record, shipped, accepted, chunk, stored),
+    so a test can kill a submitter at an exact point. Unset, as everywhere but in tests: nothing."""
+    wanted = os.environ.get("DPU_FAULT")
+    if not wanted:
+        return
+    name, _, sig = wanted.partition(":")
+    if name == step:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
 def process_start(pid: int) -> Optional[str]:

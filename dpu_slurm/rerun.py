@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from .errors import ConfigError, DPUError, RerunRefused, SubmitError
 from .index import write_card
-from .reconcile import submitter_note
+from .reconcile import fault, submitter_note
 from .schedulers import SubmitRequest
 from .schedulers.helpers import chunk_size, index_chunks
 from .store import LETTERS, Job
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 _MOVE = ('cd "$1" || exit 1; shift; for pair; do d="p/${pair%%:*}"; a="$d/attempt-${pair#*:}"; '
          f'[ -d "$d" ] || continue; mkdir -p "$a" || exit 1; for f in {STATUS} {RESULT} {LOG}; do '
          '[ -e "$d/$f" ] && { mv -f "$d/$f" "$a/$f" || exit 1; }; done; done; exit 0')
+
+
+_MOVE_JOB = ('cd "$1" || exit 1; d="$2"; shift 2; mkdir -p "$d" || exit 1; for f; do [ -e "$f" ] && '
+             '{ mv -f "$f" "$d/$f" || exit 1; }; done; exit 0')
 
 
 def check_only(only: str) -> str:
@@ -90,22 +94,32 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
            "mem": mem, "layout": [[o, ids] for o, ids in parts], "rerun_at": time.time(),
            "natives": natives, "previous": {k: v for k, v in old.items() if k != "previous"}}
     attempts = session.store.attempt_numbers(job.id)
-    # First the old records aside (a kill here loses nothing: the store still has the outcome).
+    # First the old records aside (a kill here loses nothing: the store still has the outcome):
+    # the processes' and the scheduler's own job files (a local runner's states) of the last run.
+    moves = [["sh", "-c", _MOVE_JOB, "sh", job.jobdir, f"run-{number - 1}", *session.scheduler.RERUN_STALE]]
     for start in range(0, len(indices), 500):
-        pairs = [f"{i}:{attempts.get(i, 1)}" for i in indices[start:start + 500]]
-        res = session.transport.run(["sh", "-c", _MOVE, "sh", job.jobdir, *pairs])
+        moves.append(["sh", "-c", _MOVE, "sh", job.jobdir,
+                      *[f"{i}:{attempts.get(i, 1)}" for i in indices[start:start + 500]]])
+    for argv in moves:
+        res = session.transport.run(argv)
         if res.returncode != 0:
             raise DPUError(f"job {job.id}: could not keep the earlier attempts' records in "
                            f"{job.jobdir} ({(res.stderr or res.stdout).strip()}); nothing was resubmitted")
     if not session.store.begin_rerun(job.id, indices, new, submitter_note()):
         raise RerunRefused(f"job {job.id} changed meanwhile (another dpu started it again); "
                            "look at dpu.get_status() and rerun it then")
+    fault("record")
+
+    def accepted(ids: List[str]) -> None:
+        fault("accepted")
+        session.store.accepted(job.id, ids)
+        fault("chunk")
     req = SubmitRequest(job_id=job.id, user=job.user, dpu=job.dpu, sequence=job.sequence,
                         jobdir=job.jobdir, nproc=job.nproc, time_limit=time_limit, mem=mem,
                         partition=old.get("partition"), python=session.dpu.python_for_jobs(),
                         pythonpath=str(old["pythonpath"]), setup=list(old.get("setup") or []),
                         env=dict(session.dpu.env), store=str(old.get("store") or ""),
-                        accepted=lambda ids: session.store.accepted(job.id, ids),
+                        accepted=accepted,
                         indices=indices, rerun=number)
     try:
         native = session.scheduler.submit(req)
@@ -122,6 +136,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
                                        "scheduler holds under its tag or ends those processes S")
         raise
     session.store.submitted(job.id, native)
+    fault("stored")
     write_card(session.transport, session.dpu, session.store.job(job.id), str(old.get("store") or ""))
     return number, indices
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachabl
 from .files import private_dir
 from .index import write_card
 from .plan import Plan
-from .reconcile import found_chunks, submitter_note
+from .reconcile import fault, found_chunks, submitter_note
 from .rerun import rerun
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .status import poll_settings, refresh
@@ -32,18 +31,6 @@ from .transport.local import LocalTransport
 from .worker import LOG, RESULT, process_dir, write_json
 
 log = logging.getLogger(__name__)
-
-
-def fault(step: str) -> None:
-    """Fault drill for tests only: DPU_FAULT=<step>[:<SIGNAL>] sends this process the signal
-    (default KILL) at that step of submit (record, shipped, accepted, chunk, stored), so a test
-    can kill a submitter at an exact point. Unset, as everywhere but in those tests: nothing."""
-    wanted = os.environ.get("DPU_FAULT")
-    if not wanted:
-        return
-    name, _, sig = wanted.partition(":")
-    if name == step:
-        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
 def awepipe_path() -> Path:

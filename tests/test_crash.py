@@ -515,3 +515,37 @@ def test_cancel_of_a_partly_running_sge_job_deletes_only_its_queued_tasks(
     _, _, a, s, _ = view.counts.letters
     assert view.status == "FINISHED" and a >= 1 and s >= 1 and a + s == 12
     dpu.close()
+
+
+# -- a rerun killed mid-submit --------------------------------------------------------------------
+@pytest.mark.parametrize("step", ["record", "accepted", "chunk", "stored"])
+def test_rerun_killed_at_each_step_on_the_local_dpu_is_settled(env: Env, step: str) -> None:
+    """A rerun is recorded like a submit, under its own tag (.r2): killed before its runner
+    started, its processes end S (the first attempt stays in the history, nothing is lost);
+    killed after, it is adopted by that tag and finishes, never queued twice."""
+    env.write_dpu(poll={"grace": GRACE})
+    dpu = Processor("testlocal", out=io.StringIO(), session_log=False)
+    try:
+        jid = dpu.run("Null", n=4, ff="1,3", dpu_mem=100, return_jobid=True)
+        assert dpu.wait(jid, timeout=60, interval=0.05)[0].counts.letters == (2, 2, 0, 0, 0)
+    finally:
+        dpu.close()
+    code = f"from dpu_slurm import Processor\nProcessor('testlocal', session_log=False).rerun({jid}, 'E')\n"
+    killed(subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
+                          env=dict(os.environ, DPU_FAULT=f"{step}:KILL"), timeout=180))
+    [job] = all_jobs()
+    assert job.phase == ("submitted" if step == "stored" else "recorded")
+    [view] = settle("testlocal")
+    store = open_store()
+    try:
+        history = [(i, a, o) for i, a, o, _, _ in store.attempts(jid)]
+        reasons = {p.idx: p.reason for p in store.procs(jid)}
+    finally:
+        store.close()
+    assert (1, 1, "E") in history and (3, 1, "E") in history  # the first attempt is kept
+    if step == "record":
+        assert (view.status, view.counts.letters) == ("FINISHED", (2, 0, 0, 2, 0))
+        assert reasons[1].startswith("never submitted") and (1, 2, "S") in history
+    else:
+        assert (view.status, view.counts.letters) == ("FINISHED", (4, 0, 0, 0, 0))
+        assert (1, 2, "N") in history and (3, 2, "N") in history

@@ -40,8 +40,8 @@ def test_rerun_only_e_resubmits_exactly_the_failed_processes(session: Session) -
     job = s.dpu._store.job(jid)
     assert job.dpu_options["layout"] == [[0, [1, 3]]] and job.dpu_options["rerun"] == 2
     # The runner was given exactly [1, 3]: the others were never pending in this attempt.
-    states = runner_args(job.jobdir)
-    assert [st for st, _ in states][0] == "COMPLETED" and [st for st, _ in states][2] == "COMPLETED"
+    states = [st for st, _ in runner_args(job.jobdir)]
+    assert states[0] == states[2] == "COMPLETED"
     # The first attempt's final record was moved aside, not read as the second's outcome.
     assert (Path(job.jobdir) / "p" / "1" / "attempt-1" / "status.json").read_text() == old_status
     finish(s, jid)
@@ -69,7 +69,7 @@ def test_rerun_refuses_a_running_job_and_bad_letters(session: Session) -> None:
     with pytest.raises(RerunRefused, match=f"job {jid} is not finished yet; wait for it"):
         s.dpu.rerun(jid)
     assert s.dpu._store.attempts(jid) and s.dpu._store.attempt_numbers(jid) == {0: 1, 1: 1}
-    with pytest.raises(RerunRefused, match="letters among N, E, A, S, U.*not X, Z"):
+    with pytest.raises(RerunRefused, match=r"letters among N, E, A, S, U.*not X, Z"):
         s.dpu.rerun(jid, only="EXZ")
     with pytest.raises(RerunRefused, match="give letters"):
         check_only("")

@@ -193,3 +193,33 @@ def test_process_without_worker_record_gets_its_end_from_sacct(dpu, tmp_path):
     view = finished(dpu, job_id, timeout=60)
     assert view.counts.letters == (0, 1, 0, 0, 0)
     assert any("FAILED" in reason for reason in dpu._session.reasons(view.job))
+
+
+def test_rerun_only_e_resubmits_one_array_of_exactly_the_failed_indices(dpu):
+    """Processes 1 and 3 of 4 fail on their first attempt; rerun --only E sends ONE sbatch with
+    --array=1,3 under the same DPU job id, and the job ends 4/0/0/0/0 with attempt 2 on those."""
+    job_id = dpu.run("Null", n=4, ff="1,3", dpu_mem=50, return_jobid=True)
+    first = finished(dpu, job_id)
+    assert first.counts.letters == (2, 2, 0, 0, 0)
+    old_native = dpu._store.job(job_id).native_ids
+    assert dpu.rerun(job_id, only="E") == [1, 3]
+    job = dpu._store.job(job_id)
+    assert len(job.native_ids) == 1 and job.native_ids != old_native
+    assert job.dpu_options["natives"] == {"1": old_native}
+    script = (Path(job.jobdir) / "job-r2-0.sh").read_text()
+    assert "#SBATCH --array=1,3\n" in script and "export DPU_RERUN=2" in script
+    view = finished(dpu, job_id)
+    assert (view.status, view.counts.letters) == ("FINISHED", (4, 0, 0, 0, 0))
+    assert dpu._store.attempt_numbers(job_id) == {0: 1, 1: 2, 2: 1, 3: 2}
+    # The scheduler's own accounting saw an array of exactly those two indices.
+    deadline = time.monotonic() + 60
+    while True:
+        res = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job.native_ids[0], "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True)
+        tasks = sorted(line.split("|")[0] for line in res.stdout.split())
+        if tasks == [f"{job.native_ids[0]}_1", f"{job.native_ids[0]}_3"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert tasks == [f"{job.native_ids[0]}_1", f"{job.native_ids[0]}_3"], res.stdout
+    dpu.get_status(job_id)
+    assert f"Jobid {job_id} has status FINISHED N/E/A/S/U 4/0/0/0/0" in dpu.out.getvalue()

@@ -31,3 +31,36 @@ def test_version_1_store_gains_the_cancelled_column_and_keeps_its_jobs(tmp_path)
     assert store.job(1).cancelled is not None
     assert store.meta_get("schema_version") == str(SCHEMA_VERSION)
     assert store.record("local", "alice", "Null", {}, {}, 1, 1) == 2
+
+
+V4_PROCS = """CREATE TABLE procs (job_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'QUEUED', outcome TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '', missing REAL, PRIMARY KEY (job_id, idx)) WITHOUT ROWID"""
+
+
+def test_version_4_store_gains_attempts_and_keeps_its_outcomes(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_JOBS.replace("finished REAL)", "finished REAL, cancelled REAL)") + ";\n"
+                     + V4_PROCS + """;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '4');
+        INSERT INTO jobs (dpu, user, sequence, options, dpu_options, nproc, ntasks, phase, created,
+            finished) VALUES ('local', 'alice', 'Null', '{}', '{}', 2, 1, 'submitted', 1.0, 2.0);
+        INSERT INTO procs (job_id, idx, state, outcome, reason) VALUES (1, 0, 'DONE', 'N', ''),
+                                                                       (1, 1, 'DONE', 'E', 'boom');""")
+    db.close()
+    store = Store(path)
+    assert store.meta_get("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert store.attempt_numbers(1) == {0: 1, 1: 1}
+    assert store.attempts(1) == [(0, 1, "N", "", 2.0), (1, 1, "E", "boom", 2.0)]
+    assert store.counts([1])[1].letters == (1, 1, 0, 0, 0)
+    # The migrated store takes a rerun: the history keeps attempt 1, the process is at 2.
+    assert store.begin_rerun(1, [1], {"rerun": 2}, "submitting: test")
+    assert store.attempt_numbers(1) == {0: 1, 1: 2}
+    assert store.attempts(1)[1:] == [(1, 1, "E", "boom", 2.0), (1, 2, "", "", None)]
+    assert store.job(1).phase == "recorded" and store.job(1).finished is None
+    # Refused by the scheduler: attempt 1 comes back whole.
+    store.undo_rerun(1, [1], {}, ["7"], 2.0)
+    assert store.attempts(1) == [(0, 1, "N", "", 2.0), (1, 1, "E", "boom", 2.0)]
+    assert (store.job(1).phase, store.job(1).native_ids) == ("submitted", ["7"])

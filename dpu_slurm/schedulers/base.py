@@ -132,6 +132,7 @@ class Scheduler(ABC):
     CANCELS_QUEUED_ONLY: ClassVar[bool] = False
     CHUNKED: ClassVar[bool] = True        # one array job per chunk of max_array_size processes
     RERUN: ClassVar[bool] = False         # can submit an explicit list of indices (rerun_context)
+    RERUN_STALE: ClassVar[Tuple[str, ...]] = ()  # job files a rerun moves aside (the runner's own)
     # The queue page sets this: its polls cover every user's jobs, not only the caller's.
     all_users: bool = False
 

@@ -60,7 +60,7 @@ class LocalScheduler(Scheduler):
     ORDER = 0
     STATE_MAP = STATE_MAP
     CANCELS_QUEUED_ONLY = RERUN = True
-    CHUNKED = False
+    CHUNKED, RERUN_STALE = False, (RUNNER_FILE, PID_FILE)
 
     def slots(self) -> int:
         """How many processes may run at once on this machine (config, else the CPU count)."""
