@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from .errors import ConfigError, DPUError, RerunRefused, SubmitError
@@ -137,7 +138,12 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         raise
     session.store.submitted(job.id, native)
     fault("stored")
-    write_card(session.transport, session.dpu, session.store.job(job.id), str(old.get("store") or ""))
+    # The queue page maps a card's ids to chunks by position: each id at its chunk's place.
+    size, now = chunk_size(job), session.store.job(job.id)
+    spots = [""] * (max(o for o, _ in parts) // size + 1)
+    for (offset, _), native_id in zip(parts, native, strict=False):
+        spots[offset // size] = native_id
+    write_card(session.transport, session.dpu, replace(now, native_ids=spots), str(old.get("store") or ""))
     return number, indices
 
 

@@ -549,3 +549,36 @@ def test_rerun_killed_at_each_step_on_the_local_dpu_is_settled(env: Env, step: s
     else:
         assert (view.status, view.counts.letters) == ("FINISHED", (4, 0, 0, 0, 0))
         assert (1, 2, "N") in history and (3, 2, "N") in history
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("step", ["record", "chunk", "stored"])
+def test_rerun_in_two_chunks_killed_on_slurm_is_settled(slurm_env: Env, step: str) -> None:
+    """max_array_size 2: processes 1 and 3 rerun as two arrays (--array=1 at offset 0 and 2).
+    Killed after the first was accepted and stored, the rerun is adopted by its .r2 tags with
+    that chunk and process 3 ends S (never submitted); before any, both end S; after, both N."""
+    env, t0 = slurm_env, time.time()
+    name = slurm_dpu(env)
+    dpu = Processor(name, out=io.StringIO(), session_log=False)
+    try:
+        jid = dpu.run("Null", n=4, ff="1,3", dpu_mem=50, return_jobid=True)
+        assert dpu.wait(jid, timeout=120, interval=0.5)[0].counts.letters == (2, 2, 0, 0, 0)
+    finally:
+        dpu.close()
+    code = f"from dpu_slurm import Processor\nProcessor({name!r}, session_log=False).rerun({jid}, 'E')\n"
+    killed(subprocess.run([sys.executable, "-c", code], cwd=env.cwd, capture_output=True, text=True,
+                          env=dict(os.environ, DPU_FAULT=f"{step}:KILL"), timeout=180))
+    [view] = settle(name)
+    expected = {"record": (2, 0, 0, 2, 0), "chunk": (3, 0, 0, 1, 0), "stored": (4, 0, 0, 0, 0)}[step]
+    assert (view.status, view.counts.letters) == ("FINISHED", expected)
+    tag = tag_of(view.job)
+    assert tag.endswith(".r2")
+    # What SLURM holds under the rerun's tag: each chunk queued once, exactly those kept.
+    found = carrying(view.job, t0, {"record": 0, "chunk": 1, "stored": 2}[step])
+    assert found == {n for n in view.job.native_ids if n}
+    assert len(found) == {"record": 0, "chunk": 1, "stored": 2}[step]
+    store = open_store()
+    try:
+        assert store.attempt_numbers(jid) == {0: 1, 1: 2, 2: 1, 3: 2}
+    finally:
+        store.close()

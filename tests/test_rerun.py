@@ -12,6 +12,7 @@ from dpu_slurm.cli import main
 from dpu_slurm.errors import RerunRefused
 from dpu_slurm.rerun import check_only
 from dpu_slurm.schedulers.helpers import index_chunks, layout
+from dpu_slurm.schedulers.local import LocalScheduler
 from dpu_slurm.schedulers.slurm import compact
 from tests.conftest import Session, wait_until
 
@@ -92,6 +93,17 @@ def test_cli_rerun_and_status_attempts(session: Session, capsys: pytest.CaptureF
     assert "N/E/A/S/U 3/0/0/0/0" in out and "process 2: attempt 1 E (" in out
     assert main(["rerun", str(jid), "--only", "Q", "--dpu", "testlocal"]) == 2
     assert "letters among N, E, A, S, U" in capsys.readouterr().err
+
+
+def test_rerun_is_refused_on_a_scheduler_without_it(session: Session,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    jid = session.dpu.run("Null", n=2, ff="0", return_jobid=True)
+    assert isinstance(jid, int)
+    finish(session, jid)
+    monkeypatch.setattr(LocalScheduler, "RERUN", False)
+    with pytest.raises(RerunRefused, match="rerun is not yet supported on local"):
+        session.dpu.rerun(jid)
+    assert session.dpu._store.attempt_numbers(jid) == {0: 1, 1: 1}
 
 
 def test_index_chunks_respect_the_array_size() -> None:
