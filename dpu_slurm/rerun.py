@@ -20,7 +20,7 @@ from .errors import ConfigError, DPUError, RerunRefused, SubmitError
 from .index import write_card
 from .reconcile import fault, submitter_note
 from .schedulers import SubmitRequest
-from .schedulers.helpers import chunk_size, index_chunks
+from .schedulers.helpers import chunk_size
 from .store import LETTERS, Job
 from .worker import LOG, RESULT, STATUS
 
@@ -88,7 +88,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
     number = int(old.get("rerun") or 1) + 1
     time_limit = max(1, round(int(old["time_limit"]) * tf))
     mem = max(1, round(int(old["mem"]) * mf))
-    parts = index_chunks(indices, chunk_size(job))
+    parts = session.scheduler.rerun_chunks(indices)
     natives = dict(old.get("natives") or {})
     natives[str(number - 1)] = list(job.native_ids)  # every submission's ids stay known
     new = {**{k: v for k, v in old.items() if k != "previous"}, "rerun": number, "time_limit": time_limit,
@@ -138,12 +138,16 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         raise
     session.store.submitted(job.id, native)
     fault("stored")
-    # The queue page maps a card's ids to chunks by position: each id at its chunk's place.
+    # The queue page maps a card's ids to chunks by position: each id at its chunk's place
+    # (reruns that split a chunk, as Grid Engine's runs do, keep the first card: see README).
     size, now = chunk_size(job), session.store.job(job.id)
-    spots = [""] * (max(o for o, _ in parts) // size + 1)
-    for (offset, _), native_id in zip(parts, native, strict=False):
-        spots[offset // size] = native_id
-    write_card(session.transport, session.dpu, replace(now, native_ids=spots), str(old.get("store") or ""))
+    places = [offset // size for offset, _ in parts]
+    if all(o % size == 0 for o, _ in parts) and len(set(places)) == len(places):
+        spots = [""] * (max(places) + 1)
+        for place, native_id in zip(places, native, strict=False):
+            spots[place] = native_id
+        write_card(session.transport, session.dpu, replace(now, native_ids=spots),
+                   str(old.get("store") or ""))
     return number, indices
 
 

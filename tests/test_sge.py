@@ -83,3 +83,21 @@ def test_history_reads_the_accounting_file(dpu):
         assert time.monotonic() < deadline, "qacct never listed the job"
         time.sleep(2)
     assert (seen[job_id][0].letter, seen[job_id][0].reason) == ("E", "exit status 1")
+
+
+def test_rerun_sends_one_task_range_per_run_of_failed_indices(dpu, commands):
+    """Grid Engine's -t takes one range: processes 0, 1 and 4 of 5 (chunks of 3) rerun as two
+    arrays, tasks 1-2 at offset 0 and task 1 at offset 4, under the same DPU job id."""
+    job_id = dpu.run("Null", n=5, ff="0,1,4", dpu_mem=400, return_jobid=True)
+    assert finished(dpu, job_id).counts.letters == (2, 3, 0, 0, 0)
+    commands.clear()
+    assert dpu.rerun(job_id, only="E") == [0, 1, 4]
+    assert [c[0] for c in commands].count("qsub") == 2
+    job = dpu._store.job(job_id)
+    assert job.dpu_options["layout"] == [[0, [0, 1]], [4, [4]]] and len(job.native_ids) == 2
+    first, second = (Path(job.jobdir, f"job-r2-{k}.sh").read_text() for k in (0, 1))
+    assert "#$ -t 1-2\n" in first and '"$(( 0 + SGE_TASK_ID - 1 ))"' in first
+    assert "#$ -t 1-1\n" in second and '"$(( 4 + SGE_TASK_ID - 1 ))"' in second
+    view = finished(dpu, job_id)
+    assert view.counts.letters == (5, 0, 0, 0, 0)
+    assert dpu._store.attempt_numbers(job_id) == {0: 2, 1: 2, 2: 1, 3: 1, 4: 2}

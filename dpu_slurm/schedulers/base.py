@@ -168,6 +168,12 @@ class Scheduler(ABC):
         """What chunk k's template needs beyond the request (default: nothing)."""
         return {}
 
+    def rerun_chunks(self, indices: Sequence[int]) -> List[Tuple[int, List[int]]]:
+        """A rerun's (offset, indices) per array job: by max_array_size chunk (one when not CHUNKED)."""
+        if not self.CHUNKED:
+            return [(0, sorted(set(indices)))]
+        return index_chunks(indices, self.dpu.max_array_size)
+
     def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
         """What a rerun chunk's template needs for these array indices (RERUN schedulers)."""
         raise NotImplementedError
@@ -184,7 +190,7 @@ class Scheduler(ABC):
             return {"job.sh": self.script(req)}
         out: Dict[str, str] = {}
         if req.indices is not None:  # a rerun: one array per chunk holding some of the indices
-            for k, (offset, ids) in enumerate(index_chunks(req.indices, self.dpu.max_array_size)):
+            for k, (offset, ids) in enumerate(self.rerun_chunks(req.indices)):
                 extra = {"tag": req.chunk_tag(k), "time_limit_enforced": minute_limit(req.time_limit),
                          **self.rerun_context(req, offset, [i - offset for i in ids])}
                 out[f"job-r{req.rerun}-{k}.sh"] = self.script(req, offset=offset, count=len(ids), **extra)

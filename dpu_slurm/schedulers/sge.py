@@ -26,11 +26,12 @@ from .base import (
     PollRequest,
     Scheduler,
     SubmitRequest,
-    chunk_size,
+    index_chunks,
     number_owners,
     since,
     walltime,
 )
+from .helpers import layout
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,21 @@ class SGEScheduler(Scheduler):
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
     GONE = _GONE
+    RERUN = True
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
         """Walltime (h_rt) and array throttle of the chunk."""
         return {"walltime": walltime(req.time_limit), "throttle": self.dpu.array_throttle}
+
+    def rerun_chunks(self, indices: Sequence[int]) -> List[Tuple[int, List[int]]]:
+        """-t takes one range per job: one array per run of consecutive indices (within a chunk)."""
+        return [(ids[0], ids) for _, part in index_chunks(indices, self.dpu.max_array_size)
+                for first, last in _runs(part) for ids in [list(range(first, last + 1))]]
+
+    def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
+        """The run's tasks are 1..len(ids) at its offset, as for a first submission's chunk."""
+        return self.script_context(req, 0, offset, len(ids))
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """qsub -terse of the chunk's script (it prints only the id)."""
@@ -190,9 +201,8 @@ class SGEScheduler(Scheduler):
     def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:
         """``qdel JOB -t FIRST-LAST`` per chunk and run of queued tasks (usually one per chunk:
         Grid Engine starts an array's tasks in order, the queued ones are its tail)."""
-        size = chunk_size(job)
-        for k, native in enumerate(job.native_ids):
-            tasks = sorted(i - k * size + 1 for i in queued if k * size <= i < (k + 1) * size)
+        for native, (offset, ids) in zip(job.native_ids, layout(job), strict=False):
+            tasks = sorted(i - offset + 1 for i in queued if i in ids)
             for first, last in _runs(tasks):
                 self.check_cancel(self.transport.run([self.cmd("qdel"), native, "-t", f"{first}-{last}"]))
         return True
