@@ -9,7 +9,7 @@ from typing import List
 import pytest
 
 from dpu_slurm.cli import main
-from dpu_slurm.errors import RerunRefused
+from dpu_slurm.errors import RerunRefused, SubmitError
 from dpu_slurm.rerun import check_only
 from dpu_slurm.schedulers.helpers import index_chunks, layout
 from dpu_slurm.schedulers.local import LocalScheduler
@@ -115,3 +115,29 @@ def test_index_chunks_respect_the_array_size() -> None:
 def test_layout_of_a_first_attempt_is_its_chunks(session: Session) -> None:
     job = session.dpu._store.job(session.dpu._store.record("d", "u", "Null", {}, {"chunk": 2}, 5, 1))
     assert layout(job) == [(0, [0, 1]), (2, [2, 3]), (4, [4])]
+
+
+def test_a_refused_rerun_gives_back_the_earlier_outcome(session: Session,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    s = session
+    jid = s.dpu.run("Null", n=3, ff="1", return_jobid=True)
+    assert isinstance(jid, int)
+    finish(s, jid)
+    before = s.dpu._store.job(jid)
+
+    def refuse(self: LocalScheduler, req: object) -> List[str]:
+        raise SubmitError("no slots today")
+
+    monkeypatch.setattr(LocalScheduler, "submit", refuse)
+    with pytest.raises(SubmitError, match=f"the rerun of job {jid} was not submitted: no slots today"):
+        s.dpu.rerun(jid)
+    after = s.dpu._store.job(jid)
+    assert (after.phase, after.native_ids) == ("submitted", before.native_ids)
+    assert after.finished == before.finished
+    assert after.dpu_options == before.dpu_options
+    assert s.dpu._store.attempt_numbers(jid) == {0: 1, 1: 1, 2: 1}
+    assert s.dpu.get_status(jid)[0].counts.letters == (2, 1, 0, 0, 0)
+    monkeypatch.undo()
+    assert s.dpu.rerun(jid) == [1]  # nothing was lost: it can be rerun later
+    finish(s, jid)
+    assert s.dpu.get_status(jid)[0].counts.letters == (3, 0, 0, 0, 0)
