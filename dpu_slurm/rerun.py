@@ -67,7 +67,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
     if job.phase == "not_submitted":
         raise RerunRefused(f"job {job.id} was never submitted ({job.error}); run it again instead")
     if not session.scheduler.RERUN:
-        raise RerunRefused(f"rerun is not yet supported on {session.dpu.scheduler} (DPU "
+        raise RerunRefused(f"rerun is not yet supported on {session.scheduler.name} (DPU "
                            f"{session.dpu.name}); run the failed part again as a new job")
     if job.finished is None:
         session.refresh(force=True)

@@ -120,3 +120,16 @@ def test_qsub_refusal_is_recorded_as_not_submitted(dpu, env):
         dpu.run("Null", dpu_mem=50)
     job = dpu._store.jobs(dpu="badqueue")[-1]
     assert job.phase == "not_submitted" and "partition" in job.error.lower()
+
+
+def test_rerun_sends_one_array_per_run_of_failed_indices(dpu):
+    """Processes 1, 2 and 5 of 6 (chunks of 4) rerun as an array 0-1 at offset 1 and a plain
+    job at offset 5, under the same DPU job id; then every process ended N."""
+    job_id = dpu.run("Null", n=6, ff="1,2,5", dpu_mem=100, return_jobid=True)
+    assert finished(dpu, job_id).counts.letters == (3, 3, 0, 0, 0)
+    assert dpu.rerun(job_id, only="E") == [1, 2, 5]
+    job = dpu._store.job(job_id)
+    assert job.dpu_options["layout"] == [[1, [1, 2]], [5, [5]]] and len(job.native_ids) == 2
+    view = finished(dpu, job_id)
+    assert view.counts.letters == (6, 0, 0, 0, 0)
+    assert dpu._store.attempt_numbers(job_id) == {0: 1, 1: 2, 2: 2, 3: 1, 4: 1, 5: 2}

@@ -11,6 +11,7 @@ import pytest
 from dpu_slurm.cli import main
 from dpu_slurm.errors import RerunRefused, SubmitError
 from dpu_slurm.rerun import check_only
+from dpu_slurm.schedulers import registry
 from dpu_slurm.schedulers.helpers import index_chunks, layout
 from dpu_slurm.schedulers.local import LocalScheduler
 from dpu_slurm.schedulers.slurm import compact
@@ -141,3 +142,9 @@ def test_a_refused_rerun_gives_back_the_earlier_outcome(session: Session,
     assert s.dpu.rerun(jid) == [1]  # nothing was lost: it can be rerun later
     finish(s, jid)
     assert s.dpu.get_status(jid)[0].counts.letters == (3, 0, 0, 0, 0)
+
+
+def test_which_schedulers_rerun() -> None:
+    """DRMAA's runBulkJobs takes a range only: its DPUs refuse a rerun (the message names it)."""
+    found = registry()
+    assert {name for name, cls in found.items() if cls.RERUN} == {"local", "slurm", "sge", "pbs"}

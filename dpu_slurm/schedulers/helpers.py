@@ -117,3 +117,14 @@ def since(jobs: Sequence[Job], fmt: str) -> str:
     """A local time stamp a minute before the oldest of these jobs was submitted (accounting's
     start time: its clock and ours may differ by seconds)."""
     return time.strftime(fmt, time.localtime(min(j.submitted or j.created for j in jobs) - 60))
+
+
+def runs(numbers: Sequence[int]) -> List[Tuple[int, int]]:
+    """Sorted numbers -> (first, last) of each run of consecutive ones."""
+    out: List[Tuple[int, int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out

@@ -35,14 +35,14 @@ from .base import (
     PollRequest,
     Scheduler,
     SubmitRequest,
-    chunk_size,
     chunk_tag,
-    chunks,
+    index_chunks,
     job_tag,
     number_owners,
     tag_of,
     walltime,
 )
+from .helpers import layout, runs
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class PBSScheduler(Scheduler):
 
     name = "pbs"
     ORDER = 2
+    RERUN = True
     STATE_MAP = STATE_MAP
     TRANSIENT = TRANSIENT
     GONE = _GONE
@@ -193,6 +194,16 @@ class PBSScheduler(Scheduler):
         return {"flavor": self.dpu.flavor, "array_flag": _ARRAY_FLAG.get(self.dpu.flavor, "-t"),
                 "array": f"0-{count - 1}{throttle}" if count > 1 else "",
                 "walltime": walltime(req.time_limit), "output": f"{req.jobdir}/out/job-{k}.out"}
+
+    def rerun_chunks(self, indices: Sequence[int]) -> List[Tuple[int, List[int]]]:
+        """One array per run of consecutive indices (within a chunk), as for Grid Engine."""
+        return [(a, list(range(a, b + 1))) for _, part in index_chunks(indices, self.dpu.max_array_size)
+                for a, b in runs(part)]
+
+    def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
+        """The run is indices 0..len(ids)-1 at its offset, as a first submission's chunk."""
+        return {**self.script_context(req, 0, offset, len(ids)),
+                "output": f"{req.jobdir}/out/job-r{req.rerun}-{offset}.out"}
 
     @staticmethod
     def directive_args(script: str) -> List[str]:
@@ -249,8 +260,8 @@ class PBSScheduler(Scheduler):
     def observations(self, jobs: Sequence[Job], rows: Iterable[Row]) -> Observed:
         """Rows of (id, user, name, state) -> job id -> process index -> Observation."""
         own = number_owners(jobs)
-        by_tag = {chunk_tag(tag_of(j), k): (j, off, n)
-                  for j in jobs for k, (off, n) in enumerate(chunks(j.nproc, chunk_size(j)))}
+        by_tag = {chunk_tag(tag_of(j), k): (j, off, max(ids) - off + 1)
+                  for j in jobs for k, (off, ids) in enumerate(layout(j)) if ids}
         by_tag.update({job_tag(j.user, j.id): (j, 0, j.nproc) for j in jobs})  # jobs of older versions
         exact: Observed = {}
         alive: Observed = {}

@@ -31,7 +31,7 @@ from .base import (
     since,
     walltime,
 )
-from .helpers import layout
+from .helpers import layout, runs
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class SGEScheduler(Scheduler):
     def rerun_chunks(self, indices: Sequence[int]) -> List[Tuple[int, List[int]]]:
         """-t takes one range per job: one array per run of consecutive indices (within a chunk)."""
         return [(ids[0], ids) for _, part in index_chunks(indices, self.dpu.max_array_size)
-                for first, last in _runs(part) for ids in [list(range(first, last + 1))]]
+                for first, last in runs(part) for ids in [list(range(first, last + 1))]]
 
     def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
         """The run's tasks are 1..len(ids) at its offset, as for a first submission's chunk."""
@@ -203,7 +203,7 @@ class SGEScheduler(Scheduler):
         Grid Engine starts an array's tasks in order, the queued ones are its tail)."""
         for native, (offset, ids) in zip(job.native_ids, layout(job), strict=False):
             tasks = sorted(i - offset + 1 for i in queued if i in ids)
-            for first, last in _runs(tasks):
+            for first, last in runs(tasks):
                 self.check_cancel(self.transport.run([self.cmd("qdel"), native, "-t", f"{first}-{last}"]))
         return True
 
@@ -229,17 +229,6 @@ class SGEScheduler(Scheduler):
     def drmaa_history(self, jobs: Sequence[Job]) -> Observed:
         """The qacct history, added to what DRMAA's own wait() data says."""
         return self.history(jobs)
-
-
-def _runs(numbers: Sequence[int]) -> List[Tuple[int, int]]:
-    """Sorted numbers -> (first, last) of each run of consecutive ones."""
-    out: List[Tuple[int, int]] = []
-    for n in numbers:
-        if out and n == out[-1][1] + 1:
-            out[-1] = (out[-1][0], n)
-        else:
-            out.append((n, n))
-    return out
 
 
 __all__ = ["SGEScheduler", "STATE_MAP", "parse_xml", "parse_qacct", "task_ids", "QUEUED", "RUNNING"]
