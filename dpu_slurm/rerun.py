@@ -21,6 +21,7 @@ from .index import write_card
 from .reconcile import fault, submitter_note
 from .schedulers import SubmitRequest
 from .schedulers.helpers import chunk_size
+from .states import Phase
 from .store import LETTERS, Job
 from .worker import LOG, RESULT, STATUS
 
@@ -64,7 +65,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
     (this submission's number, the indices resubmitted). RerunRefused when it cannot."""
     letters = check_only(only)
     tf, mf = _factor(time_factor, "time_factor"), _factor(mem_factor, "mem_factor")
-    if job.phase == "not_submitted":
+    if job.phase == Phase.NOT_SUBMITTED:
         raise RerunRefused(f"job {job.id} was never submitted ({job.error}); run it again instead")
     if not session.scheduler.RERUN:
         raise RerunRefused(f"rerun is not yet supported on {session.scheduler.name} (DPU "
@@ -72,7 +73,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
     if job.finished is None:
         session.refresh(force=True)
         job = session.store.job(job.id)
-    if job.finished is None or job.phase != "submitted":
+    if job.finished is None or job.phase != Phase.SUBMITTED:
         raise RerunRefused(f"job {job.id} is not finished yet; wait for it (dpu.wait({job.id}), shell: "
                            f"dpu wait {job.id}) and rerun it then")
     old = dict(job.dpu_options)
