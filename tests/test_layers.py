@@ -7,8 +7,6 @@ import ast
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "dpu_slurm"
 # The store layer: the only modules that talk SQL (sqlite_errors.py wraps the connection the
 # store opens, so its own execute() methods are the store's).
