@@ -23,6 +23,7 @@ from .files import private_dir
 from .manifest import Entry, load
 from .plan import make_plan
 from .session import DPUSession, awepipe_path, open_store, render_scripts
+from .states import Phase
 from .status import poll_settings
 from .store import Store
 
@@ -227,7 +228,7 @@ def _session(store: Store, sessions: Dict[str, DPUSession], dpu: str) -> DPUSess
 def _settle(store: Store, job_ids: List[int], sessions: Dict[str, DPUSession]) -> None:
     """Poll until these jobs are no longer 'recorded' (at most the DPU's grace and a little)."""
     wanted = set(job_ids)
-    recorded = [j for j in store.jobs(active=True) if j.phase == "recorded" and j.id in wanted]
+    recorded = [j for j in store.jobs(active=True) if j.phase == Phase.RECORDED and j.id in wanted]
     for dpu in sorted({j.dpu for j in recorded}):
         try:
             session = _session(store, sessions, dpu)
@@ -238,7 +239,7 @@ def _settle(store: Store, job_ids: List[int], sessions: Dict[str, DPUSession]) -
         deadline = time.monotonic() + grace + 30
         while True:
             session.refresh(force=True)
-            if all(j.phase != "recorded" for j in store.jobs(ids=ids)) or time.monotonic() >= deadline:
+            if all(j.phase != Phase.RECORDED for j in store.jobs(ids=ids)) or time.monotonic() >= deadline:
                 break
             time.sleep(min(2.0, max(0.1, grace / 10)))
 
@@ -251,9 +252,9 @@ def _forget(store: Store, keys: List[str]) -> Dict[str, str]:
     for key in keys:
         job_id = previous.get(key, ("", None, 0.0))[1]
         job = store.jobs(ids=[job_id]) if job_id is not None else []
-        if job and job[0].finished is None and job[0].phase in ("recorded", "submitted"):
+        if job and job[0].finished is None and job[0].phase in (Phase.RECORDED, Phase.SUBMITTED):
             kept[key] = (f"--forget {key} refused: its job {job_id} is still "
-                         f"{'being submitted' if job[0].phase == 'recorded' else 'queued or running'}; "
+                         f"{'being submitted' if job[0].phase == Phase.RECORDED else 'queued or running'}; "
                          f"cancel it (dpu cancel {job_id} --force), wait until `dpu status {job_id}` "
                          f"says FINISHED, then rerun with --forget {key}")
     store.bulk_forget([k for k in keys if k not in kept])
@@ -274,7 +275,7 @@ def _submit_one(e: Entry, store: Store, previous: Dict[str, Tuple[str, Optional[
         e.state = "skipped"
         _mark(store, e, manifest, "submitted")
         return
-    if state == "recorded":
+    if state == Phase.RECORDED:
         e.state, e.error = "deferred", (
             f"job {e.job_id} of a killed run is not settled yet (the scheduler may still report "
             "it under its tag); the next run adopts it or submits the entry, never both")

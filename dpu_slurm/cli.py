@@ -18,6 +18,7 @@ from .config import DPUConfig, config_files, discover, load_file
 from .errors import ConfigError, DPUError
 from .processor import Processor
 from .session import JobView
+from .states import STATUS_TERMINAL, JobStatus
 from .web import commands as web_commands
 
 OK, FAILED, USAGE, TIMEOUT = 0, 1, 2, 3
@@ -48,7 +49,8 @@ def _view(v: JobView) -> Dict[str, Any]:
 
 
 def _failed(views: List[JobView]) -> bool:
-    return any(v.status == "NOT SUBMITTED" or (v.status == "FINISHED" and not v.ok) for v in views)
+    return any(v.status == JobStatus.NOT_SUBMITTED or (v.status == JobStatus.FINISHED and not v.ok)
+               for v in views)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -185,7 +187,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         for view in views if getattr(args, "attempts", False) else []:
             dpu.show_attempts(view.job.id)
         _emit(args, [_view(v) for v in views])
-        if cmd == "wait" and not all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
+        if cmd == "wait" and not all(v.status in STATUS_TERMINAL for v in views):
             return TIMEOUT
         return FAILED if _failed(views) else OK
     if cmd == "rerun":

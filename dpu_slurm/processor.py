@@ -24,6 +24,7 @@ from .errors import ConfigError, DPUError, JobNotFound
 from .plan import make_plan
 from .rerun import history_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
+from .states import PROC_TERMINAL, STATUS_TERMINAL, Phase
 from .store import Job
 from .text import printable
 
@@ -41,9 +42,8 @@ class LogLines(List[str]):
 
 
 def open_log(path: Path) -> IO[str]:
-    """The session log for appending, never through a planted name: the working folder may be
-    shared (its names are known in advance), so no symlink is followed, a FIFO does not block,
-    and an existing file must be a regular one of ours with no other name (hard link)."""
+    """The session log for appending, never through a planted name (the working folder may be
+    shared): no symlink followed, no FIFO blocks, an existing file is a regular one of ours."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                  | getattr(os, "O_CLOEXEC", 0), 0o644)
     st = os.fstat(fd)
@@ -308,7 +308,7 @@ class Processor:
             self._say("No active or recent jobs on DPU " + self.dpu_name)
         for view in views:
             self._say(f"Jobid {view.job.id} has status {view.status} N/E/A/S/U {view.counts.line()}")
-            if view.job.phase == "not_submitted" or (view.job.phase == "recorded" and view.job.error
+            if view.job.phase == Phase.NOT_SUBMITTED or (view.job.phase == Phase.RECORDED and view.job.error
                                                      and not view.job.error.startswith("submitting:")):
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
@@ -322,10 +322,10 @@ class Processor:
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             views = self._refresh(jobs)
-            if all(v.status in ("FINISHED", "NOT SUBMITTED") for v in views):
+            if all(v.status in STATUS_TERMINAL for v in views):
                 return views
             if end is not None and time.monotonic() >= end:
-                left = [str(v.job.id) for v in views if v.status not in ("FINISHED", "NOT SUBMITTED")]
+                left = [str(v.job.id) for v in views if v.status not in STATUS_TERMINAL]
                 self._say(f"Timed out after {timeout:g} s; job(s) {', '.join(left)} not finished yet")
                 return views
             time.sleep(interval)
@@ -342,11 +342,11 @@ class Processor:
                 proc = procs[idx]
                 stamp = time.strftime("%H:%M:%S")
                 head = f"{stamp} - " + "+" * 44
-                status = _job_status_code(proc.outcome) if proc.state == "DONE" else proc.state
+                status = _job_status_code(proc.outcome) if proc.state in PROC_TERMINAL else proc.state
                 lines += [head, f"{stamp} - Jobid {job.id} process {idx} job_status = {status}", head]
                 lines += text
                 if not text:
-                    never = proc.state == "DONE" and set(proc.outcome) <= {"S"}
+                    never = proc.state in PROC_TERMINAL and set(proc.outcome) <= {"S"}
                     lines.append(f"{stamp} - " + ("(no log: the process never ran)" if never
                                                   else f"(no log yet: process is {proc.state.lower()})"))
         for line in lines:

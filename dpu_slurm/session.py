@@ -24,6 +24,7 @@ from .plan import Plan
 from .reconcile import fault, found_chunks, submitter_note
 from .rerun import rerun
 from .schedulers import Scheduler, SubmitRequest, for_dpu
+from .states import PROC_TERMINAL, JobStatus, Phase, ProcState
 from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
@@ -98,22 +99,23 @@ class JobView:
         return f"<Jobid {self.job.id} {self.status} N/E/A/S/U {self.counts.line()}>"
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus:
         """NOT SUBMITTED, SUBMITTING, QUEUED, RUNNING or FINISHED."""
-        if self.job.phase == "not_submitted":
-            return "NOT SUBMITTED"
-        if self.job.phase == "recorded":
-            return "SUBMITTING"
+        if self.job.phase == Phase.NOT_SUBMITTED:
+            return JobStatus.NOT_SUBMITTED
+        if self.job.phase == Phase.RECORDED:
+            return JobStatus.SUBMITTING
         if self.counts.done == self.job.nproc:
-            return "FINISHED"
+            return JobStatus.FINISHED
         if self.counts.running or self.counts.done:
-            return "RUNNING"
-        return "QUEUED"
+            return JobStatus.RUNNING
+        return JobStatus.QUEUED
 
     @property
     def ok(self) -> bool:
         """True when the job finished and every task of every process ended N."""
-        return self.status == "FINISHED" and self.counts.letters[0] == self.job.nproc * self.job.ntasks
+        return (self.status == JobStatus.FINISHED
+                and self.counts.letters[0] == self.job.nproc * self.job.ntasks)
 
 
 class DPUSession:
@@ -234,7 +236,8 @@ class DPUSession:
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
         """Poll the DPU; when it cannot be reached, keep the last known states and say so."""
-        settling = [j.id for j in self.store.jobs(dpu=self.dpu.name, active=True) if j.phase == "recorded"]
+        active = self.store.jobs(dpu=self.dpu.name, active=True)
+        settling = [j.id for j in active if j.phase == Phase.RECORDED]
         try:
             polled = refresh(self.store, self.scheduler, self.dpu, force=force)
         except Unreachable as exc:
@@ -242,7 +245,7 @@ class DPUSession:
             return False
         self.unreachable = ""
         for job in self.store.jobs(ids=settling) if settling and polled else []:
-            if job.phase == "submitted":  # adopted: its submitter died before writing the card
+            if job.phase == Phase.SUBMITTED:  # adopted: its submitter died before writing the card
                 write_card(self.transport, self.dpu, job, store_id(self.store))
         return polled
 
@@ -255,7 +258,7 @@ class DPUSession:
         """Distinct reasons of processes that did not end N, with how many share each."""
         out: Dict[str, int] = {}
         for proc in self.store.procs(job.id):
-            if proc.state == "DONE" and proc.reason and set(proc.outcome) != {"N"}:
+            if proc.state in PROC_TERMINAL and proc.reason and set(proc.outcome) != {"N"}:
                 out[proc.reason] = out.get(proc.reason, 0) + 1
         return out
 
@@ -272,12 +275,12 @@ class DPUSession:
         queued processes are cancelled where the scheduler can single them out (SLURM, local),
         and the line says how to kill the rest. A job still being submitted: what its tag finds.
         """
-        if job.phase == "recorded":
+        if job.phase == Phase.RECORDED:
             self.refresh(force=True)  # settles it when its submitter is gone and the grace passed
             job = self.store.job(job.id)
-        if job.phase == "recorded":
+        if job.phase == Phase.RECORDED:
             return self._cancel_recorded(job, force)
-        if job.phase == "not_submitted":
+        if job.phase == Phase.NOT_SUBMITTED:
             return Cancelled(f"Job {job.id} was never submitted ({job.error}); nothing to cancel")
         if job.finished is None:
             self.refresh(force=True)
@@ -287,7 +290,7 @@ class DPUSession:
             return Cancelled(f"Job {job.id} is finished (status {view.status} N/E/A/S/U "
                              f"{view.counts.line()}); nothing to cancel")
         procs = self.store.procs(job.id, open_only=True)
-        running = sum(p.state == "RUNNING" for p in procs)
+        running = sum(p.state == ProcState.RUNNING for p in procs)
         queued = len(procs) - running
         target = replace(job, native_ids=[n for n in job.native_ids if n])
         kill = (f"dpu.cancel_job({job.id}, force=True) (shell: dpu cancel {job.id} --force) kills "
@@ -296,7 +299,7 @@ class DPUSession:
             if not queued:
                 return Cancelled(f"Job {job.id} has {running} running process(es) and none queued; "
                                  f"nothing cancelled. {kill}", running)
-            waiting = [p.idx for p in procs if p.state != "RUNNING"]
+            waiting = [p.idx for p in procs if p.state != ProcState.RUNNING]
             if not self.scheduler.cancel_queued(target, waiting):
                 return Cancelled(f"Job {job.id} has {running} running and {queued} queued process(es); "
                                  f"{self.dpu.scheduler} cancels an array only whole, so nothing was "

@@ -20,6 +20,7 @@ from .errors import DPUError, JobNotFound, StoreError
 from .files import PRIVATE_FILE, private_dir, private_file, tighten
 from .journal import choose
 from .sqlite_errors import Connection, store_error
+from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
 
@@ -364,11 +365,10 @@ class Store(SideTables, AttemptTables):
         rows = self.db.execute(sql + " ORDER BY id", args).fetchall()
         return [_job(r) for r in rows]
 
-    def jobs_since(self, dpu: str, since: float, phase: str = "submitted") -> List[Job]:
+    def jobs_since(self, dpu: str, since: float, phase: str = Phase.SUBMITTED) -> List[Job]:
         """The DPU's jobs in `phase` created at or after `since`, oldest first."""
-        rows = self.db.execute("SELECT * FROM jobs WHERE dpu=? AND phase=? AND created>=? ORDER BY id",
-                               (dpu, phase, since)).fetchall()
-        return [_job(r) for r in rows]
+        return [_job(r) for r in self.db.execute(
+            "SELECT * FROM jobs WHERE dpu=? AND phase=? AND created>=? ORDER BY id", (dpu, phase, since))]
 
     def procs(self, job_id: int, open_only: bool = False) -> List[Proc]:
         """A job's processes in index order (`open_only`: those not DONE)."""

@@ -7,8 +7,6 @@ import ast
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "dpu_slurm"
 # The store layer: the only modules that talk SQL (sqlite_errors.py wraps the connection the
 # store opens, so its own execute() methods are the store's).
@@ -111,13 +109,13 @@ def test_no_module_reaches_private_names_of_another() -> None:
 
 
 def test_no_module_is_over_400_lines() -> None:
-    over = {k: v for k, v in long_modules(PACKAGE).items() if k not in TOO_LONG}
+    """Every module is at most 400 lines, but those allowed (with a reason) in TOO_LONG; an
+    allowed one that has become short must leave the list."""
+    long = long_modules(PACKAGE)
+    over = {k: v for k, v in long.items() if k not in TOO_LONG}
     assert over == {}, "split these by concern (as store.py / store_extra.py are split)"
-
-
-@pytest.mark.parametrize("name", sorted(TOO_LONG))
-def test_the_allow_list_of_long_modules_only_holds_long_modules(name: str) -> None:
-    assert name in long_modules(PACKAGE), f"{name} is short now: drop it from TOO_LONG"
+    short = sorted(set(TOO_LONG) - set(long))
+    assert short == [], f"{short} are short now: drop them from TOO_LONG"
 
 
 def test_each_check_finds_what_it_forbids(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from ..config import DPUConfig
 from ..errors import Unreachable
 from ..render import quote
+from ..states import Phase
 from ..store import Job
 from ..transport.base import Completed, Gathered
 from .base import (
@@ -233,7 +234,7 @@ class PBSScheduler(Scheduler):
         be found by its tag: it lists only this user's jobs, but cuts names short)."""
         if self.dpu.flavor == "pbspro":
             return PollRequest([self.cmd("qstat"), "-f", "-F", "json"])
-        whole = self.all_users or any(j.phase == "recorded" for j in jobs)
+        whole = self.all_users or any(j.phase == Phase.RECORDED for j in jobs)
         return PollRequest(self.fallback(["-x"], ["-f"] if whole else ["-u", self.user()]))
 
     def fallback(self, xml: List[str], text: List[str]) -> List[str]:

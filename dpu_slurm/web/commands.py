@@ -15,7 +15,7 @@ from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
 from ..text import printable
-from .mirror import Mirror
+from .mirror import STATUSES, Mirror
 from .pages import duration, when
 from .rows import Row
 
@@ -139,7 +139,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(default 10)")
     q = sub.add_parser("queue", parents=[common], help="every user's jobs on the DPU (the web page's table)")
     q.add_argument("--user", help="only this user's jobs")
-    q.add_argument("--status", choices=["QUEUED", "RUNNING", "FINISHED", "queued", "running", "finished"])
+    q.add_argument("--status", choices=[s.value for s in STATUSES] + [s.value.lower() for s in STATUSES])
     q.add_argument("--days", type=float, default=7.0, help="jobs submitted in the last DAYS days")
     t = sub.add_parser("token", help="tokens for the web submission API")
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="create|list|revoke")

@@ -19,6 +19,7 @@ from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
 from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from ..session import DPUSession, JobView
+from ..states import JobStatus, ProcState
 from ..status import poll_settings
 from ..store import Job, Store
 from ..text import clean, printable
@@ -36,7 +37,7 @@ LOG_TAIL = 200      # log lines per process on the job page
 LOG_PROCESSES = 50  # processes whose logs the job page shows
 LOG_CAP = 64 << 10  # bytes read from the end of each of those logs
 USER_PROCS = 200_000  # processes all cards of one user may claim (each card: index.max_nproc)
-STATUSES = ("QUEUED", "RUNNING", "FINISHED")
+STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
 
 
 class Mirror:
@@ -226,7 +227,7 @@ class Mirror:
             start, end = self.times.get(job.id, (None, None))
             if start is not None and job.finished is None:
                 continue
-            procs = [p for p in self.store.procs(job.id) if p.state != "QUEUED"][:MAX_TIMED]
+            procs = [p for p in self.store.procs(job.id) if p.state != ProcState.QUEUED][:MAX_TIMED]
             wanted[job.id] = [OwnedFile(job.jobdir, f"p/{p.idx}/{STATUS}", self.uids[job.id])
                               for p in procs]
         items = [p for group in wanted.values() for p in group]
