@@ -77,7 +77,8 @@ class _Cursor(sqlite3.Cursor):
     """A cursor whose sqlite failures (also while rows are read) are StoreErrors."""
 
     def _path(self) -> Path:
-        return getattr(self.connection, "store_path", Path("jobs.sqlite"))
+        path = getattr(self.connection, "store_path", None)  # no Path built per call: hot path
+        return path if path is not None else Path("jobs.sqlite")
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
         with _translated(self._path()):
@@ -107,8 +108,13 @@ class _Cursor(sqlite3.Cursor):
             return super().fetchmany(size)
 
     def __next__(self) -> Any:
-        with _translated(self._path()):
+        # Once per row: a plain try (no context manager, no path) unless reading fails.
+        try:
             return super().__next__()
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self._path(), exc) from None
 
 
 class Connection(sqlite3.Connection):

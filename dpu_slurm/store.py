@@ -375,7 +375,7 @@ class Store(SideTables, AttemptTables):
         sql = "SELECT idx, state, outcome, reason, missing FROM procs WHERE job_id=?"
         if open_only:
             sql += " AND state!='DONE'"
-        return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,))]
+        return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,)).fetchall()]
 
     def counts(self, job_ids: Sequence[int]) -> Dict[int, Counts]:
         """Per job: processes queued/running/done and the N/E/A/S/U counters over task runs."""
@@ -387,7 +387,7 @@ class Store(SideTables, AttemptTables):
         marks = ",".join("?" * len(out))
         sql = (f"SELECT job_id, SUM(state='QUEUED'), SUM(state='RUNNING'), SUM(state='DONE'), "  # noqa: S608
                f"{letters} FROM procs WHERE job_id IN ({marks}) GROUP BY job_id")  # only ? vary
-        for row in self.db.execute(sql, list(out)):
+        for row in self.db.execute(sql, list(out)).fetchall():  # one call, not one per row
             out[row[0]] = Counts(row[1] or 0, row[2] or 0, row[3] or 0,
                                  tuple(int(x or 0) for x in row[4:9]))  # type: ignore[arg-type]
         return out
