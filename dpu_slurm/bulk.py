@@ -222,7 +222,10 @@ def _submit(entries: List[Entry], store: Store, cap: Optional[int], awepipe: Pat
 
 
 def _session(store: Store, sessions: Dict[str, DPUSession], dpu: str) -> DPUSession:
-    return sessions.get(dpu) or sessions.setdefault(dpu, DPUSession(get_dpu(dpu), store))
+    if dpu not in sessions:
+        sessions[dpu] = DPUSession(get_dpu(dpu), store)
+        sessions[dpu].freeze_code = True   # one run ships the code as it was at its start
+    return sessions[dpu]
 
 
 def _settle(store: Store, job_ids: List[int], sessions: Dict[str, DPUSession]) -> None:

@@ -187,10 +187,17 @@ def fill(text: str, **values: Any) -> str:
 
 def current_user() -> str:
     """The login name of this process's user (the uid as text when it has none)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+    # getpass looks these up in this order, then the password database (slow, so remembered).
+    key = (os.getuid(), *(os.environ.get(n) for n in ("LOGNAME", "USER", "LNAME", "USERNAME")))
+    if key not in _USERS:
+        try:
+            _USERS[key] = getpass.getuser()
+        except (KeyError, OSError):
+            _USERS[key] = str(os.getuid())
+    return _USERS[key]
+
+
+_USERS: Dict[Tuple[Optional[str] | int, ...], str] = {}
 
 
 def dpu_home() -> Path:

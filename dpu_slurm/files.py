@@ -68,9 +68,10 @@ def private_file(path: Path) -> None:
     tighten(path, PRIVATE_FILE, st)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE, durable: bool = True) -> None:
     """Replace `path` whole: a unique temp file beside it (O_EXCL, no symlink), then rename.
-    Writers racing on one path each rename a complete file; the last one wins."""
+    Writers racing on one path each rename a complete file; the last one wins. A killed writer
+    never leaves a partial file; `durable` also fsyncs, so a power cut cannot either."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -78,7 +79,8 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
             fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

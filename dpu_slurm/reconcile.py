@@ -49,7 +49,12 @@ def process_start(pid: int) -> Optional[str]:
 def submitter_note() -> str:
     """The note a recorded job carries while this process submits it."""
     pid = os.getpid()
-    return f"{SUBMITTING} pid {pid} on {socket.gethostname()} started {process_start(pid) or '?'}"
+    if pid not in _NOTES:   # a process's start time never changes: read /proc once
+        _NOTES[pid] = f"{SUBMITTING} pid {pid} on {socket.gethostname()} started {process_start(pid) or '?'}"
+    return _NOTES[pid]
+
+
+_NOTES: Dict[int, str] = {}
 
 
 def submitter_alive(note: str) -> bool:

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import bundle as bundles
 from . import journal, trial
@@ -129,6 +129,13 @@ class DPUSession:
         self._transport: Optional[Transport] = transport   # None: connect when first needed
         self._scheduler: Optional[Scheduler] = None
         self.unreachable = ""  # why the last poll could not reach the DPU, if it could not
+        # A run of many submits (dpu bulk) ships the code as it was at the first one: its bundle
+        # is built and sent once, not hashed again per entry.
+        self.freeze_code = False
+        self._built: Dict[Optional[Path], bundles.Bundle] = {}     # code folder -> its bundle
+        self._shipped: Dict[Tuple[str, str], str] = {}     # (digest, bundles folder) -> unpacked
+        # Workdirs found ours: once they are, only we and root can change that (folders.py).
+        self._owned: Set[str] = set()
 
     @property
     def transport(self) -> Transport:
@@ -171,7 +178,12 @@ class DPUSession:
                            f"its config names no path for version {plan.aweversion or '(none)'}; "
                            "add awe_versions: {NAME: {path: ...}} or ship your code (send_code=True; "
                            "shell: leave out --no-send-code)")
-        bundle = bundles.build(awepipe if plan.send_code else None, private_dir(dpu_home() / "bundles"))
+        code = awepipe if plan.send_code else None
+        bundle = self._built.get(code) if self.freeze_code else None
+        if bundle is None:
+            bundle = bundles.build(code, private_dir(dpu_home() / "bundles"))
+            if self.freeze_code:
+                self._built[code] = bundle
         sid = store_id(self.store)
         # Processes per array job; the local runner takes a whole job at once (one "chunk").
         chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
@@ -186,11 +198,13 @@ class DPUSession:
                 recorded(job_id)
             workdir = self.workdir()
             # Job scripts and code run from there: nobody else may be able to change them.
-            self.transport.own_workdir(workdir, ("jobs", "bundles"))
+            if workdir not in self._owned:
+                self.transport.own_workdir(workdir, ("jobs", "bundles"))
+                self._owned.add(workdir)
             jobdir = f"{workdir}/jobs/{job_id}.{sid}"
             self.store.set_jobdir(job_id, jobdir, bundle.digest)
             fault("record")
-            unpacked = self.transport.ensure_bundle(bundle, f"{workdir}/bundles")
+            unpacked = self._ship(bundle, f"{workdir}/bundles")
             paths = [f"{unpacked}/worker"]
             # {examples}: the example pipeline installed with dpu_slurm (the local DPU's "master")
             installed = str(version.get("path", "")).replace("{examples}", str(packaged("examples")))
@@ -232,6 +246,15 @@ class DPUSession:
         # The queue page's view of the job (every user's, see index.py); never fails the submit.
         write_card(self.transport, self.dpu, self.store.job(job_id), store_id(self.store))
         return job_id
+
+    def _ship(self, bundle: bundles.Bundle, root: str) -> str:
+        """The bundle unpacked on the target (sent once per session when the code is frozen)."""
+        unpacked = self._shipped.get((bundle.digest, root)) if self.freeze_code else None
+        if unpacked is None:
+            unpacked = self.transport.ensure_bundle(bundle, root)
+            if self.freeze_code:
+                self._shipped[(bundle.digest, root)] = unpacked
+        return unpacked
 
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:

@@ -342,3 +342,40 @@ def test_a_home_relative_workdir_renders_for_sge_and_pbs_in_a_dry_run(env: Env, 
                          "  - {key: b, sequence: Null, dpu: pb}\n")
     out = run_bulk(capsys, "--dry-run", str(path))  # '~' used to reach '#$ -o' unexpanded: bad entry
     assert [e["state"] for e in out["entries"]] == ["would-submit", "would-submit"]
+
+
+def test_one_run_hashes_and_checks_once_and_every_job_gets_the_same_code(
+        env: Env, capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk run is one snapshot of the code: the tree is hashed and the workdir checked at the
+    first entry only (they cost more than the sbatch of a small entry), and all jobs share it."""
+    from dpu_slurm import bundle
+    from dpu_slurm.transport import local
+
+    builds: List[int] = []
+    checks: List[str] = []
+    real_build, real_own = bundle.build, local.folders.own_workdir
+    monkeypatch.setattr(bundle, "build", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    monkeypatch.setattr(local.folders, "own_workdir",
+                        lambda path, subs=(): checks.append(path) or real_own(path, subs))
+    out = run_bulk(capsys, str(manifest(env, NIGHT)))
+    assert out["counts"]["submitted"] == 5
+    assert len(builds) == 1 and len(checks) == 1, (builds, checks)
+    assert len({j.bundle for j in jobs()}) == 1
+
+
+def test_runs_at_the_prompt_hash_the_code_again(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only bulk freezes the code: two dpu.run calls with an edit between them ship two bundles."""
+    from dpu_slurm.processor import Processor
+
+    code = env.cwd / "awepipe"
+    import shutil
+    shutil.copytree(REPO / "examples" / "awepipe", code)
+    dpu = Processor("testlocal", awepipe=code, out=io.StringIO())
+    try:
+        first = dpu.run("Null", m="a", return_jobid=True)
+        (code / "edited.py").write_text("X = 1\n")
+        second = dpu.run("Null", m="b", return_jobid=True)
+        by_id = {j.id: j.bundle for j in jobs()}
+        assert by_id[first] != by_id[second]
+    finally:
+        dpu.close()

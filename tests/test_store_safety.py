@@ -365,3 +365,22 @@ def test_a_delete_journal_store_runs_jobs_end_to_end(env: Env, monkeypatch: pyte
     store = open_store()
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     store.close()
+
+
+def test_settings_are_fsynced_and_job_inputs_are_only_renamed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting written by atomic_write survives a power cut (fsync before the rename); a job's
+    input files are renamed into place whole but not fsynced, as the SSH helper writes them
+    (a killed submitter still leaves no part-written file: the temp name is never the file's)."""
+    from dpu_slurm import files
+    from dpu_slurm.transport.local import LocalTransport
+
+    synced: List[int] = []
+    real = os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    files.atomic_write(tmp_path / "environment.yaml", b"dpu_name: x\n")
+    assert len(synced) == 1
+    LocalTransport().write_files({str(tmp_path / "jobs" / "1" / "job.json"): b"{}"})
+    assert len(synced) == 1
+    assert (tmp_path / "jobs" / "1" / "job.json").read_bytes() == b"{}"
+    assert [p.name for p in (tmp_path / "jobs" / "1").iterdir()] == ["job.json"]

@@ -34,9 +34,11 @@ class LocalTransport(Transport):
 
     def write_files(self, files: Dict[str, bytes]) -> None:
         """Write each file through a unique temp name and a rename."""
+        # No fsync (as the SSH helper): these are one job's inputs, written once per submit; a
+        # killed submitter cannot leave a part-written one, and a power cut takes the job too.
         for name, data in files.items():
             os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
-            atomic_write(Path(name), data, 0o644)
+            atomic_write(Path(name), data, 0o644, durable=False)
 
     def read_files(self, paths: Sequence[str]) -> Dict[str, Optional[bytes]]:
         """Each file's bytes, None when missing."""
