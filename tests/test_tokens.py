@@ -84,6 +84,7 @@ def test_version_2_store_gains_the_bulk_and_token_tables_and_keeps_its_jobs(tmp_
     store.close()
     db = sqlite3.connect(path)   # make it a version-2 store again
     db.executescript("DROP TABLE bulk_entries; DROP TABLE tokens; ALTER TABLE procs DROP COLUMN missing;"
+                     "ALTER TABLE procs DROP COLUMN attempt; DROP TABLE attempts;"
                      "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()
     store = Store(path)
