@@ -216,7 +216,17 @@ def _scalar(name: str, value: Any) -> None:
         _encodable(f"option {name}", value)
         return
     raise BadCard(f"option {name} is a {type(value).__name__}; options are texts, numbers, "
-                  "true/false, null or lists of those")
+                  "true/false, null, lists of those or one level of names to those (like pars)")
+
+
+def _flat(name: str, value: Any) -> None:
+    if isinstance(value, list):
+        if len(value) > MAX_LIST:
+            raise BadCard(f"option {name} lists more than {MAX_LIST} values")
+        for item in value:
+            _scalar(name, item)
+    else:
+        _scalar(name, value)
 
 
 def _options(options: Any) -> None:
@@ -225,10 +235,11 @@ def _options(options: Any) -> None:
                       f"not {_short(options)}")
     for key, value in options.items():
         _text("option name", key, 200)
-        if isinstance(value, list):
+        if isinstance(value, dict):  # a parameter set such as pars={'max_iter': 5}: one level
             if len(value) > MAX_LIST:
-                raise BadCard(f"option {_short(key)} lists more than {MAX_LIST} values")
-            for item in value:
-                _scalar(_short(key), item)
+                raise BadCard(f"option {_short(key)} holds more than {MAX_LIST} names")
+            for sub, item in value.items():
+                _text(f"a name in option {_short(key)}", sub, 200)
+                _flat(f"{_short(key)}[{_short(sub)}]", item)
         else:
-            _scalar(_short(key), value)
+            _flat(_short(key), value)

@@ -37,9 +37,18 @@ def test_a_good_card_parses() -> None:
     assert Card.parse(card()).options["l"] == ["a", 2]
 
 
+def test_a_parameter_set_option_is_kept_on_the_card() -> None:
+    """ReadNoise's and HotPixels' pars={} (a mapping of names to values) is a card's option:
+    refusing it left those jobs off the queue page."""
+    parsed = Card.parse(card(options={"pars": {"max_iter": 5, "tags": ["a", "b"]}, "empty": {}}))
+    assert parsed.options == {"pars": {"max_iter": 5, "tags": ["a", "b"]}, "empty": {}}
+
+
 @pytest.mark.parametrize("raw, message", [
     (card(options="boom"), "options must be a mapping"),
-    (card(options={"a": {"b": 1}}), "option 'a' is a dict"),
+    (card(options={"a": {"b": {"c": 1}}}), "option 'a'['b'] is a dict"),
+    (card(options={"a": {"": 1}}), "a name in option 'a' must be a text"),
+    (card(options={"a": {str(i): i for i in range(1001)}}), "option 'a' holds more than"),
     (card(options={"a": [[1]]}), "option 'a' is a list"),
     (card(nproc=3000000), "nproc must be an integer from 1 to 100000, not 3000000"),
     (card(nproc=True), "nproc must be an integer"),
