@@ -6,14 +6,13 @@ before the jobs finished.
 from __future__ import annotations
 
 import argparse
-import code
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import __version__, bulk
+from . import __version__, bulk, shell
 from .config import DPUConfig, config_files, discover, load_file
 from .errors import ConfigError, DPUError
 from .processor import Processor
@@ -22,13 +21,6 @@ from .states import STATUS_TERMINAL, JobStatus
 from .web import commands as web_commands
 
 OK, FAILED, USAGE, TIMEOUT = 0, 1, 2, 3
-
-BANNER = """\
-               Welcome to the Astro-WISE Environment
-
-Initializing Distributed Processing Unit...
-"""
-
 
 def _options(pairs: Sequence[str]) -> Dict[str, str]:
     out: Dict[str, str] = {}
@@ -243,23 +235,9 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
-        print(BANNER)
-        print(f"Current profile:\n- username : {dpu.user}\n- DPU      : {dpu.dpu_name}\n")
-        _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
+        shell.interact(dpu)
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
-
-
-class _Console(code.InteractiveConsole):
-    """The `dpu shell` prompt: a DPUError (a bad option, an unknown job...) is one line saying
-    what to do, as in the seed's session, not a traceback."""
-
-    def showtraceback(self) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, DPUError):
-            self.write(f"{type(exc).__name__}: {exc}\n")
-        else:
-            super().showtraceback()
 
 
 def _config_check(files: Sequence[str], as_json: bool) -> int:
