@@ -72,10 +72,17 @@ def test_show_sequence_options_prints_the_seed_lines(session: Session) -> None:
     assert all(PREFIX.match(line) for line in lines)
     messages = [PREFIX.sub("", line) for line in lines]
     assert messages[0] == "Recognized options for the OptionsParser are:"
-    assert len(messages) == 1 + len(SEED_SHOW)
-    for seed, got in zip(SEED_SHOW, messages[1:], strict=True):
-        # The seed's text first; a help text may follow after two spaces.
-        assert got == seed or got.startswith(seed + "  ")
+    assert messages[1:] == SEED_SHOW  # to the letter: the help text only with verbose=True
+
+
+def test_show_sequence_options_verbose_puts_each_help_text_on_its_own_line(session: Session) -> None:
+    session.dpu.show_sequence_options("HotPixels", verbose=True)
+    messages = [PREFIX.sub("", line) for line in session.printed()]
+    assert [m for m in messages if m.startswith('"')] == SEED_SHOW
+    at = messages.index(SEED_SHOW[0])
+    assert messages[at + 1] == "    instrument name: WFI, OMEGACAM"
+    assert messages[messages.index(SEED_SHOW[-1]) + 1] == \
+        "    commit the results so get_job_result returns them"
 
 
 def test_show_sequence_identifiers_lists_every_identifier(session: Session) -> None:

@@ -193,7 +193,8 @@ def test_shell_prints_the_banner_and_gives_a_ready_dpu(env: Env) -> None:
     assert "Welcome to the Astro-WISE Environment" in proc.stdout
     assert "Initializing Distributed Processing Unit..." in proc.stdout
     assert "IDS ['Null', 'ReadNoise']" in proc.stdout
-    assert f"- username : {current_user()}\n- DPU      : testlocal" in proc.stdout
+    assert f"- username : {current_user()}\n- DPU      : testlocal (local, this machine)" in proc.stdout
+    assert "awe> IDS" in proc.stdout  # the HOW-TO's prompt
 
 
 def test_cleanup_removes_old_unused_bundles_and_keeps_the_rest(capsys: Capture, env: Env) -> None:
