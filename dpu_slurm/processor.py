@@ -23,7 +23,7 @@ from .errors import ConfigError, DPUError, JobNotFound
 from .futures import DPUJob, as_completed
 from .plan import make_plan
 from .rerun import history_lines
-from .seed_lines import identifier_lines, job_logs, option_lines
+from .seed_lines import StatusViews, identifier_lines, job_logs, option_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .session_log import LogLines, SessionWriter
 from .states import STATUS_TERMINAL, Phase
@@ -273,7 +273,7 @@ class Processor:
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
-        return views
+        return StatusViews(views)
 
     def poll(self, jobids: JobIds) -> List[JobView]:
         """Poll the jobs' DPUs once; their views, printing nothing."""

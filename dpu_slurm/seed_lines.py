@@ -5,7 +5,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .catalog import Catalog, Option, Sequence_
-from .session import DPUSession
+from .session import DPUSession, JobView
 from .states import PROC_TERMINAL
 from .store import Job, Proc
 
@@ -75,9 +75,21 @@ def job_logs(session: DPUSession, job: Job) -> List[str]:
     return lines
 
 
+class StatusViews(List[JobView]):
+    """get_status' job views: a list, echoed at the prompt as a summary, not a second copy of
+    the lines it printed."""
+
+    def __repr__(self) -> str:
+        words: Dict[str, int] = {}
+        for view in self:
+            words[str(view.status)] = words.get(str(view.status), 0) + 1
+        summary = ", ".join(f"{n} {word}" for word, n in words.items())
+        return f"<status of {len(self)} job(s)" + (f": {summary}>" if summary else ">")
+
+
 def _default(value: Any) -> str:
     return "" if value == "" else str(value)
 
 
-__all__ = ["RULE", "identifier_lines", "job_logs", "job_status_code", "option_lines",
+__all__ = ["RULE", "StatusViews", "identifier_lines", "job_logs", "job_status_code", "option_lines",
            "process_log", "sequence_doc"]

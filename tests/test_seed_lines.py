@@ -31,6 +31,7 @@ SEED_JOBIDS = "dpu.get_jobids()"
 SEED_CANCEL_LOOP = "for jobid in dpu.get_jobids(): dpu.cancel_job(jobid)"  # the completion
 SEED_LOGS = "dpu.get_logs()"
 SEED_CANCEL = "dpu.cancel_job(313)"
+SEED_STATUS = "dpu.get_status()"
 
 
 def shell(env: Env, lines: List[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -65,6 +66,7 @@ def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: E
         SEED_CANCEL_LOOP,
         "",
         SEED_LOGS,
+        SEED_STATUS,
         "Env['dpu_name']",
         SEED_CANCEL,
         "print('STILL HERE')",
@@ -94,6 +96,10 @@ def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: E
     logs = "\n".join(said)
     assert re.search(rf"{STAMP} - {re.escape(RULE)}\n{STAMP} - job_status = 0\n{STAMP} - "
                      rf"{re.escape(RULE)}\n(.*\n)*?{STAMP} - Message: first", logs)
+    # get_status(): the lines once each, then an echo that is no second copy of them
+    assert sum(f"Jobid {jid} has status " in out for jid in (1, 2, 3)) == 3
+    assert said.count("Jobid 1 has status FINISHED N/E/A/S/U 1/0/0/0/0") == 1
+    assert re.search(r"^<status of 3 job\(s\): \d FINISHED(, 1 RUNNING)?>$", "\n".join(said), re.M)
     assert "awe> 'local'" in out           # Env['dpu_name']: the default DPU (nothing saved)
     assert "JobNotFound: no job with identifier 313" in proc.stderr
     assert "Traceback" not in proc.stderr and "STILL HERE" in out
