@@ -70,7 +70,11 @@ def parser() -> argparse.ArgumentParser:
 
     for name, text in (("status", "status and N/E/A/S/U counters"), ("logs", "the jobs' log lines")):
         s = sub.add_parser(name, parents=[common], help=text)
-        s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs")
+        s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs"
+                       if name == "status" else "default: all your jobs on the DPU")
+        if name == "logs":
+            s.add_argument("--recent", action="store_true",
+                           help="without ids: only active jobs and those ended in the last 24 h")
         if name == "status":
             s.add_argument("--attempts", action="store_true", help="also each rerun process's attempts")
     rr = sub.add_parser("rerun", parents=[common], help="resubmit the failed processes of a finished job")
@@ -92,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("sequences", parents=[common], help="the task sequences the DPU recognises")
     o = sub.add_parser("options", parents=[common], help="the options of a sequence")
     o.add_argument("sequence")
+    o.add_argument("-v", "--verbose", action="store_true", help="also each option's help text")
     sub.add_parser("dpus", parents=[common], help="the known DPUs")
     sel = sub.add_parser("select", parents=[common], help="save a DPU as your default")
     sel.add_argument("name")
@@ -191,7 +196,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, ids) if args.json else print(" ".join(map(str, ids)))
         return OK
     if cmd == "logs":
-        lines = dpu.get_logs(args.jobids or None)
+        lines = dpu.get_logs(args.jobids or None, recent=args.recent)
         _emit(args, lines)
         return OK
     if cmd == "result":
@@ -213,7 +218,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         return OK
     if cmd == "options":
         _emit(args, dpu.get_sequence_options(args.sequence)) if args.json else \
-            dpu.show_sequence_options(args.sequence)
+            dpu.show_sequence_options(args.sequence, args.verbose)
         return OK
     if cmd == "dpus":
         if not args.json:
