@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 import time
@@ -34,10 +36,11 @@ SEED_CANCEL = "dpu.cancel_job(313)"
 SEED_STATUS = "dpu.get_status()"
 
 
-def shell(env: Env, lines: List[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`dpu shell --dpu testlocal` with these lines typed, one by one, then end of input."""
+def shell(env: Env, lines: List[str], timeout: float = 120,
+          dpu: str = "testlocal") -> subprocess.CompletedProcess[str]:
+    """`dpu shell --dpu DPU` with these lines typed, one by one, then end of input."""
     environ = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+    proc = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", dpu],
                           input="\n".join(lines) + "\n", cwd=env.cwd, env=environ,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
@@ -103,6 +106,42 @@ def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: E
     assert "awe> 'local'" in out           # Env['dpu_name']: the default DPU (nothing saved)
     assert "JobNotFound: no job with identifier 313" in proc.stderr
     assert "Traceback" not in proc.stderr and "STILL HERE" in out
+
+
+def test_the_awe_prompt_in_a_terminal(env: Env) -> None:
+    """The same prompt on a real terminal (a pty), where the console reads with line editing."""
+    env.write_dpu()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=env.cwd,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "dumb"})
+    os.close(slave)
+    seen = b""
+
+    def upto(marker: bytes) -> str:
+        nonlocal seen
+        end = time.monotonic() + 60
+        while marker not in seen:
+            assert time.monotonic() < end, seen.decode(errors="replace")
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 65536)
+        text, _, seen = seen.partition(marker)
+        return text.decode(errors="replace").replace("\r\n", "\n")
+
+    try:
+        banner = upto(b"awe> ")
+        assert "Welcome to the Astro-WISE Environment" in banner and "Current profile:" in banner
+        os.write(master, (SEED_OPTIONS + "\n").encode())
+        assert repr(SEED_HOTPIXELS) in upto(b"awe> ")
+        os.write(master, (SEED_CANCEL + "\n").encode())
+        assert "JobNotFound: no job with identifier 313" in upto(b"awe> ")
+        os.write(master, b"\x04")  # end of input, as a user's Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
 
 
 def test_show_sequence_identifiers_filters_by_name(session: Session) -> None:
@@ -200,3 +239,41 @@ def test_env_in_the_shell_sets_the_default_for_the_next_session(env: Env) -> Non
     assert "awe> 'testlocal'" in proc.stdout
     assert "ConfigError: unknown DPU 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert yaml.safe_load(environment_file().read_text()) == {"dpu_name": "testlocal"}
+
+
+@pytest.mark.slurm
+def test_the_seeds_lines_at_the_awe_prompt_on_the_slurm_dpu(env: Env, slurm_cluster: None) -> None:
+    (env.config / "testslurm.yaml").write_text(yaml.safe_dump({
+        "name": "testslurm", "scheduler": "slurm", "workdir": str(env.work / "slurm"), "time_factor": 1,
+        "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
+        "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}))
+    try:
+        proc = shell(env, [
+            "done = dpu.run('Null', m='on slurm', dpu_mem=100, return_jobid=True)",
+            "_ = dpu.wait(done, timeout=120, interval=0.5)",
+            "long = dpu.run('Null', s=300, dpu_mem=100, return_jobid=True)",
+            SEED_JOBIDS,
+            SEED_STATUS,
+            SEED_CANCEL_LOOP,
+            "",
+            SEED_LOGS,
+            SEED_CANCEL,
+            "dpu.cancel_job(long, force=True)",
+        ], timeout=300, dpu="testslurm")
+    finally:
+        store = Processor("testslurm", out=io.StringIO(), session_log=False)
+        for job_id in store.get_jobids():  # leave the shared cluster empty
+            natives = store.poll(job_id)[0].job.native_ids
+            if natives:
+                subprocess.run(["scancel", *natives], check=False)
+        store.close()
+    said = messages(proc.stdout)
+    assert "awe> [1, 2]" in proc.stdout
+    assert "Jobid 1 has status FINISHED N/E/A/S/U 1/0/0/0/0" in said
+    assert any("Job 1 is finished (status FINISHED N/E/A/S/U 1/0/0/0/0); nothing to cancel" in m
+               for m in said)
+    assert any(m.startswith(("Cancelled job 2", "Job 2 has 1 running process(es)")) for m in said)
+    logs = "\n".join(said)
+    assert re.search(rf"{STAMP} - {re.escape(RULE)}\n{STAMP} - job_status = 0\n{STAMP} - "
+                     rf"{re.escape(RULE)}\n(.*\n)*?{STAMP} - Message: on slurm", logs)
+    assert "JobNotFound: no job with identifier 313" in proc.stderr and "Traceback" not in proc.stderr
