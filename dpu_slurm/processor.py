@@ -21,6 +21,7 @@ from .config import (
 from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
 from .futures import DPUJob, as_completed
+from .index import own_job_ids
 from .plan import make_plan
 from .rerun import history_lines
 from .seed_lines import StatusViews, identifier_lines, job_logs, option_lines
@@ -219,9 +220,13 @@ class Processor:
             self._say(line)
 
     # -- jobs -------------------------------------------------------------------------------
-    def get_jobids(self) -> List[int]:
-        """Identifiers of your jobs on this DPU."""
-        return [j.id for j in self._store.jobs(dpu=self.dpu_name)]
+    def get_jobids(self, everywhere: bool = False) -> List[int]:
+        """Identifiers of your jobs on this DPU (everywhere=True: also those the DPU's job index
+        holds from your other machines' stores; an id is unique within one store)."""
+        ids = [j.id for j in self._store.jobs(dpu=self.dpu_name)]
+        if everywhere:
+            ids = sorted(set(ids) | set(own_job_ids(self._session.transport, self._session.dpu)))
+        return ids
 
     def _jobs(self, jobids: JobIds, recent: bool = True) -> List[Job]:
         if jobids is None and not recent:

@@ -277,3 +277,20 @@ def test_the_seeds_lines_at_the_awe_prompt_on_the_slurm_dpu(env: Env, slurm_clus
     assert re.search(rf"{STAMP} - {re.escape(RULE)}\n{STAMP} - job_status = 0\n{STAMP} - "
                      rf"{re.escape(RULE)}\n(.*\n)*?{STAMP} - Message: on slurm", logs)
     assert "JobNotFound: no job with identifier 313" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_get_jobids_everywhere_lists_the_jobs_of_your_other_stores_from_the_job_index(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.write_dpu()
+    here = Processor("testlocal", out=io.StringIO(), session_log=False)
+    mine = here.run("Null", return_jobid=True)
+    monkeypatch.setenv("DPU_HOME", str(env.root / "other-machine"))  # another store, same DPU
+    there = Processor("testlocal", out=io.StringIO(), session_log=False)
+    theirs = [there.run("Null", m=str(i), return_jobid=True) for i in range(3)]
+    there.close()
+    assert theirs == [1, 2, 3] and mine == 1
+    try:
+        assert here.get_jobids() == [1]                      # this machine's store
+        assert here.get_jobids(everywhere=True) == [1, 2, 3]  # what the DPU's index holds of yours
+    finally:
+        here.close()
