@@ -103,7 +103,11 @@ class DPUJob:
 
     def _repr_html_(self) -> str:
         """A notebook's view: polled at each display, N/E/A/S/U as a bar (all text escaped)."""
-        view = self.status()
+        try:
+            view = self.status()
+        except DPUError as exc:  # a display must not fail: the error, and the last view if any
+            note = f'<div class="dpu-job">{html.escape(f"Jobid {self.id}: {exc}")}</div>'
+            return note + (render_html(self.last, self.last.job.dpu) if self.last else "")
         return render_html(view, view.job.dpu)
 
     # -- helpers ----------------------------------------------------------------------------

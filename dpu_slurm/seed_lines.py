@@ -5,6 +5,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .catalog import Catalog, Option, Sequence_
+from .errors import SequenceError
 from .session import DPUSession, JobView
 from .states import PROC_TERMINAL
 from .store import Job, Proc
@@ -34,7 +35,8 @@ def identifier_lines(catalog: Catalog, identifier: Optional[str] = None) -> List
     """One line per sequence; `identifier` filters by name (case-blind, a part of the name
     matches), and an exact name also lists that sequence's options."""
     if identifier is not None and not isinstance(identifier, str):
-        raise TypeError(f"show_sequence_identifiers takes a name like 'HotPixels', not {identifier!r}")
+        raise SequenceError(f"show_sequence_identifiers takes a name like 'HotPixels' (or a part of "
+                            f"one), not {identifier!r}")
     wanted = (identifier or "").strip().lower()
     found = [s for ident, s in catalog.sequences.items() if wanted in ident.lower()]
     if not found:

@@ -120,3 +120,8 @@ def test_a_notebook_run_headless_shows_the_job_and_awaits_its_result(
     again = nb.cells[3].outputs[-1]["data"]["text/html"]
     assert "FINISHED N/E/A/S/U 3/0/0/0/0" in again  # re-displayed: the new state
     assert f"background:{COLOURS['N']}" in again
+
+
+def test_a_view_that_cannot_be_polled_shows_why_instead_of_failing(session: Session) -> None:
+    shown = DPUJob(session.dpu, 999)._repr_html_()
+    assert "Jobid 999: no job with identifier 999" in shown and "<script" not in shown

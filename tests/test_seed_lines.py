@@ -17,7 +17,7 @@ import yaml
 import dpu_slurm.processor as processor_module
 from dpu_slurm import cli
 from dpu_slurm.config import current_user, environment_file
-from dpu_slurm.errors import ConfigError, OptionError
+from dpu_slurm.errors import ConfigError, OptionError, SequenceError
 from dpu_slurm.processor import Processor
 from tests.conftest import REPO, Env, Session
 from tests.test_catalog import SEED_HOTPIXELS, SEED_SHOW
@@ -163,6 +163,8 @@ def test_show_sequence_identifiers_filters_by_name(session: Session) -> None:
     session.out.seek(0)
     session.dpu.show_sequence_identifiers()
     assert len(session.printed()) == len(session.dpu.get_sequence_identifiers())
+    with pytest.raises(SequenceError, match="takes a name like 'HotPixels'"):
+        session.dpu.show_sequence_identifiers(3)  # type: ignore[arg-type]
 
 
 def test_get_logs_without_ids_returns_every_job_and_recent_keeps_the_24_hours(
