@@ -149,7 +149,7 @@ class Processor:
         """Print the known task sequences with a one-line description; `identifier` filters by
         name (a part of it will do), and an exact name also prints that sequence's options."""
         for line in identifier_lines(self.catalog, identifier):
-            self._say(line)
+            self._say.raw(printable(line))  # unprefixed, as the HOW-TO prints its listings
 
     def get_sequence_options(self, sequence: str) -> List[List[str]]:
         """``[[short names..., long names...]]`` of the options a sequence recognises."""
@@ -159,7 +159,7 @@ class Processor:
     def show_sequence_options(self, sequence: str, verbose: bool = False) -> None:
         """Print the options a sequence accepts with their defaults (verbose: and their help)."""
         for line in option_lines(self.catalog.sequence(sequence).options, verbose):
-            self._say(line)
+            self._say.raw(printable(line))  # the HOW-TO's lines, unprefixed
 
     # -- run --------------------------------------------------------------------------------
     def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,

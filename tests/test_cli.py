@@ -130,10 +130,10 @@ def test_sequences_options_dpus(capsys: Capture) -> None:
     assert [d["current"] for d in listed] == [True, False]
     assert cli.main(["options", "HotPixels"]) == 0
     shown = capsys.readouterr().out
-    assert re.search(r' - "tpl" or "template" \(default: None\)$', shown, re.M)
+    assert re.search(r'^"tpl" or "template" \(default: None\)$', shown, re.M)
     assert "template name" not in shown  # the help text only with --verbose
     assert cli.main(["options", "HotPixels", "--verbose"]) == 0
-    assert re.search(r' - "tpl" or "template" \(default: None\)\n.* -     template name$',
+    assert re.search(r'^"tpl" or "template" \(default: None\)\n    template name$',
                      capsys.readouterr().out, re.M)
     assert cli.main(["dpus", "--dpu", "testlocal"]) == 0
     lines = capsys.readouterr().out.splitlines()
