@@ -27,6 +27,7 @@ PREFIX = re.compile(rf"^\[[^\]]+\] {STAMP} - ")
 RULE = "+" * 44
 
 # Lines copied from the HOW-TO as they stand there (after its "awe> " prompt).
+SEED_IDENTIFIERS = "dpu.get_sequence_identifiers()"
 SEED_OPTIONS = "dpu.get_sequence_options('HotPixels')"
 SEED_SHOW_OPTIONS = "dpu.show_sequence_options('HotPixels')"
 SEED_JOBIDS = "dpu.get_jobids()"
@@ -55,6 +56,8 @@ def messages(text: str) -> List[str]:
 def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: Env) -> None:
     env.write_dpu(slots=1)
     proc = shell(env, [
+        SEED_IDENTIFIERS,
+        "dpu.get_dpu_identifiers()",
         SEED_OPTIONS,
         SEED_SHOW_OPTIONS,
         "dpu.show_sequence_identifiers('HotPixels')",  # the HOW-TO's (sequence identifier)
@@ -83,6 +86,9 @@ def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: E
         said.index("Initializing Distributed Processing Unit...") < said.index("Current profile:")
     assert f"- username : {current_user()}" in said
     assert f"awe> {SEED_HOTPIXELS!r}" in out  # get_sequence_options echoes the HOW-TO's list
+    assert "awe> ['Null', 'ReadNoise', 'Bias', 'HotPixels', 'Null>Null', 'Bias>HotPixels', " \
+           "'Bias>ReadNoise']" in out
+    assert "awe> ['local', 'testlocal']" in out
     assert out.count("awe> ") >= 17  # every line typed at the HOW-TO's prompt
     start = said.index("Recognized options for the OptionsParser are:")
     assert said[start + 1:start + 1 + len(SEED_SHOW)] == SEED_SHOW
@@ -135,6 +141,11 @@ def test_the_awe_prompt_in_a_terminal(env: Env) -> None:
         assert repr(SEED_HOTPIXELS) in upto(b"awe> ")
         os.write(master, (SEED_CANCEL + "\n").encode())
         assert "JobNotFound: no job with identifier 313" in upto(b"awe> ")
+        os.write(master, b"dpu.select_dpu()\n")  # the HOW-TO's line: it asks which DPU
+        listing = upto(b"DPU name: ")
+        assert re.search(r"\* testlocal\s+local\s+this machine", listing) and " local " in listing
+        os.write(master, b"local\n")
+        assert re.search(r"Selected DPU local\s+'local'", upto(b"awe> "))
         os.write(master, b"\x04")  # end of input, as a user's Ctrl-D
         assert proc.wait(timeout=30) == 0
     finally:
