@@ -140,7 +140,10 @@ def render_html(view: JobView, dpu: str) -> str:
                      f'background:{colour}"></div>')
     head = (f"Jobid {view.job.id} {view.job.sequence} on DPU {dpu}: {view.status} "
             f"N/E/A/S/U {view.counts.line()}")
-    note = f"<div>{html.escape(view.job.error)}</div>" if view.job.error else ""
+    counts = view.counts
+    procs = "" if view.status in STATUS_TERMINAL else \
+        f"<div>processes: {counts.running} running, {counts.queued} queued, {counts.done} ended</div>"
+    note = procs + (f"<div>{html.escape(view.job.error)}</div>" if view.job.error else "")
     return (f'<div class="dpu-job"><div>{html.escape(head)}</div>'
             '<div style="display:flex;width:24em;height:0.9em;border:1px solid #888">'
             f'{"".join(parts)}</div>{note}</div>')

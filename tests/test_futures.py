@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Callable
 
 import nbformat
@@ -82,10 +83,11 @@ def test_the_notebook_view_is_a_bar_refreshed_at_each_display(session: Session) 
     before = job._repr_html_()
     assert "Jobid 1 Null on DPU testlocal: " in before and "N/E/A/S/U 0/0/0/0/0" in before
     assert "2 not ended yet" in before and COLOURS["N"] not in before
+    assert re.search(r"processes: [0-2] running, [0-2] queued, 0 ended", before)
     job.cancel(force=True)
     job.wait(timeout=30, interval=0.05)
     after = job._repr_html_()  # displayed again: polled again
-    assert "FINISHED N/E/A/S/U 0/0/2/0/0" in after
+    assert "FINISHED N/E/A/S/U 0/0/2/0/0" in after and "processes:" not in after
     assert f'title="2 aborted (A)" style="width:100.00%;background:{COLOURS["A"]}"' in after
 
 
