@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from typing import TYPE_CHECKING, Any, Dict, Generator, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Generator, Iterable, Iterator, List, Optional
 
 from .errors import DPUError
 from .session import JobView
@@ -156,25 +156,50 @@ def as_completed(jobs: Iterable[DPUJob], timeout: Optional[float] = None,
     pending = list(dict.fromkeys(jobs))
     end = None if timeout is None else time.monotonic() + timeout
     while pending:
-        groups: Dict[int, List[DPUJob]] = {}
-        for job in pending:
-            groups.setdefault(id(job.processor), []).append(job)
-        finished: List[DPUJob] = []
-        for group in groups.values():
-            views = {v.job.id: v for v in group[0].processor.poll([j.id for j in group])}
-            for job in group:
-                job.last = views[job.id]
-                if job.last.status in STATUS_TERMINAL:
-                    finished.append(job)
-        for job in finished:
-            pending.remove(job)
+        yield from _settled(pending)
+        if pending:
+            time.sleep(_pause(pending, timeout, end, interval))
+
+
+async def as_completed_async(jobs: Iterable[DPUJob], timeout: Optional[float] = None,
+                             interval: float = 1.0) -> AsyncIterator[DPUJob]:
+    """``async for job in as_completed_async(jobs)``: as_completed for asyncio."""
+    pending = list(dict.fromkeys(jobs))
+    end = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        for job in _settled(pending):
             yield job
-        if not pending:
-            return
-        if end is not None and time.monotonic() >= end:
-            raise JobTimeout(f"{len(pending)} job(s) not finished after {timeout:g} s: "
-                             f"{', '.join(str(j.id) for j in pending)}; they go on running")
-        time.sleep(interval if end is None else min(interval, max(0.0, end - time.monotonic())))
+        if pending:
+            await asyncio.sleep(_pause(pending, timeout, end, interval))
 
 
-__all__ = ["DPUJob", "JobFailed", "JobTimeout", "as_completed", "render_html"]
+def _settled(pending: List[DPUJob]) -> List[DPUJob]:
+    """Poll each DPU of the pending jobs once; take the finished ones out of `pending`."""
+    groups: Dict[int, List[DPUJob]] = {}
+    for job in pending:
+        groups.setdefault(id(job.processor), []).append(job)
+    finished: List[DPUJob] = []
+    for group in groups.values():
+        views = {v.job.id: v for v in group[0].processor.poll([j.id for j in group])}
+        for job in group:
+            job.last = views[job.id]
+            if job.last.status in STATUS_TERMINAL:
+                finished.append(job)
+    for job in finished:
+        pending.remove(job)
+    return finished
+
+
+def _pause(pending: List[DPUJob], timeout: Optional[float], end: Optional[float],
+           interval: float) -> float:
+    """Seconds to wait before the next round; JobTimeout when the time is up."""
+    if end is None:
+        return interval
+    left = end - time.monotonic()
+    if left <= 0:
+        raise JobTimeout(f"{len(pending)} job(s) not finished after {timeout:g} s: "
+                         f"{', '.join(str(j.id) for j in pending)}; they go on running")
+    return min(interval, left)
+
+
+__all__ = ["DPUJob", "JobFailed", "JobTimeout", "as_completed", "as_completed_async", "render_html"]

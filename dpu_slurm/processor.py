@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import IO, Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Union
 
 from .catalog import Catalog
 from .config import (
@@ -20,7 +20,7 @@ from .config import (
 )
 from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
-from .futures import DPUJob, as_completed
+from .futures import DPUJob, as_completed, as_completed_async
 from .index import own_job_ids
 from .plan import make_plan
 from .rerun import history_lines
@@ -195,6 +195,11 @@ class Processor:
                      interval: float = 1.0) -> Iterator[DPUJob]:
         """Yield the job handles as each finishes (JobTimeout after `timeout` seconds)."""
         return as_completed(jobs, timeout, interval)
+
+    def as_completed_async(self, jobs: Iterable[DPUJob], timeout: Optional[float] = None,
+                           interval: float = 1.0) -> AsyncIterator[DPUJob]:
+        """``async for job in dpu.as_completed_async(jobs)``: as_completed for asyncio."""
+        return as_completed_async(jobs, timeout, interval)
 
     def environment(self) -> Environment:
         """The HOW-TO's Environment (``Env`` in dpu shell): ``Env['dpu_name']`` reads and saves

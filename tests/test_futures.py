@@ -78,6 +78,20 @@ def test_as_completed_yields_the_jobs_in_the_order_they_finish(session: Session)
     late.cancel(force=True)
 
 
+@pytest.mark.asyncio
+async def test_as_completed_async_yields_in_finishing_order_and_times_out(session: Session) -> None:
+    slow = session.dpu.submit("Null", s=3)
+    quick = session.dpu.submit("Null")
+    order = [job.id async for job in session.dpu.as_completed_async([slow, quick], timeout=60,
+                                                                      interval=0.05)]
+    assert order == [quick.id, slow.id]
+    late = session.dpu.submit("Null", s=30)
+    with pytest.raises(JobTimeout, match=f"1 job\\(s\\) not finished after 0.1 s: {late.id}"):
+        async for _ in session.dpu.as_completed_async([late], timeout=0.1, interval=0.05):
+            pass
+    late.cancel(force=True)
+
+
 def test_the_notebook_view_is_a_bar_refreshed_at_each_display(session: Session) -> None:
     job = session.dpu.submit("Null", n=2, s=30)
     before = job._repr_html_()
