@@ -128,7 +128,8 @@ def test_a_notebook_run_headless_shows_the_job_and_awaits_its_result(
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout, in this test's DPU_HOME
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(env.cwd)}}
+    NotebookClient(nb, timeout=120, startup_timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(env.cwd)}}
                    ).execute()
     shown = nb.cells[1].outputs[-1]["data"]["text/html"]
     assert "Jobid 1 Null on DPU testlocal: " in shown and "dpu-job" in shown
