@@ -68,10 +68,13 @@ async def test_await_job_and_wait_async_let_other_tasks_run(session: Session) ->
 
 
 def test_as_completed_yields_the_jobs_in_the_order_they_finish(session: Session) -> None:
-    slow = session.dpu.submit("Null", s=3)
+    slow = session.dpu.submit("Null", s=60)  # ends only when cancelled below: no race
     quick = session.dpu.submit("Null")
-    order = [job.id for job in session.dpu.as_completed([slow, quick], timeout=60, interval=0.05)]
-    assert order == [quick.id, slow.id]
+    finished = session.dpu.as_completed([slow, quick], timeout=120, interval=0.05)
+    assert next(finished) is quick
+    slow.cancel(force=True)
+    assert next(finished) is slow and slow.last is not None and slow.last.counts.letters[2] == 1
+    assert list(finished) == []
     late = session.dpu.submit("Null", s=30)
     with pytest.raises(JobTimeout, match=f"1 job\\(s\\) not finished after 0.1 s: {late.id}"):
         list(session.dpu.as_completed([quick, late], timeout=0.1, interval=0.05))
@@ -80,10 +83,13 @@ def test_as_completed_yields_the_jobs_in_the_order_they_finish(session: Session)
 
 @pytest.mark.asyncio
 async def test_as_completed_async_yields_in_finishing_order_and_times_out(session: Session) -> None:
-    slow = session.dpu.submit("Null", s=3)
+    slow = session.dpu.submit("Null", s=60)  # ends only when cancelled below: no race
     quick = session.dpu.submit("Null")
-    order = [job.id async for job in session.dpu.as_completed_async([slow, quick], timeout=60,
-                                                                      interval=0.05)]
+    order = []
+    async for job in session.dpu.as_completed_async([slow, quick], timeout=120, interval=0.05):
+        order.append(job.id)
+        if job is quick:
+            slow.cancel(force=True)
     assert order == [quick.id, slow.id]
     late = session.dpu.submit("Null", s=30)
     with pytest.raises(JobTimeout, match=f"1 job\\(s\\) not finished after 0.1 s: {late.id}"):
