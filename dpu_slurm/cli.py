@@ -22,6 +22,7 @@ from .web import commands as web_commands
 
 OK, FAILED, USAGE, TIMEOUT = 0, 1, 2, 3
 
+
 def _options(pairs: Sequence[str]) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for pair in pairs:

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Union
+from typing import IO, Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Union, cast
 
 from .catalog import Catalog
 from .config import (
@@ -189,7 +189,7 @@ class Processor:
     def submit(self, sequence: str, **options: Any) -> DPUJob:
         """``run`` returning a job handle (futures.py): ``.status()``, ``.wait(timeout)``,
         ``.result()``, ``.logs()``, ``await job``; a notebook shows it as a N/E/A/S/U bar."""
-        return DPUJob(self, self.run(sequence, return_jobid=True, **options))  # type: ignore[arg-type]
+        return DPUJob(self, cast(int, self.run(sequence, return_jobid=True, **options)))
 
     def as_completed(self, jobs: Iterable[DPUJob], timeout: Optional[float] = None,
                      interval: float = 1.0) -> Iterator[DPUJob]:
@@ -327,7 +327,7 @@ class Processor:
             return []
         if not committed:
             say(f"Results of job {jobid} were not committed; run it again with C=1 "
-                      "(commit=True) to keep them")
+                "(commit=True) to keep them")
             return []
         objects = [obj for idx in sorted(results) for obj in results[idx].get("objects", [])]
         say(f"Job {jobid}: {len(objects)} committed object(s)")
