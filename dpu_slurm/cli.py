@@ -6,14 +6,13 @@ before the jobs finished.
 from __future__ import annotations
 
 import argparse
-import code
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import __version__, bulk
+from . import __version__, bulk, shell
 from .config import DPUConfig, config_files, discover, load_file
 from .errors import ConfigError, DPUError
 from .processor import Processor
@@ -22,12 +21,6 @@ from .states import STATUS_TERMINAL, JobStatus
 from .web import commands as web_commands
 
 OK, FAILED, USAGE, TIMEOUT = 0, 1, 2, 3
-
-BANNER = """\
-               Welcome to the Astro-WISE Environment
-
-Initializing Distributed Processing Unit...
-"""
 
 
 def _options(pairs: Sequence[str]) -> Dict[str, str]:
@@ -78,7 +71,11 @@ def parser() -> argparse.ArgumentParser:
 
     for name, text in (("status", "status and N/E/A/S/U counters"), ("logs", "the jobs' log lines")):
         s = sub.add_parser(name, parents=[common], help=text)
-        s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs")
+        s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs"
+                       if name == "status" else "default: all your jobs on the DPU")
+        if name == "logs":
+            s.add_argument("--recent", action="store_true",
+                           help="without ids: only active jobs and those ended in the last 24 h")
         if name == "status":
             s.add_argument("--attempts", action="store_true", help="also each rerun process's attempts")
     rr = sub.add_parser("rerun", parents=[common], help="resubmit the failed processes of a finished job")
@@ -100,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("sequences", parents=[common], help="the task sequences the DPU recognises")
     o = sub.add_parser("options", parents=[common], help="the options of a sequence")
     o.add_argument("sequence")
+    o.add_argument("-v", "--verbose", action="store_true", help="also each option's help text")
     sub.add_parser("dpus", parents=[common], help="the known DPUs")
     sel = sub.add_parser("select", parents=[common], help="save a DPU as your default")
     sel.add_argument("name")
@@ -199,7 +197,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         _emit(args, ids) if args.json else print(" ".join(map(str, ids)))
         return OK
     if cmd == "logs":
-        lines = dpu.get_logs(args.jobids or None)
+        lines = dpu.get_logs(args.jobids or None, recent=args.recent)
         _emit(args, lines)
         return OK
     if cmd == "result":
@@ -221,7 +219,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
         return OK
     if cmd == "options":
         _emit(args, dpu.get_sequence_options(args.sequence)) if args.json else \
-            dpu.show_sequence_options(args.sequence)
+            dpu.show_sequence_options(args.sequence, args.verbose)
         return OK
     if cmd == "dpus":
         if not args.json:
@@ -243,23 +241,9 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             f"removed {len(removed)} unused code bundle(s) from DPU {dpu.dpu_name}")
         return OK
     if cmd == "shell":
-        print(BANNER)
-        print(f"Current profile:\n- username : {dpu.user}\n- DPU      : {dpu.dpu_name}\n")
-        _Console({"dpu": dpu}).interact(banner="dpu = " + repr(dpu), exitmsg="")
+        shell.interact(dpu)
         return OK
     raise DPUError(f"unknown command {cmd!r}")  # pragma: no cover - argparse refuses it first
-
-
-class _Console(code.InteractiveConsole):
-    """The `dpu shell` prompt: a DPUError (a bad option, an unknown job...) is one line saying
-    what to do, as in the seed's session, not a traceback."""
-
-    def showtraceback(self) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, DPUError):
-            self.write(f"{type(exc).__name__}: {exc}\n")
-        else:
-            super().showtraceback()
 
 
 def _config_check(files: Sequence[str], as_json: bool) -> int:

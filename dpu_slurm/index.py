@@ -170,6 +170,18 @@ def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str) -> Op
         return None
 
 
+def own_job_ids(transport: Transport, dpu: DPUConfig) -> List[int]:
+    """The job ids of this account's cards in the DPU's index: its jobs from every store (every
+    machine it submits from), as far as their cards were written."""
+    name, uid = transport.account()
+    ids = set()
+    for card in transport.scan_index(index_dir(dpu, transport), 0.0).cards:
+        head, _, rest = posixpath.basename(card.path).partition(".")
+        if card.user == name and card.uid == uid and head.isdigit() and rest.endswith(".json"):
+            ids.add(int(head))
+    return sorted(ids)
+
+
 def max_nproc(dpu: DPUConfig) -> int:
     """The most processes a card may claim: config ``web: {max_nproc: N}``, else MAX_NPROC."""
     value = int((dpu.web or {}).get("max_nproc") or 0)

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, List, Optional, Union
+from typing import IO, Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Union, cast
 
 from .catalog import Catalog
 from .config import (
@@ -18,12 +18,16 @@ from .config import (
     get_dpu,
     write_environment,
 )
+from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
+from .futures import DPUJob, as_completed, as_completed_async
+from .index import own_job_ids
 from .plan import make_plan
 from .rerun import history_lines
+from .seed_lines import StatusViews, identifier_lines, job_logs, option_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .session_log import LogLines, SessionWriter
-from .states import PROC_TERMINAL, STATUS_TERMINAL, Phase
+from .states import STATUS_TERMINAL, Phase
 from .store import Job
 from .text import printable
 
@@ -141,25 +145,21 @@ class Processor:
         """The task sequences this DPU recognises."""
         return self.catalog.identifiers()
 
-    def show_sequence_identifiers(self) -> None:
-        """Print every known task sequence with a one-line description."""
-        for ident, seq in self.catalog.sequences.items():
-            doc = seq.tasks[0].doc if len(seq.tasks) == 1 else "chain of " + ", ".join(
-                t.name for t in seq.tasks)
-            self._say(f"{ident:<24} {doc}")
+    def show_sequence_identifiers(self, identifier: Optional[str] = None) -> None:
+        """Print the known task sequences with a one-line description; `identifier` filters by
+        name (a part of it will do), and an exact name also prints that sequence's options."""
+        for line in identifier_lines(self.catalog, identifier):
+            self._say.raw(printable(line))  # unprefixed, as the HOW-TO prints its listings
 
     def get_sequence_options(self, sequence: str) -> List[List[str]]:
         """``[[short names..., long names...]]`` of the options a sequence recognises."""
         opts = self.catalog.sequence(sequence).options
         return [[o.short for o in opts] + [o.long for o in opts]]
 
-    def show_sequence_options(self, sequence: str) -> None:
-        """Print the options a sequence accepts with their defaults."""
-        opts = self.catalog.sequence(sequence).options
-        self._say("Recognized options for the OptionsParser are:")
-        for o in opts:
-            self._say(f'"{o.short}" or "{o.long}" (default: {_default(o.default)})'
-                      + (f"  {o.help}" if o.help else ""))
+    def show_sequence_options(self, sequence: str, verbose: bool = False) -> None:
+        """Print the options a sequence accepts with their defaults (verbose: and their help)."""
+        for line in option_lines(self.catalog.sequence(sequence).options, verbose):
+            self._say.raw(printable(line))  # the HOW-TO's lines, unprefixed
 
     # -- run --------------------------------------------------------------------------------
     def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
@@ -186,6 +186,26 @@ class Processor:
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
         return job_id if return_jobid else None
 
+    def submit(self, sequence: str, **options: Any) -> DPUJob:
+        """``run`` returning a job handle (futures.py): ``.status()``, ``.wait(timeout)``,
+        ``.result()``, ``.logs()``, ``await job``; a notebook shows it as a N/E/A/S/U bar."""
+        return DPUJob(self, cast(int, self.run(sequence, return_jobid=True, **options)))
+
+    def as_completed(self, jobs: Iterable[DPUJob], timeout: Optional[float] = None,
+                     interval: float = 1.0) -> Iterator[DPUJob]:
+        """Yield the job handles as each finishes (JobTimeout after `timeout` seconds)."""
+        return as_completed(jobs, timeout, interval)
+
+    def as_completed_async(self, jobs: Iterable[DPUJob], timeout: Optional[float] = None,
+                           interval: float = 1.0) -> AsyncIterator[DPUJob]:
+        """``async for job in dpu.as_completed_async(jobs)``: as_completed for asyncio."""
+        return as_completed_async(jobs, timeout, interval)
+
+    def environment(self) -> Environment:
+        """The HOW-TO's Environment (``Env`` in dpu shell): ``Env['dpu_name']`` reads and saves
+        your default DPU."""
+        return Environment(self._say, lambda: self.dpu_name)
+
     def rerun(self, jobid: int, only: str = "EAU", time_factor: Optional[float] = None,
               mem_factor: Optional[float] = None) -> List[int]:
         """Resubmit a finished job's processes with a task ending in `only` (rerun.py's rules)."""
@@ -205,15 +225,21 @@ class Processor:
             self._say(line)
 
     # -- jobs -------------------------------------------------------------------------------
-    def get_jobids(self) -> List[int]:
-        """Identifiers of your jobs on this DPU."""
-        return [j.id for j in self._store.jobs(dpu=self.dpu_name)]
+    def get_jobids(self, everywhere: bool = False) -> List[int]:
+        """Identifiers of your jobs on this DPU (everywhere=True: also those the DPU's job index
+        holds from your other machines' stores; an id is unique within one store)."""
+        ids = [j.id for j in self._store.jobs(dpu=self.dpu_name)]
+        if everywhere:
+            ids = sorted(set(ids) | set(own_job_ids(self._session.transport, self._session.dpu)))
+        return ids
 
-    def _jobs(self, jobids: JobIds) -> List[Job]:
+    def _jobs(self, jobids: JobIds, recent: bool = True) -> List[Job]:
+        if jobids is None and not recent:
+            return self._store.jobs(dpu=self.dpu_name)
         if jobids is None:
-            recent = time.time() - RECENT
+            since = time.time() - RECENT
             return [j for j in self._store.jobs(dpu=self.dpu_name)
-                    if j.finished is None or j.finished >= recent or j.created >= self._started]
+                    if j.finished is None or j.finished >= since or j.created >= self._started]
         ids = [jobids] if isinstance(jobids, int) else list(jobids)
         for jid in ids:
             if isinstance(jid, bool) or not isinstance(jid, int):
@@ -257,7 +283,11 @@ class Processor:
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
-        return views
+        return StatusViews(views)
+
+    def poll(self, jobids: JobIds) -> List[JobView]:
+        """Poll the jobs' DPUs once; their views, printing nothing."""
+        return self._refresh(self._jobs(jobids))
 
     def wait(self, jobids: JobIds = None, timeout: Optional[float] = None,
              interval: float = 1.0) -> List[JobView]:
@@ -274,45 +304,33 @@ class Processor:
                 return views
             time.sleep(interval)
 
-    def get_logs(self, jobids: JobIds = None) -> List[str]:
-        """The log lines of the jobs (no argument: active and recent jobs); also printed."""
-        lines: List[str] = []
-        jobs = self._jobs(jobids)
+    def get_logs(self, jobids: JobIds = None, recent: bool = False, echo: bool = True) -> List[str]:
+        """The log lines of the jobs, also printed (echo=False: not). No argument: every job of
+        yours on this DPU (recent=True: only active jobs and those ended in the last 24 h)."""
+        jobs = self._jobs(jobids, recent)
         self._refresh(jobs)
-        for job in jobs:
-            session = self._session_for(job)
-            procs = {p.idx: p for p in self._store.procs(job.id)}
-            for idx, text in session.logs(job).items():
-                proc = procs[idx]
-                stamp = time.strftime("%H:%M:%S")
-                head = f"{stamp} - " + "+" * 44
-                status = _job_status_code(proc.outcome) if proc.state in PROC_TERMINAL else proc.state
-                lines += [head, f"{stamp} - Jobid {job.id} process {idx} job_status = {status}", head]
-                lines += text
-                if not text:
-                    never = proc.state in PROC_TERMINAL and set(proc.outcome) <= {"S"}
-                    lines.append(f"{stamp} - " + ("(no log: the process never ran)" if never
-                                                  else f"(no log yet: process is {proc.state.lower()})"))
-        for line in lines:
+        lines = [line for job in jobs for line in job_logs(self._session_for(job), job)]
+        for line in lines if echo else []:
             self._say.raw(printable(line, keep="\t"))  # a task's escape sequences shown, not obeyed
         return LogLines(lines)
 
-    def get_job_result(self, jobid: int) -> List[Any]:
+    def get_job_result(self, jobid: int, echo: bool = True) -> List[Any]:
         """The main objects a job created, if its results were committed (option C=1)."""
+        say = self._say if echo else _quiet
         job = self._jobs(jobid)[0]
         session = self._session_for(job)
         session.refresh()
         results = session.results(job)
         committed = [r for r in results.values() if r.get("committed")]
         if not results:
-            self._say(f"Job {jobid} has no results yet (status: {session.views([job])[0].status})")
+            say(f"Job {jobid} has no results yet (status: {session.views([job])[0].status})")
             return []
         if not committed:
-            self._say(f"Results of job {jobid} were not committed; run it again with C=1 "
-                      "(commit=True) to keep them")
+            say(f"Results of job {jobid} were not committed; run it again with C=1 "
+                "(commit=True) to keep them")
             return []
         objects = [obj for idx in sorted(results) for obj in results[idx].get("objects", [])]
-        self._say(f"Job {jobid}: {len(objects)} committed object(s)")
+        say(f"Job {jobid}: {len(objects)} committed object(s)")
         return objects
 
     def cancel_job(self, jobid: int, force: bool = False) -> None:
@@ -333,12 +351,8 @@ class Processor:
         return self._session.cleanup(older_than_days)
 
 
-def _default(value: Any) -> str:
-    return "" if value == "" else str(value)
-
-
-def _job_status_code(outcome: str) -> int:
-    return 0 if outcome and set(outcome) == {"N"} else 1
+def _quiet(line: str) -> None:
+    """A writer that prints nothing (for the job handles' calls)."""
 
 
 __all__ = ["Processor"]

@@ -21,7 +21,6 @@ SEED_SHOW = ['"i" or "instrument" (default: )',
              '"tpl" or "template" (default: None)',
              '"p" or "pars" (default: {})',
              '"C" or "commit" (default: False)']
-PREFIX = re.compile(r"^\[[^\]]+\] \d\d:\d\d:\d\d - ")
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +67,25 @@ def test_chain_options_are_the_union_without_duplicates(catalog: Catalog) -> Non
 
 def test_show_sequence_options_prints_the_seed_lines(session: Session) -> None:
     session.dpu.show_sequence_options("HotPixels")
-    lines = session.printed()
-    assert all(PREFIX.match(line) for line in lines)
-    messages = [PREFIX.sub("", line) for line in lines]
-    assert messages[0] == "Recognized options for the OptionsParser are:"
-    assert len(messages) == 1 + len(SEED_SHOW)
-    for seed, got in zip(SEED_SHOW, messages[1:], strict=True):
-        # The seed's text first; a help text may follow after two spaces.
-        assert got == seed or got.startswith(seed + "  ")
+    # to the letter: no [user] HH:MM:SS prefix, the help text only with verbose=True
+    assert session.printed() == ["Recognized options for the OptionsParser are:", *SEED_SHOW]
+
+
+def test_show_sequence_options_verbose_puts_each_help_text_on_its_own_line(session: Session) -> None:
+    session.dpu.show_sequence_options("HotPixels", verbose=True)
+    messages = session.printed()
+    assert [m for m in messages if m.startswith('"')] == SEED_SHOW
+    at = messages.index(SEED_SHOW[0])
+    assert messages[at + 1] == "    instrument name: WFI, OMEGACAM"
+    assert messages[messages.index(SEED_SHOW[-1]) + 1] == \
+        "    commit the results so get_job_result returns them"
 
 
 def test_show_sequence_identifiers_lists_every_identifier(session: Session) -> None:
     session.dpu.show_sequence_identifiers()
     text = session.out.getvalue()
     for ident in session.dpu.get_sequence_identifiers():
-        assert f" - {ident} " in text
+        assert re.search(rf"^{re.escape(ident)} ", text, re.M)
 
 
 # -- the OptionsParser ---------------------------------------------------------------------------

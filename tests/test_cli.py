@@ -69,6 +69,10 @@ def test_status_jobids_logs_result(capsys: Capture) -> None:
     logs = run_json(capsys, ["logs", "--dpu", "testlocal", str(jid)])
     assert all(re.match(r"^\d\d:\d\d:\d\d - ", line) for line in logs)
     assert any("Message: hello cli" in line for line in logs)
+    def unstamped(lines: List[str]) -> List[str]:  # the header's stamp is the time of reading
+        return [line[11:] for line in lines]
+    assert unstamped(run_json(capsys, ["logs", "--dpu", "testlocal"])) == unstamped(logs)  # all jobs
+    assert unstamped(run_json(capsys, ["logs", "--dpu", "testlocal", "--recent"])) == unstamped(logs)
     assert run_json(capsys, ["result", "--dpu", "testlocal", str(jid)]) == [
         {"class": "Null", "process": 0, "message": "hello cli"}]
 
@@ -125,7 +129,12 @@ def test_sequences_options_dpus(capsys: Capture) -> None:
     assert [d["scheduler"] for d in listed] == ["local", "local"]
     assert [d["current"] for d in listed] == [True, False]
     assert cli.main(["options", "HotPixels"]) == 0
-    assert '"tpl" or "template" (default: None)' in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert re.search(r'^"tpl" or "template" \(default: None\)$', shown, re.M)
+    assert "template name" not in shown  # the help text only with --verbose
+    assert cli.main(["options", "HotPixels", "--verbose"]) == 0
+    assert re.search(r'^"tpl" or "template" \(default: None\)\n    template name$',
+                     capsys.readouterr().out, re.M)
     assert cli.main(["dpus", "--dpu", "testlocal"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(re.search(r" - \* testlocal\s+local\s+this machine", ln) for ln in lines)  # current marked
@@ -193,7 +202,8 @@ def test_shell_prints_the_banner_and_gives_a_ready_dpu(env: Env) -> None:
     assert "Welcome to the Astro-WISE Environment" in proc.stdout
     assert "Initializing Distributed Processing Unit..." in proc.stdout
     assert "IDS ['Null', 'ReadNoise']" in proc.stdout
-    assert f"- username : {current_user()}\n- DPU      : testlocal" in proc.stdout
+    assert f"- username : {current_user()}\n- DPU      : testlocal (local, this machine)" in proc.stdout
+    assert "awe> IDS" in proc.stdout  # the HOW-TO's prompt
 
 
 def test_cleanup_removes_old_unused_bundles_and_keeps_the_rest(capsys: Capture, env: Env) -> None:

@@ -261,7 +261,8 @@ def test_get_logs_with_and_without_ids(session: Session) -> None:
     assert all(LOG_LINE.match(line) for line in mine)
     text = "\n".join(mine)
     assert "Message: first job" in text and "second job" not in text
-    assert f"Jobid {one} process 0 job_status = 0" in text
+    assert re.search(rf"^{STAMP} - Jobid {one} process 0\n{STAMP} - \+{{44}}\n{STAMP} - job_status = 0\n"
+                     rf"{STAMP} - \+{{44}}$", text, re.M)  # the seed's three header lines
     everything = "\n".join(session.dpu.get_logs())
     assert "Message: first job" in everything and "Message: second job" in everything
     assert "\n".join(session.dpu.get_logs([two])) in everything
