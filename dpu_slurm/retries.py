@@ -4,13 +4,14 @@ get_status/wait, cron's ``dpu status``, the queue page's refresh.
 Each finished submission of a job is retried at most once: the store's claim (store_retries.py)
 lets exactly one of several pollers have it, and the rerun itself starts only if the job is
 still at that submission (begin_rerun). A claim whose poller died before the rerun began is
-taken over after STALE seconds. A process is retried while its attempt number is at most the
-policy's ``max``; each retry grows the time and memory by the policy's factors, capped at the
-DPU's largest partition (regrow.py).
+taken over after STALE seconds; a job that finished more than WINDOW ago is left alone. A
+process is retried while its attempt number is at most the policy's ``max``; each retry grows
+the time and memory by the policy's factors, capped at the DPU's largest partition (regrow.py).
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Dict, List
 
 from .errors import DPUError, SubmitError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 STALE = 600.0  # seconds after which an unfinished claim is taken over (its poller died)
+WINDOW = 7 * 86400.0  # a job that finished longer ago is not retried any more
 
 
 def submission(job: Job) -> int:
@@ -43,7 +45,7 @@ def apply_retries(session: DPUSession) -> List[str]:
     """Retry the failed processes of this DPU's finished jobs whose policy asks for it; the
     lines to show the user (one per job retried or that could not be)."""
     store, lines = session.store, []
-    for job_id in store.retry_candidates(session.dpu.name, STALE):
+    for job_id in store.retry_candidates(session.dpu.name, STALE, time.time() - WINDOW):
         job = store.job(job_id)
         policy, seen = job.dpu_options.get("retries") or {}, submission(job)
         if not store.claim_retry(job.id, seen, submitter_note(), STALE):

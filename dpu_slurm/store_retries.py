@@ -30,16 +30,17 @@ class RetryTables:
         """A write transaction (given by Store)."""
         raise NotImplementedError  # pragma: no cover - Store's own
 
-    def retry_candidates(self, dpu: str, stale: float) -> List[Any]:
-        """Ids of the DPU's finished, not cancelled jobs with a retry policy whose current
+    def retry_candidates(self, dpu: str, stale: float, since: float = 0.0) -> List[Any]:
+        """Ids of the DPU's not cancelled jobs finished at or after `since` (the index on
+        (dpu, finished) keeps old jobs out of every poll) with a retry policy whose current
         submission has no claim yet, or one left unfinished for `stale` seconds."""
         return [r[0] for r in self.db.execute(
-            "SELECT j.id FROM jobs j WHERE j.dpu=? AND j.phase='submitted' AND j.finished IS NOT NULL"
+            "SELECT j.id FROM jobs j WHERE j.dpu=? AND j.finished >= ? AND j.phase='submitted'"
             " AND j.cancelled IS NULL AND json_extract(j.dpu_options, '$.retries.max') > 0"
             " AND NOT EXISTS (SELECT 1 FROM retry_claims c WHERE c.job_id=j.id AND"
             " c.submission=ifnull(json_extract(j.dpu_options, '$.rerun'), 1)"
             " AND (c.retried IS NOT NULL OR c.claimed >= ?)) ORDER BY j.id",
-            (dpu, time.time() - stale)).fetchall()]
+            (dpu, since, time.time() - stale)).fetchall()]
 
     def claim_retry(self, job_id: int, submission: int, note: str, stale: float) -> bool:
         """Claim the retry of `submission` of a job, in one transaction: True only for the one

@@ -204,3 +204,23 @@ def test_a_rerun_begins_only_from_the_submission_its_caller_saw(tmp_path: Path) 
     assert store.attempt_numbers(jid) == {0: 1}
     assert store.begin_rerun(jid, [0], {"rerun": 3}, "x", seen=2)
     assert store.attempt_numbers(jid) == {0: 2}
+
+
+def test_the_queue_page_refresh_applies_its_users_retry_policy(session: Session) -> None:
+    from dpu_slurm.config import get_dpu
+    from dpu_slurm.web.mirror import Mirror
+    s = session
+    jid = s.dpu.run("Null", n=2, ff="1", retries={"max": 1, "on": "E"}, return_jobid=True)
+    assert isinstance(jid, int)
+    s.dpu._session.retries = False   # the prompt only watches: the page is the poller here
+    s.dpu.wait(jid, timeout=60, interval=0.05)
+    assert s.dpu._store.attempt_numbers(jid) == {0: 1, 1: 1}
+    page = Mirror(get_dpu("testlocal"), s.dpu._store)
+    try:
+        page.refresh(force=True)
+    finally:
+        page.close()
+    assert s.dpu._store.attempt_numbers(jid) == {0: 1, 1: 2}
+    s.dpu._session.retries = True
+    view = finish_retrying(s, jid, {0: 1, 1: 2})
+    assert view.counts.letters == (2, 0, 0, 0, 0)
