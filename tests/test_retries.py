@@ -2,6 +2,7 @@
 whoever polls, exactly once per failed attempt even with two pollers at once."""
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -224,3 +225,23 @@ def test_the_queue_page_refresh_applies_its_users_retry_policy(session: Session)
     s.dpu._session.retries = True
     view = finish_retrying(s, jid, {0: 1, 1: 2})
     assert view.counts.letters == (2, 0, 0, 0, 0)
+
+
+def test_cli_rerun_auto_doubles_the_time_of_processes_that_timed_out(
+        session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    s = session
+    # The local runner ends a process at its limit (4 s) as TIMEOUT; --auto gives it 8 s.
+    jid = s.dpu.run("Null", n=2, s=6, dpu_time=4, return_jobid=True)
+    assert isinstance(jid, int)
+    view = s.dpu.wait(jid, timeout=90, interval=0.1)[0]
+    assert view.counts.letters == (0, 0, 2, 0, 0)
+    assert all(r.startswith("TIMEOUT") for r in s.dpu._session.reasons(view.job))
+    assert main(["rerun", str(jid), "--only", "A", "--auto", "--dpu", "testlocal", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"jobid": jid, "indices": [0, 1]}
+    job = s.dpu._store.job(jid)
+    assert (job.dpu_options["time_limit"], job.dpu_options["mem"]) == (8, job.dpu_options["previous"]["mem"])
+    view = s.dpu.wait(jid, timeout=90, interval=0.1)[0]
+    assert view.counts.letters == (2, 0, 0, 0, 0)
+    # Nothing timed out now: --auto has nothing to grow and a rerun of N is refused anyway.
+    assert main(["rerun", str(jid), "--auto", "--dpu", "testlocal"]) == 2
+    assert "nothing to rerun" in capsys.readouterr().err
