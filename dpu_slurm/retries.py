@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Dict, List
 
-from .errors import DPUError, SubmitError
+from .errors import DPUError, SubmitError, Unreachable
 from .reconcile import submitter_note
 from .rerun import rerun
 from .retry_policy import describe
@@ -57,8 +57,8 @@ def apply_retries(session: DPUSession) -> List[str]:
         try:
             number, indices = rerun(session, store.job(job.id), policy["on"], policy["grow_time"],
                                     policy["grow_mem"], among=set(among), clamp=True)
-        except SubmitError as exc:
-            if exc.transient:  # the scheduler was busy: the next poll tries again
+        except (SubmitError, Unreachable) as exc:
+            if isinstance(exc, Unreachable) or exc.transient:  # busy or away: the next poll tries again
                 store.release_retry(job.id, seen)
             else:
                 store.retry_done(job.id, seen, 0, f"not retried: {exc}")

@@ -245,3 +245,24 @@ def test_cli_rerun_auto_doubles_the_time_of_processes_that_timed_out(
     # Nothing timed out now: --auto has nothing to grow and a rerun of N is refused anyway.
     assert main(["rerun", str(jid), "--auto", "--dpu", "testlocal"]) == 2
     assert "nothing to rerun" in capsys.readouterr().err
+
+
+def test_a_retry_the_scheduler_refuses_for_now_is_tried_again_by_the_next_poll(
+        session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpu_slurm.errors import SubmitError
+    s = session
+    jid = s.dpu.run("Null", n=2, ff="0", retries={"max": 1, "on": "E"}, return_jobid=True)
+    assert isinstance(jid, int)
+    real = LocalScheduler.submit
+
+    def busy(self: LocalScheduler, req: object) -> List[str]:
+        raise SubmitError("too many jobs queued, try later", transient=True)
+    monkeypatch.setattr(LocalScheduler, "submit", busy)
+    s.dpu.wait(jid, timeout=60, interval=0.05)
+    s.dpu.get_status(jid)
+    assert f"Job {jid}: the retry was not submitted (the rerun of job {jid} was not submitted" \
+        in "\n".join(s.printed())
+    assert s.dpu._store.attempt_numbers(jid) == {0: 1, 1: 1}   # given back whole
+    monkeypatch.setattr(LocalScheduler, "submit", real)
+    view = finish_retrying(s, jid, {0: 2, 1: 1})
+    assert view.counts.letters == (2, 0, 0, 0, 0)
