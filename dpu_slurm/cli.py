@@ -66,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--aweversion", dest="dpu_aweversion", help="installed version on the DPU")
     r.add_argument("--no-send-code", dest="send_code", action="store_false",
                    help="use the DPU's installed code instead of shipping yours")
+    r.add_argument("--retries", type=int, dest="max", metavar="N",
+                   help="resubmit failed processes up to N times (README 'Retries')")
+    r.add_argument("--retry-on", dest="on", metavar="LETTERS", help="which outcomes (default AU)")
+    r.add_argument("--grow-time", type=float, dest="grow_time", metavar="F", help="time x F each retry")
+    r.add_argument("--grow-mem", type=float, dest="grow_mem", metavar="F", help="memory x F each retry")
     r.add_argument("--wait", action="store_true", help="wait until the job finishes")
     r.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
@@ -85,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--more-time", type=float, dest="time_factor", metavar="F",
                     help="multiply the time limit")
     rr.add_argument("--more-mem", type=float, dest="mem_factor", metavar="F", help="multiply the memory")
+    rr.add_argument("--auto", action="store_true", help="double the time of processes that timed out, "
+                    "the memory of those out of memory (up to the DPU's largest partition)")
     w = sub.add_parser("wait", parents=[common], help="wait until jobs finish (for scripts)")
     w.add_argument("jobids", nargs="+", type=int)
     w.add_argument("--timeout", type=float)
@@ -167,9 +174,11 @@ def _emit(args: argparse.Namespace, data: Any) -> None:
 def _command(dpu: Processor, args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "run":
+        policy = {k: getattr(args, k) for k in ("max", "on", "grow_time", "grow_mem")
+                  if getattr(args, k) is not None}
         job_id = dpu.run(args.sequence, dpu_time=args.dpu_time, dpu_mem=args.dpu_mem,
                          dpu_aweversion=args.dpu_aweversion, send_code=args.send_code,
-                         return_jobid=True, **_options(args.options))
+                         return_jobid=True, retries=policy or None, **_options(args.options))
         assert job_id is not None
         if not args.wait:
             _emit(args, {"jobid": job_id})
@@ -189,7 +198,7 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             return TIMEOUT
         return FAILED if _failed(views) else OK
     if cmd == "rerun":
-        indices = dpu.rerun(args.jobid, args.only, args.time_factor, args.mem_factor)
+        indices = dpu.rerun(args.jobid, args.only, args.time_factor, args.mem_factor, args.auto)
         _emit(args, {"jobid": args.jobid, "indices": indices})
         return OK
     if cmd == "jobids":

@@ -16,6 +16,7 @@ import yaml
 
 from .errors import ConfigError, DPUError
 from .files import atomic_write, private_dir
+from .retry_policy import Retries, yaml_on
 from .schema import (
     COMMAND,
     IDENT,
@@ -152,6 +153,7 @@ class DPUConfig:
     bin_dir: Annotated[str, _ABS] = ""   # folder of the scheduler's commands when not on PATH
     poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
     web: Annotated[Dict[str, Any], As(Web)] = field(default_factory=dict)
+    retries: Annotated[Dict[str, Any], As(Retries)] = field(default_factory=dict)  # retry_policy.py
 
     @property
     def is_remote(self) -> bool:
@@ -336,6 +338,7 @@ def load_file(path: Path) -> DPUConfig:
     at = At(str(path), 1, "", ConfigError)
     if not isinstance(data, dict):
         raise at.fail(f"must be a mapping with keys {', '.join(SCHEMA)}, not a list or a value")
+    yaml_on(data.get("retries"))
     values = check(data, SPEC, at)
     cfg = DPUConfig(path=path, **values)
     _cross_check(cfg, data, at)

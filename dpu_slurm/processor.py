@@ -24,6 +24,8 @@ from .futures import DPUJob, as_completed, as_completed_async
 from .index import own_job_ids
 from .plan import make_plan
 from .rerun import history_lines
+from .retries import retry_lines
+from .retry_policy import run_policy
 from .seed_lines import StatusViews, identifier_lines, job_logs, option_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
 from .session_log import LogLines, SessionWriter
@@ -164,15 +166,19 @@ class Processor:
     # -- run --------------------------------------------------------------------------------
     def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
-            return_jobid: bool = False, **options: Any) -> Optional[int]:
+            return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
+            **options: Any) -> Optional[int]:
         """Submit `sequence` with its options (short or long names) as one job.
 
         dpu_time: expected seconds per process (overrides the tasks' estimate);
         dpu_mem: MB per process; dpu_aweversion: installed version to use on the DPU;
         send_code: ship your AWEPIPE code (default) or use the installed version;
-        return_jobid: return the job identifier.
+        return_jobid: return the job identifier; retries: this run's retry policy, a number
+        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries").
         """
-        extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion}
+        policy = run_policy(retries)
+        extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
+                 "retries": retries}
         given = {**options, **{k: v for k, v in extra.items() if v is not None}}
         if not send_code:
             given["send_code"] = False
@@ -180,6 +186,7 @@ class Processor:
         self._say(f"Calling: dpu.run({args})")
         plan = make_plan(self.catalog, self._session.dpu, sequence, options, dpu_time, dpu_mem,
                          dpu_aweversion, send_code)
+        plan.dpu_options["retries"] = policy
         self._say(f"Estimated process time : {plan.estimate:.0f} seconds")
         job_id = self._session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
@@ -207,15 +214,18 @@ class Processor:
         return Environment(self._say, lambda: self.dpu_name)
 
     def rerun(self, jobid: int, only: str = "EAU", time_factor: Optional[float] = None,
-              mem_factor: Optional[float] = None) -> List[int]:
-        """Resubmit a finished job's processes with a task ending in `only` (rerun.py's rules)."""
+              mem_factor: Optional[float] = None, auto: bool = False) -> List[int]:
+        """Resubmit a finished job's processes with a task ending in `only` (rerun.py's rules);
+        auto=True: double the time of those that timed out, the memory of those out of memory."""
         job = self._jobs(jobid)[0]
-        given = {"only": only, "time_factor": time_factor, "mem_factor": mem_factor}
+        given = {"only": only, "time_factor": time_factor, "mem_factor": mem_factor, "auto": auto or None}
         args = [repr(jobid)] + [f"{k}={v!r}" for k, v in given.items() if v is not None]
         self._say(f"Calling: dpu.rerun({', '.join(args)})")
-        _, indices = self._session_for(job).rerun(job, only, time_factor, mem_factor)
+        _, indices = self._session_for(job).rerun(job, only, time_factor, mem_factor, auto)
+        grown = self._store.job(jobid).dpu_options
         self._say(f"Sending job with identifier {jobid} to DPU again ({len(indices)} "
-                  f"process{'es' if len(indices) > 1 else ''}: {', '.join(map(str, indices))})")
+                  f"process{'es' if len(indices) > 1 else ''}: {', '.join(map(str, indices))}"
+                  f"{'; ' + grown['grown'] if grown.get('grown') else ''})")
         return indices
 
     def show_attempts(self, jobid: int) -> None:
@@ -265,6 +275,9 @@ class Processor:
         for dpu in sorted({j.dpu for j in jobs}):
             session = self._session_for(next(j for j in jobs if j.dpu == dpu))
             session.refresh()
+            for line in session.retried:
+                self._say(line)
+            session.retried.clear()
             if say_unreachable and session.unreachable:
                 self._say(f"{session.unreachable}; showing the last known states")
             views += session.views(self._store.jobs(ids=[j.id for j in jobs if j.dpu == dpu]))
@@ -283,6 +296,8 @@ class Processor:
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
+            for line in retry_lines(self._store, view.job):
+                self._say(line)
         return StatusViews(views)
 
     def poll(self, jobids: JobIds) -> List[JobView]:

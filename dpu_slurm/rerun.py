@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Collection, List, Optional, Tuple
 
+from . import regrow
 from .errors import ConfigError, DPUError, RerunRefused, SubmitError
 from .index import write_card
 from .reconcile import fault, submitter_note
@@ -60,11 +61,15 @@ def _factor(value: Optional[float], what: str) -> float:
 
 
 def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optional[float] = None,
-          mem_factor: Optional[float] = None) -> Tuple[int, List[int]]:
-    """Resubmit the processes of a finished `job` with an outcome letter in `only`; returns
-    (this submission's number, the indices resubmitted). RerunRefused when it cannot."""
+          mem_factor: Optional[float] = None, auto: bool = False,
+          among: Optional[Collection[int]] = None, clamp: bool = False) -> Tuple[int, List[int]]:
+    """Resubmit the processes of a finished `job` with an outcome letter in `only` (and index in
+    `among` when given); returns (this submission's number, the indices resubmitted).
+    `auto`: more time/memory for what processes ran into (regrow.py); `clamp`: cap the growth
+    at the DPU's largest partition instead of refusing. RerunRefused when it cannot."""
     letters = check_only(only)
-    tf, mf = _factor(time_factor, "time_factor"), _factor(mem_factor, "mem_factor")
+    for value, what in ((time_factor, "time_factor"), (mem_factor, "mem_factor")):
+        _factor(value, what)  # checked before anything else, so a bad one changes nothing
     if job.phase == Phase.NOT_SUBMITTED:
         raise RerunRefused(f"job {job.id} was never submitted ({job.error}); run it again instead")
     if not session.scheduler.RERUN:
@@ -81,19 +86,26 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         raise RerunRefused(f"job {job.id} was submitted by an older dpu_slurm that did not keep what "
                            "a rerun needs; run it again as a new job")
     procs = session.store.procs(job.id)
-    indices = [p.idx for p in procs if set(p.outcome) & set(letters)]
+    chosen = [p for p in procs if set(p.outcome) & set(letters) and (among is None or p.idx in among)]
+    indices = [p.idx for p in chosen]
     if not indices:
         seen = "".join(sorted({x for p in procs for x in p.outcome}))
         raise RerunRefused(f"nothing to rerun: no process of job {job.id} has a task ending "
                            f"{'/'.join(letters)} (its tasks ended {'/'.join(seen) or 'nothing'})")
     number = int(old.get("rerun") or 1) + 1
-    time_limit = max(1, round(int(old["time_limit"]) * tf))
-    mem = max(1, round(int(old["mem"]) * mf))
+    if auto:
+        time_factor, mem_factor = regrow.auto_factors(session.dpu, chosen, int(old["time_limit"]),
+                                                      int(old["mem"]), time_factor, mem_factor)
+    limits = regrow.grow(session.dpu, int(old["time_limit"]), int(old["mem"]),
+                         _factor(time_factor, "time_factor"), _factor(mem_factor, "mem_factor"),
+                         old.get("partition"), clamp or auto)
+    time_limit, mem = limits.time_limit, limits.mem
     parts = session.scheduler.rerun_chunks(indices)
     natives = dict(old.get("natives") or {})
     natives[str(number - 1)] = list(job.native_ids)  # every submission's ids stay known
     new = {**{k: v for k, v in old.items() if k != "previous"}, "rerun": number, "time_limit": time_limit,
-           "mem": mem, "layout": [[o, ids] for o, ids in parts], "rerun_at": time.time(),
+           "mem": mem, "partition": limits.partition, "grown": "; ".join(limits.notes),
+           "layout": [[o, ids] for o, ids in parts], "rerun_at": time.time(),
            "natives": natives, "previous": {k: v for k, v in old.items() if k != "previous"}}
     attempts = session.store.attempt_numbers(job.id)
     # First the old records aside (a kill here loses nothing: the store still has the outcome):
@@ -107,7 +119,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         if res.returncode != 0:
             raise DPUError(f"job {job.id}: could not keep the earlier attempts' records in "
                            f"{job.jobdir} ({(res.stderr or res.stdout).strip()}); nothing was resubmitted")
-    if not session.store.begin_rerun(job.id, indices, new, submitter_note()):
+    if not session.store.begin_rerun(job.id, indices, new, submitter_note(), number - 1):
         raise RerunRefused(f"job {job.id} changed meanwhile (another dpu started it again); "
                            "look at dpu.get_status() and rerun it then")
     fault("record")
@@ -118,7 +130,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         fault("chunk")
     req = SubmitRequest(job_id=job.id, user=job.user, dpu=job.dpu, sequence=job.sequence,
                         jobdir=job.jobdir, nproc=job.nproc, time_limit=time_limit, mem=mem,
-                        partition=old.get("partition"), python=session.dpu.python_for_jobs(),
+                        partition=limits.partition, python=session.dpu.python_for_jobs(),
                         pythonpath=str(old["pythonpath"]), setup=list(old.get("setup") or []),
                         env=dict(session.dpu.env), store=str(old.get("store") or ""),
                         accepted=accepted,

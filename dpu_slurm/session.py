@@ -23,6 +23,8 @@ from .index import write_card
 from .plan import Plan
 from .reconcile import fault, found_chunks, submitter_note
 from .rerun import rerun
+from .retries import apply_retries
+from .retry_policy import resolve
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .states import PROC_TERMINAL, JobStatus, Phase, ProcState
 from .status import poll_settings, refresh
@@ -122,9 +124,11 @@ class DPUSession:
     """One user's work on one DPU: submitting, refreshing and reading the jobs' files."""
 
     def __init__(self, dpu: DPUConfig, store: Store, user: Optional[str] = None,
-                 transport: Optional[Transport] = None) -> None:
+                 transport: Optional[Transport] = None, retries: bool = True) -> None:
         self.dpu = dpu
         self.store = store
+        self.retries = retries  # apply the jobs' retry policies after each poll (retries.py)
+        self.retried: List[str] = []  # what they did, for the caller to show
         self.user = user or current_user()
         self._transport: Optional[Transport] = transport   # None: connect when first needed
         self._scheduler: Optional[Scheduler] = None
@@ -188,7 +192,8 @@ class DPUSession:
         # Processes per array job; the local runner takes a whole job at once (one "chunk").
         chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
-                    "partition": plan.partition, "chunk": chunk, "store": sid}
+                    "partition": plan.partition, "chunk": chunk, "store": sid,
+                    "retries": resolve(self.dpu.retries, plan.dpu_options.get("retries"))}
         job_id = self.store.record(self.dpu.name, self.user, plan.sequence, plan.options,
                                    resolved, plan.nproc, len(plan.tasks))
         self.store.note(job_id, submitter_note())
@@ -270,6 +275,12 @@ class DPUSession:
         for job in self.store.jobs(ids=settling) if settling and polled else []:
             if job.phase == Phase.SUBMITTED:  # adopted: its submitter died before writing the card
                 write_card(self.transport, self.dpu, job, store_id(self.store))
+        if self.retries:  # also when this poll was skipped: another one may have ended a job
+            self.retries = False   # a retry's own refreshes do not retry again
+            try:
+                self.retried += apply_retries(self)
+            finally:
+                self.retries = True
         return polled
 
     def views(self, jobs: Sequence[Job]) -> List[JobView]:
@@ -286,9 +297,9 @@ class DPUSession:
         return out
 
     def rerun(self, job: Job, only: str = "EAU", time_factor: Optional[float] = None,
-              mem_factor: Optional[float] = None) -> Tuple[int, List[int]]:
+              mem_factor: Optional[float] = None, auto: bool = False) -> Tuple[int, List[int]]:
         """Resubmit the failed processes of a finished job (rerun.py): (submission, indices)."""
-        return rerun(self, job, only, time_factor, mem_factor)
+        return rerun(self, job, only, time_factor, mem_factor, auto)
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, job: Job, force: bool = False) -> Cancelled:

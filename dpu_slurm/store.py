@@ -23,16 +23,16 @@ from .sqlite_errors import Connection, store_error
 from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
+from .store_retries import RETRY_TABLES, RetryTables
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _V3 = TABLES  # what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py)
-# Version 4: when each process was first found missing, so status waits out the grace before U.
-_V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]
+_V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]  # v4: when first missing (grace before U)
 # Version 5: reruns; each process's attempt number and the history of earlier attempts.
 _V5 = ["ALTER TABLE procs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1", *ATTEMPT_TABLES]
-MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5}  # from -> next
+MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5,  # from -> next
+              5: RETRY_TABLES}  # version 6: retry claims (store_retries.py)
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS procs (
     attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-""" + ";\n".join(_V3 + ATTEMPT_TABLES) + ";\n"  # all idempotent: two clients may create it at once
+""" + ";\n".join(_V3 + ATTEMPT_TABLES + RETRY_TABLES) + ";\n"  # all idempotent: two clients may make it
 
 
 @dataclass
@@ -118,8 +118,8 @@ class Counts:
         return "/".join(str(n) for n in self.letters)
 
 
-class Store(SideTables, AttemptTables):
-    """A user's jobs and processes (store_extra.py: bulk entries, tokens; store_attempts.py: reruns)."""
+class Store(SideTables, AttemptTables, RetryTables):
+    """A user's jobs and processes (more tables: store_extra.py, store_attempts.py, store_retries.py)."""
 
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # Schema version 5 (store.MIGRATIONS[4] adds procs.attempt too); every statement idempotent.
 ATTEMPT_TABLES = [
@@ -30,15 +30,17 @@ class AttemptTables:
         raise NotImplementedError  # pragma: no cover - Store's own
 
     def begin_rerun(self, job_id: int, indices: Sequence[int], dpu_options: Dict[str, Any],
-                    note: str) -> bool:
+                    note: str, seen: Optional[int] = None) -> bool:
         """Start a new attempt of these processes of a finished job, in one transaction: their
         current outcome goes to the history, they are queued again, and the job is 'recorded'
         (with `note`, no native ids) until the scheduler takes them. False if the job is not
-        finished and submitted any more (another client started something)."""
+        finished and submitted any more, or (given `seen`) no longer at submission `seen`:
+        another client started something."""
         with self.transaction() as db:
-            row = db.execute("SELECT finished FROM jobs WHERE id=? AND phase='submitted' AND finished"
-                             " IS NOT NULL", (job_id,)).fetchone()
-            if row is None:
+            row = db.execute("SELECT finished, ifnull(json_extract(dpu_options, '$.rerun'), 1) FROM jobs"
+                             " WHERE id=? AND phase='submitted' AND finished IS NOT NULL",
+                             (job_id,)).fetchone()
+            if row is None or (seen is not None and int(row[1]) != seen):
                 return False
             db.executemany("INSERT OR REPLACE INTO attempts SELECT job_id, idx, attempt, outcome, reason,"
                            " ? FROM procs WHERE job_id=? AND idx=?", ((row[0], job_id, i) for i in indices))

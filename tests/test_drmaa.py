@@ -156,3 +156,32 @@ def test_missing_libdrmaa_is_a_clear_config_error(make_session, monkeypatch):
         made.dpu.run("Null", dpu_mem=300)
     job = made.dpu._store.jobs(dpu="nolib")[-1]
     assert job.phase == "not_submitted"
+
+
+def test_rerun_is_one_bulk_per_chunk_whose_tasks_run_exactly_the_failed_indices(dpu, monkeypatch):
+    """Issue 12: a rerun over DRMAA submits, per chunk of max_array_size (150), one runBulkJobs of
+    as many tasks as failed processes; task k runs the k-th of them (the script's positions)."""
+    job_id = dpu.run("Null", n=155, ff="2,5,151,153", dpu_mem=500, return_jobid=True)
+    first = finished(dpu, job_id, timeout=400)
+    assert first.counts.letters == (151, 4, 0, 0, 0)
+    from dpu_slurm.schedulers.drmaa import Helper
+    calls = []
+    real = Helper.call
+
+    def counted(self, op, **kw):
+        calls.append((op, kw.get("count")))
+        return real(self, op, **kw)
+    monkeypatch.setattr(Helper, "call", counted)
+    assert dpu.rerun(job_id, only="E") == [2, 5, 151, 153]
+    assert [c for c in calls if c[0] == "submit"] == [("submit", 2), ("submit", 2)]
+    job = dpu._store.job(job_id)
+    assert job.dpu_options["layout"] == [[0, [2, 5]], [150, [151, 153]]]
+    assert "read -r -a positions <<< '151 153'" in Path(job.jobdir, "job-r2-1.sh").read_text()
+    view = finished(dpu, job_id)
+    assert (view.status, view.counts.letters) == ("FINISHED", (155, 0, 0, 0, 0))
+    assert {i: a for i, a in dpu._store.attempt_numbers(job_id).items() if a > 1} == {
+        2: 2, 5: 2, 151: 2, 153: 2}
+    # Each retried process has its first attempt's record aside and a new one of its own.
+    for idx in (2, 5, 151, 153):
+        assert Path(job.jobdir, "p", str(idx), "attempt-1", "status.json").exists()
+        assert '"N"' in Path(job.jobdir, "p", str(idx), "status.json").read_text()

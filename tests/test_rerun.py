@@ -145,6 +145,6 @@ def test_a_refused_rerun_gives_back_the_earlier_outcome(session: Session,
 
 
 def test_which_schedulers_rerun() -> None:
-    """DRMAA's runBulkJobs takes a range only: its DPUs refuse a rerun (the message names it)."""
+    """Every registered scheduler reruns (DRMAA by mapping its bulk's tasks: bulk_map.py)."""
     found = registry()
-    assert {name for name, cls in found.items() if cls.RERUN} == {"local", "slurm", "sge", "pbs"}
+    assert {name for name, cls in found.items() if cls.RERUN} == {"local", "slurm", "sge", "pbs", "drmaa"}

@@ -51,7 +51,7 @@ def test_version_4_store_gains_attempts_and_keeps_its_outcomes(tmp_path):
                                                                        (1, 1, 'DONE', 'E', 'boom');""")
     db.close()
     store = Store(path)
-    assert store.meta_get("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert store.meta_get("schema_version") == str(SCHEMA_VERSION) == "6"
     assert store.attempt_numbers(1) == {0: 1, 1: 1}
     assert store.attempts(1) == [(0, 1, "N", "", 2.0), (1, 1, "E", "boom", 2.0)]
     assert store.counts([1])[1].letters == (1, 1, 0, 0, 0)
@@ -64,3 +64,28 @@ def test_version_4_store_gains_attempts_and_keeps_its_outcomes(tmp_path):
     store.undo_rerun(1, [1], {}, ["7"], 2.0)
     assert store.attempts(1) == [(0, 1, "N", "", 2.0), (1, 1, "E", "boom", 2.0)]
     assert (store.job(1).phase, store.job(1).native_ids) == ("submitted", ["7"])
+
+
+def test_version_5_store_gains_retry_claims_and_keeps_its_attempts(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_JOBS.replace("finished REAL)", "finished REAL, cancelled REAL)") + ";\n"
+                     + V4_PROCS.replace("missing REAL,", "missing REAL, attempt INTEGER NOT NULL DEFAULT 1,")
+                     + """;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '5');
+        CREATE TABLE attempts (job_id INTEGER NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+            outcome TEXT NOT NULL, reason TEXT NOT NULL, ended REAL,
+            PRIMARY KEY (job_id, idx, attempt)) WITHOUT ROWID;
+        INSERT INTO jobs (dpu, user, sequence, options, dpu_options, nproc, ntasks, phase, created,
+            finished) VALUES ('local', 'alice', 'Null', '{}', '{"retries": {"max": 1}}', 1, 1,
+            'submitted', 1.0, 2.0);
+        INSERT INTO procs (job_id, idx, state, outcome, reason, attempt)
+            VALUES (1, 0, 'DONE', 'A', 'x', 1);""")
+    db.close()
+    store = Store(path)
+    assert store.meta_get("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert store.attempt_numbers(1) == {0: 1}
+    assert store.retry_candidates("local", 600) == [1]
+    assert store.claim_retry(1, 1, "me", 600) and not store.claim_retry(1, 1, "other", 600)
+    assert store.retry_candidates("local", 600) == []

@@ -84,7 +84,8 @@ def test_version_2_store_gains_the_bulk_and_token_tables_and_keeps_its_jobs(tmp_
     store.close()
     db = sqlite3.connect(path)   # make it a version-2 store again
     db.executescript("DROP TABLE bulk_entries; DROP TABLE tokens; ALTER TABLE procs DROP COLUMN missing;"
-                     "ALTER TABLE procs DROP COLUMN attempt; DROP TABLE attempts;"
+                     # what versions 5 (reruns) and 6 (retry claims) added
+                     "ALTER TABLE procs DROP COLUMN attempt; DROP TABLE attempts; DROP TABLE retry_claims;"
                      "UPDATE meta SET value='2' WHERE key='schema_version';")
     db.close()
     store = Store(path)

@@ -1,18 +1,16 @@
-"""DRMAA 1.0 (PyPI ``drmaa``): one bulk job per chunk through runBulkJobs, control(TERMINATE) to cancel.
-
-Two choices, both forced by facts (the README, "Grid Engine through DRMAA"):
+"""DRMAA 1.0 (PyPI ``drmaa``): one bulk job per chunk through runBulkJobs (a rerun's: bulk_map.py),
+control(TERMINATE) to cancel. Two choices, both forced by facts (README, "Grid Engine through DRMAA"):
 
 * The DRMAA calls run in a helper process (``python -m dpu_slurm.schedulers.drmaa``), one per
   scheduler instance and so one DRMAA session. Grid Engine's libdrmaa loads libjemalloc, which
   fails in an already running Python ("cannot allocate memory in static TLS block") unless
   GLIBC_TUNABLES=glibc.rtld.optional_static_tls=... was set when the process started: the helper
   is started with it, so the user sets nothing.
-* Polling is not DRMAA. DRMAA 1.0 has no call listing many jobs: jobStatus is one round trip to
-  the scheduler per process (the per-job polling sites ban), and synchronize(JOB_IDS_SESSION_ALL,
-  0) says only whether everything of *this session* ended (a cron run is a new session). So the
-  poll is the DRM's own one-call listing (qstat for Grid Engine and PBS, squeue for Slurm), done
-  by that scheduler's CLI module; DRMAA's own end-of-job data (wait() of this session: exit
-  status, signal, aborted) fills in ``history`` at no scheduler cost.
+* Polling is not DRMAA. DRMAA 1.0 has no call listing many jobs: jobStatus is one round trip per
+  process (what sites ban), and synchronize(JOB_IDS_SESSION_ALL, 0) only tells whether all of
+  *this session* ended (a cron run is a new session). So the poll is the DRM's own one-call
+  listing (qstat, squeue) by that scheduler's CLI module; DRMAA's end-of-job data (wait() of
+  this session: exit status, signal, aborted) fills in ``history`` at no scheduler cost.
 """
 from __future__ import annotations
 
@@ -47,6 +45,7 @@ from .base import (
     chunks,
     number_owners,
 )
+from .bulk_map import positions, remap
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +220,7 @@ class DRMAAScheduler(Scheduler):
     name = "drmaa"
     KIND = "submit"
     STATE_MAP = STATE_MAP
+    RERUN = True
 
     def __init__(self, dpu: DPUConfig, transport: Transport) -> None:
         super().__init__(dpu, transport)
@@ -249,8 +249,9 @@ class DRMAAScheduler(Scheduler):
         spec = native_spec(self.dpu, req)
         native: List[str] = []
         try:
-            sizes = chunks(req.nproc, self.dpu.max_array_size)
-            for k, (name, (_offset, count)) in enumerate(zip(scripts, sizes, strict=True)):
+            sizes = [n for _, n in chunks(req.nproc, self.dpu.max_array_size)] if req.indices is None \
+                else [len(ids) for _, ids in self.rerun_chunks(req.indices)]
+            for k, (name, count) in enumerate(zip(scripts, sizes, strict=True)):
                 reply = self.helper.call(
                     "submit", command="/bin/bash", args=[f"{req.jobdir}/{name}"],
                     name=req.chunk_tag(k), native=spec, workdir=req.jobdir,
@@ -264,6 +265,10 @@ class DRMAAScheduler(Scheduler):
             raise SubmitError(f"DRMAA refused it: {exc}") from None
         return native
 
+    def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
+        """The chunk's indices for its script to pick from by task number."""
+        return positions(offset, ids)
+
     # -- poll: the DRM's own one-call listing, in the gather's round trip ------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         """The DRM's own command-line poll (DRMAA has no one-call listing)."""
@@ -274,7 +279,7 @@ class DRMAAScheduler(Scheduler):
         seen = self.cli.parse_poll(jobs, got)
         self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
         shift = self.cli.DRMAA_INDEX_SHIFT
-        return {j: {i - shift: o for i, o in procs.items()} for j, procs in seen.items()}
+        return remap(jobs, {j: {i - shift: o for i, o in procs.items()} for j, procs in seen.items()})
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """How processes ended: this session's wait() data, then the DRM's accounting."""
@@ -294,7 +299,7 @@ class DRMAAScheduler(Scheduler):
         for job_id, procs in history.items():
             for idx, obs in procs.items():
                 out.setdefault(job_id, {}).setdefault(idx, obs)
-        return out
+        return remap(jobs, out)
 
     def status(self, native_ids: Sequence[str]) -> Dict[str, Observation]:
         """jobStatus of a few named processes (diagnosis: one DRM round trip each, never in a poll)."""

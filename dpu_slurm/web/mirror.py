@@ -51,7 +51,7 @@ class Mirror:
         # Every job file is read as its owner's: see guard.py and transport/owned.py.
         self.transport = OwnersOnly(transport or connect(dpu))
         # The page's own session on an in-memory store: polled like any user's, for all users.
-        self.session = DPUSession(dpu, Store(Path(":memory:")), transport=self.transport)
+        self.session = DPUSession(dpu, Store(Path(":memory:")), transport=self.transport, retries=False)
         self.store = self.session.store   # the page's view: named Store methods only, no SQL here
         self.scheduler = self.session.scheduler
         self.scheduler.all_users = True
@@ -70,10 +70,13 @@ class Mirror:
         self.broken: Set[str] = set()         # job keys that cannot be shown (logged once)
         self.settled: Dict[int, Row] = {}     # rows that no longer change: finished, times known
         self.interval = max(1.0, poll_settings(dpu)[0])
+        self.own_session: Optional[DPUSession] = None   # polls `own` for its retries
 
     def close(self) -> None:
         """Close the session and the mirror's store."""
         self.session.close()
+        if self.own_session is not None:
+            self.own_session.close()
         self.store.close()
 
     # -- refreshing -----------------------------------------------------------------------
@@ -89,6 +92,7 @@ class Mirror:
                 warnings.append(str(exc))
             self._add_own()
             self.session.refresh(force=True)
+            self._own_retries()
             if self.session.unreachable:
                 warnings.append(f"{self.session.unreachable}; showing the last known states")
             else:
@@ -98,6 +102,17 @@ class Mirror:
                     warnings.append(f"{exc}; showing the last known states")
             self.warnings = warnings
             self.updated = time.time()
+
+    def _own_retries(self) -> None:
+        """The page is a poller too: its user's own jobs get their retry policies (retries.py)."""
+        if self.own is None:
+            return
+        if self.own_session is None:
+            self.own_session = DPUSession(self.dpu, self.own)
+        self.own_session.refresh()
+        for line in self.own_session.retried:
+            log.info("%s", line)
+        self.own_session.retried.clear()
 
     def _add_cards(self, warnings: List[str]) -> None:
         """Cards are claims: only those that pass every check of index.py and owned.py show; a
