@@ -22,6 +22,7 @@ from .files import private_dir
 from .index import write_card
 from .plan import Plan
 from .reconcile import fault, found_chunks, submitter_note
+from .report import job_report
 from .rerun import rerun
 from .schedulers import Scheduler, SubmitRequest, for_dpu
 from .states import PROC_TERMINAL, JobStatus, Phase, ProcState
@@ -29,6 +30,7 @@ from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
 from .transport.local import LocalTransport
+from .usage import fill_in
 from .worker import LOG, RESULT, process_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -266,6 +268,13 @@ class DPUSession:
               mem_factor: Optional[float] = None) -> Tuple[int, List[int]]:
         """Resubmit the failed processes of a finished job (rerun.py): (submission, indices)."""
         return rerun(self, job, only, time_factor, mem_factor)
+
+    def report(self, job: Job) -> Dict[str, Any]:
+        """A job's usage report (report.py), after asking the accounting for missing figures."""
+        self.refresh()
+        if self.store.job(job.id).finished is not None:   # the figures are final only then
+            fill_in(self.store, self.scheduler, job)
+        return job_report(self.store, self.store.job(job.id))
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, job: Job, force: bool = False) -> Cancelled:

@@ -12,7 +12,7 @@ Two choices, both forced by facts (the README, "Grid Engine through DRMAA"):
   0) says only whether everything of *this session* ended (a cron run is a new session). So the
   poll is the DRM's own one-call listing (qstat for Grid Engine and PBS, squeue for Slurm), done
   by that scheduler's CLI module; DRMAA's own end-of-job data (wait() of this session: exit
-  status, signal, aborted) fills in ``history`` at no scheduler cost.
+  status, signal, aborted) fills in ``history`` at no scheduler cost; usage figures are the DRM's.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from .base import (
     PollRequest,
     Scheduler,
     SubmitRequest,
+    Usage,
     chunks,
     number_owners,
 )
@@ -296,6 +297,11 @@ class DRMAAScheduler(Scheduler):
                 out.setdefault(job_id, {}).setdefault(idx, obs)
         return out
 
+    def usage(self, jobs: Sequence[Job]) -> Usage:
+        """The DRM's own accounting figures (qacct for Grid Engine), named as its own."""
+        self.USAGE_SOURCE = self.cli.USAGE_SOURCE
+        return self.cli.usage(jobs)
+
     def status(self, native_ids: Sequence[str]) -> Dict[str, Observation]:
         """jobStatus of a few named processes (diagnosis: one DRM round trip each, never in a poll)."""
         states = self.helper.call("status", ids=list(native_ids))["states"]
@@ -321,8 +327,7 @@ def _handle(drmaa: Any, session: Any, req: Dict[str, Any]) -> Dict[str, Any]:
         try:
             jt.remoteCommand, jt.args, jt.jobName = req["command"], req["args"], req["name"]
             jt.nativeSpecification, jt.workingDirectory = req["native"], req["workdir"]
-            jt.outputPath = req["output"] + drmaa.JobTemplate.PARAMETRIC_INDEX + ".out"
-            jt.joinFiles = True
+            jt.outputPath, jt.joinFiles = req["output"] + drmaa.JobTemplate.PARAMETRIC_INDEX + ".out", True
             try:
                 ids = session.runBulkJobs(jt, 1, int(req["count"]), 1)
             except drmaa.errors.DrmCommunicationException as exc:
