@@ -84,7 +84,8 @@ def test_after_five_runs_the_estimate_changes_and_names_its_source(session: Sess
     out = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "run", "Null>Null", "--time", "auto",
                           "--dpu", "testlocal"], capture_output=True, text=True, cwd=env.cwd, check=False)
     assert out.returncode == 0, out.stderr
-    assert "Estimated process time : 10 seconds (the tasks' estimate: fewer than 3 earlier runs)" in out.stdout
+    assert ("Estimated process time : 10 seconds (the tasks' estimate: fewer than 3 earlier runs)"
+            in out.stdout)
     bad = subprocess.run([sys.executable, "-m", "dpu_slurm.cli", "run", "Null", "--time", "soon",
                           "--dpu", "testlocal"], capture_output=True, text=True, cwd=env.cwd, check=False)
     assert bad.returncode == 2 and "a number or 'auto', not 'soon'" in bad.stderr
