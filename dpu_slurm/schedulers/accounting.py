@@ -50,7 +50,7 @@ def amount_bytes(text: str, unit: str = "") -> Optional[float]:
 
 
 def duration(text: str) -> Optional[float]:
-    """'[DD-][HH:]MM:SS[.mmm]', '12.5s', '12' -> seconds; None if unreadable."""
+    """``[DD-][HH:]MM:SS[.mmm]``, ``12.5s`` or ``12`` -> seconds; None if unreadable."""
     text = (text or "").strip()
     if not text:
         return None
@@ -100,7 +100,7 @@ def parse_sacct(jobs: Sequence[Job], text: str) -> Usage:
             if (state.split() or [""])[0] not in SLURM_ENDED:
                 running.add((job.id, offset + int(task)))
             figures.wall_s = float(elapsed) if elapsed.strip().isdigit() else None
-            figures.cpu_s = duration(cpu)
+            figures.cpu_s = duration(cpu) or None  # 0: not gathered (a killed step), not idle
     return {j: {i: f for i, f in procs.items() if f.any() and (j, i) not in running}
             for j, procs in out.items()}
 
