@@ -30,7 +30,7 @@ from tests.conftest import Env, Session
 MB = 1024  # KB
 
 
-def job(job_id: int = 7, natives=("501",), nproc: int = 4) -> Job:
+def job(job_id: int = 7, natives=("501",), nproc: int = 5) -> Job:
     return Job(job_id, "d", "alice", "Null", {}, {"time_limit": 60, "mem": 400}, nproc, 1, "submitted",
                list(natives), "/w", "", "", 0.0, 1.0, None)
 
@@ -85,6 +85,8 @@ SACCT = """501_0|COMPLETED||12|00:11.500
 501_1|TIMEOUT||61|01:00.250
 501_1.batch|CANCELLED|1.5G||01:00.240
 501_2|RUNNING||5|00:04.000
+501_4|TIMEOUT||75|00:00:00
+501_4.batch|FAILED||75|00:00:00
 501_2.batch|RUNNING|1000K||00:04.000
 501_[3]|PENDING||0|00:00:00
 999_0|COMPLETED||3|00:01.000
@@ -93,7 +95,9 @@ SACCT = """501_0|COMPLETED||12|00:11.500
 
 def test_sacct_gives_the_largest_step_peak_and_the_task_wall_and_cpu() -> None:
     got = parse_sacct([job()], SACCT)
-    assert got == {7: {0: Figures(12.0, 11.5, 215040), 1: Figures(61.0, 60.25, 1536 * MB)}}
+    # A killed step's TotalCPU of 0 and empty MaxRSS are no figures (the worker's stay).
+    assert got == {7: {0: Figures(12.0, 11.5, 215040), 1: Figures(61.0, 60.25, 1536 * MB),
+                       4: Figures(75.0, None, None)}}
 
 
 def test_sacct_of_a_rerun_chunk_maps_array_indices_by_its_offset() -> None:
