@@ -51,11 +51,10 @@ def learn(store: Store, dpu: str, sequence: str, options: Mapping[str, Any]) -> 
     """The learned estimate of `sequence` (an identifier) with these option values on `dpu`;
     None with fewer than MIN_RUNS past processes that ended N."""
     wanted = options.get(KEY)
+    same = (lambda opts: _option(opts, KEY) == wanted) if KEY in options else None
     walls: List[float] = []
     peaks: List[float] = []
-    for _, opts, wall, rss in store.past_runs(dpu, sequence, HISTORY):
-        if KEY in options and _option(opts, KEY) != wanted:
-            continue
+    for _, _, wall, rss in store.past_runs(dpu, sequence, HISTORY, same):
         if wall is not None:
             walls.append(float(wall))
         if rss is not None and rss > 0:

@@ -7,11 +7,10 @@ what learned estimates read (estimates.py).
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 # Schema version 6; every statement idempotent.
 USAGE_TABLES = [
@@ -65,15 +64,26 @@ class UsageTables:
             " WHERE u.job_id=? AND (p.idx IS NOT NULL OR NOT ?)", (job_id, current_only))
         return {(r[0], r[1]): UsageRow(*r) for r in rows}
 
-    def past_runs(self, dpu: str, sequence: str, limit: int = 500) -> List[PastRun]:
+    def past_runs(self, dpu: str, sequence: str, limit: int = 500,
+                  keep: Optional[Callable[[str], bool]] = None) -> List[PastRun]:
         """The latest processes of `sequence` on `dpu` that ended N in every task (any attempt),
-        with their figures: what a learned estimate is made of. Newest first."""
-        rows = self.db.execute(
-            "SELECT j.sequence, j.options, u.wall_s, u.max_rss_kb FROM usage u"
-            " JOIN jobs j ON j.id=u.job_id"
-            " LEFT JOIN procs p ON p.job_id=u.job_id AND p.idx=u.idx AND p.attempt=u.attempt"
-            " LEFT JOIN attempts a ON a.job_id=u.job_id AND a.idx=u.idx AND a.attempt=u.attempt"
-            " WHERE j.dpu=? AND j.sequence=? AND coalesce(p.outcome, a.outcome) <> ''"
-            " AND coalesce(p.outcome, a.outcome) NOT GLOB '*[^N]*'"
-            " ORDER BY j.created DESC, u.idx LIMIT ?", (dpu, sequence, int(limit)))
-        return [(s, o if isinstance(o, str) else json.dumps(o), w, m) for s, o, w, m in rows]
+        with their figures: what a learned estimate is made of. Newest jobs first; job by job,
+        so a long history (or a job of 10,000 processes) is never read whole. `keep`: which
+        jobs count, by their options' JSON (e.g. the same instrument)."""
+        out: List[PastRun] = []
+        jobs = self.db.execute("SELECT id, sequence, options FROM jobs WHERE dpu=? AND sequence=?"
+                               " ORDER BY created DESC, id DESC", (dpu, sequence)).fetchall()
+        for job_id, seq, options in jobs:
+            if len(out) >= limit:
+                break
+            if keep is not None and not keep(options):
+                continue
+            rows = self.db.execute(
+                "SELECT u.wall_s, u.max_rss_kb FROM usage u"
+                " LEFT JOIN procs p ON p.job_id=u.job_id AND p.idx=u.idx AND p.attempt=u.attempt"
+                " LEFT JOIN attempts a ON a.job_id=u.job_id AND a.idx=u.idx AND a.attempt=u.attempt"
+                " WHERE u.job_id=? AND coalesce(p.outcome, a.outcome) <> ''"
+                " AND coalesce(p.outcome, a.outcome) NOT GLOB '*[^N]*' ORDER BY u.idx LIMIT ?",
+                (job_id, limit - len(out)))
+            out += [(seq, options, wall, rss) for wall, rss in rows]
+        return out

@@ -47,6 +47,10 @@ def test_the_instrument_splits_the_history(tmp_path: Path) -> None:
     assert learn(store, "d", "ReadNoise", {"instrument": "WFI"}).time_s == 150.0
     assert learn(store, "d", "ReadNoise", {"instrument": "OCAM"}).time_s == 15.0
     assert learn(store, "d", "ReadNoise", {"instrument": "WFC"}) is None
+    # The instrument is chosen before the newest-N cut: newer WFI runs do not crowd out OCAM's.
+    past(store, "ReadNoise", {"instrument": "WFI"}, [100.0] * 5)
+    rows = store.past_runs("d", "ReadNoise", limit=MIN_RUNS, keep=lambda opts: "OCAM" in opts)
+    assert [r[2] for r in rows] == [10.0] * MIN_RUNS
 
 
 def test_auto_takes_the_learned_figures_or_falls_back_to_the_declared_estimate() -> None:
