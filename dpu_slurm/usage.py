@@ -93,15 +93,19 @@ def ask(scheduler: Scheduler, jobs: Sequence[Job], want: Dict[int, List[int]],
 
 def fill_in(store: Store, scheduler: Scheduler, job: Job) -> int:
     """Ask the accounting (one call) for the ended processes of `job` whose figures are
-    missing or the worker's own after an abort; how many rows it filled in."""
+    missing, or after an abort the worker's own or incomplete; how many rows it filled in."""
     have = store.usage(job.id)
     attempts = store.attempt_numbers(job.id)
     want = []
     for p in store.procs(job.id):
         row = have.get((p.idx, attempts.get(p.idx, 1)))
-        if p.state == ProcState.DONE and (row is None or (row.source == WORKER and wants_accounting(
-                p.outcome, Figures(row.wall_s, row.cpu_s, row.max_rss_kb)))):
+        if p.state != ProcState.DONE:
+            continue
+        if row is None:
             want.append(p.idx)
+        elif row.source == WORKER or None in (row.wall_s, row.cpu_s, row.max_rss_kb):
+            if wants_accounting(p.outcome, Figures(row.wall_s, row.cpu_s, row.max_rss_kb)):
+                want.append(p.idx)
     if not want:
         return 0
     rows = ask(scheduler, [job], {job.id: want}, {job.id: attempts}).get(job.id, [])

@@ -24,7 +24,7 @@ from dpu_slurm.schedulers.sge import parse_qacct
 from dpu_slurm.store import Job, Store
 from dpu_slurm.store_usage import UsageRow
 from dpu_slurm.transport.local import LocalTransport
-from dpu_slurm.usage import wants_accounting, worker_figures
+from dpu_slurm.usage import fill_in, wants_accounting, worker_figures
 from tests.conftest import Env, Session
 
 MB = 1024  # KB
@@ -179,3 +179,39 @@ def test_the_report_names_the_worst_processes_and_the_ratios(tmp_path: Path) -> 
     assert "4/4 processes ended, figures for 3 (1 from sacct, 2 from worker)" in lines[0]
     assert lines[3].startswith("  memory used       : max 900 MB (90% of asked)")
     assert lines[-1] == "  least CPU-busy    : process 1 10%, process 2 50%, process 0 100%"
+
+
+class FakeAccounting:
+    """A scheduler's usage() only: counts the calls, answers what it was given."""
+
+    USAGE_SOURCE = "sacct"
+
+    def __init__(self, answer: dict) -> None:
+        self.answer, self.calls = answer, 0
+
+    def usage(self, jobs: list) -> dict:
+        self.calls += 1
+        return self.answer
+
+
+def test_report_asks_the_accounting_only_for_aborted_or_unmeasured_processes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    jid = store.record("d", "alice", "Null", {}, {"time_limit": 60, "mem": 100}, 3, 1)
+    store.submitted(jid, ["1"])
+    store.update(jid, [(0, "DONE", "N", "", None), (1, "DONE", "A", "TIMEOUT", None),
+                       (2, "DONE", "U", "", None)])
+    store.put_usage(jid, [UsageRow(0, 1, 5.0, 4.0, 2048, "worker"),
+                          UsageRow(1, 1, 59.0, 50.0, 4096, "worker")])
+    lagging = FakeAccounting({jid: {1: Figures(61.0, None, None)}})   # sacct not final yet
+    assert fill_in(store, lagging, store.job(jid)) == 1 and lagging.calls == 1
+    row = store.usage(jid)[(1, 1)]
+    assert (row.wall_s, row.cpu_s, row.max_rss_kb, row.source) == (61.0, 50.0, 4096, "sacct")
+    # Process 1 now has every figure (sacct's wall time, the worker's CPU and peak); process 2
+    # none yet: only it is asked for; process 0 ended N with the worker's figures: never.
+    final = FakeAccounting({jid: {1: Figures(61.0, 55.0, 8192), 2: Figures(3.0, 1.0, 1024), 0: Figures(9.0)}})
+    assert fill_in(store, final, store.job(jid)) == 1 and final.calls == 1
+    got = store.usage(jid)
+    assert got[(0, 1)].wall_s == 5.0 and got[(1, 1)].max_rss_kb == 4096
+    assert (got[(2, 1)].wall_s, got[(2, 1)].source) == (3.0, "sacct")
+    done = FakeAccounting({})
+    assert fill_in(store, done, store.job(jid)) == 0 and done.calls == 0   # nothing left to ask
