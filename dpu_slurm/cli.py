@@ -10,11 +10,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import __version__, bulk, shell
 from .config import DPUConfig, config_files, discover, load_file
 from .errors import ConfigError, DPUError
+from .estimates import AUTO
 from .processor import Processor
 from .session import JobView
 from .states import STATUS_TERMINAL, JobStatus
@@ -61,8 +62,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[common], help="submit a sequence as one job")
     r.add_argument("sequence", help="e.g. ReadNoise or Bias>HotPixels (quote the >)")
     r.add_argument("options", nargs="*", metavar="KEY=VALUE", help="task options, short or long names")
-    r.add_argument("--time", type=float, dest="dpu_time", help="expected seconds per process")
-    r.add_argument("--mem", type=float, dest="dpu_mem", help="MB per process")
+    r.add_argument("--time", type=_amount, dest="dpu_time",
+                   help="expected seconds per process, or 'auto': learned from past runs")
+    r.add_argument("--mem", type=_amount, dest="dpu_mem", help="MB per process, or 'auto'")
     r.add_argument("--aweversion", dest="dpu_aweversion", help="installed version on the DPU")
     r.add_argument("--no-send-code", dest="send_code", action="store_false",
                    help="use the DPU's installed code instead of shipping yours")
@@ -92,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--more-mem", type=float, dest="mem_factor", metavar="F", help="multiply the memory")
     rr.add_argument("--auto", action="store_true", help="double the time of processes that timed out, "
                     "the memory of those out of memory (up to the DPU's largest partition)")
+    rep = sub.add_parser("report", parents=[common], help="time, memory and CPU used against asked")
+    rep.add_argument("jobid", type=int)
     w = sub.add_parser("wait", parents=[common], help="wait until jobs finish (for scripts)")
     w.add_argument("jobids", nargs="+", type=int)
     w.add_argument("--timeout", type=float)
@@ -166,6 +170,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         dpu.close()
 
 
+def _amount(text: str) -> Union[float, str]:
+    """--time/--mem: a number, or 'auto' (estimates.py)."""
+    if text == AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or '{AUTO}', not {text!r}") from None
+
+
 def _emit(args: argparse.Namespace, data: Any) -> None:
     if args.json:
         print(json.dumps(data, indent=1))
@@ -200,6 +214,9 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
     if cmd == "rerun":
         indices = dpu.rerun(args.jobid, args.only, args.time_factor, args.mem_factor, args.auto)
         _emit(args, {"jobid": args.jobid, "indices": indices})
+        return OK
+    if cmd == "report":
+        _emit(args, dpu.report(args.jobid))
         return OK
     if cmd == "jobids":
         ids = dpu.get_jobids()

@@ -20,9 +20,11 @@ from .config import (
 )
 from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
+from .estimates import Amount, estimate_lines, learn_for, resolve
 from .futures import DPUJob, as_completed, as_completed_async
 from .index import own_job_ids
 from .plan import make_plan
+from .report import report_lines
 from .rerun import history_lines
 from .retries import retry_lines
 from .retry_policy import run_policy
@@ -164,15 +166,15 @@ class Processor:
             self._say.raw(printable(line))  # the HOW-TO's lines, unprefixed
 
     # -- run --------------------------------------------------------------------------------
-    def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
+    def run(self, sequence: str, dpu_time: Amount = None, dpu_mem: Amount = None,
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
             return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
             **options: Any) -> Optional[int]:
         """Submit `sequence` with its options (short or long names) as one job.
 
-        dpu_time: expected seconds per process (overrides the tasks' estimate);
-        dpu_mem: MB per process; dpu_aweversion: installed version to use on the DPU;
-        send_code: ship your AWEPIPE code (default) or use the installed version;
+        dpu_time: expected seconds per process (overrides the tasks' estimate; 'auto': learned
+        from past runs); dpu_mem: MB per process (or 'auto'); dpu_aweversion: installed version
+        to use on the DPU; send_code: ship your AWEPIPE code (default) or use the installed version;
         return_jobid: return the job identifier; retries: this run's retry policy, a number
         (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries").
         """
@@ -184,10 +186,13 @@ class Processor:
             given["send_code"] = False
         args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in given.items()])
         self._say(f"Calling: dpu.run({args})")
-        plan = make_plan(self.catalog, self._session.dpu, sequence, options, dpu_time, dpu_mem,
+        learned = learn_for(self._store, self.catalog, self.dpu_name, sequence, options)
+        asked_time, asked_mem, note = resolve(learned, dpu_time, dpu_mem)
+        plan = make_plan(self.catalog, self._session.dpu, sequence, options, asked_time, asked_mem,
                          dpu_aweversion, send_code)
         plan.dpu_options["retries"] = policy
-        self._say(f"Estimated process time : {plan.estimate:.0f} seconds")
+        for line in estimate_lines(plan.estimate, learned, note, extra):
+            self._say(line)
         job_id = self._session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
@@ -233,6 +238,15 @@ class Processor:
         job = self._jobs(jobid)[0]
         for line in history_lines(self._session_for(job), job):
             self._say(line)
+
+    def report(self, jobid: int) -> Dict[str, Any]:
+        """Print how a job's processes used the time and memory they asked for; the figures as a
+        dict (shell: dpu report JOBID [--json])."""
+        job = self._jobs(jobid)[0]
+        data = self._session_for(job).report(job)
+        for line in report_lines(data):
+            self._say(line)
+        return data
 
     # -- jobs -------------------------------------------------------------------------------
     def get_jobids(self, everywhere: bool = False) -> List[int]:

@@ -22,6 +22,7 @@ from .files import private_dir
 from .index import write_card
 from .plan import Plan
 from .reconcile import fault, found_chunks, submitter_note
+from .report import job_report
 from .rerun import rerun
 from .retries import apply_retries
 from .retry_policy import resolve
@@ -31,6 +32,7 @@ from .status import poll_settings, refresh
 from .store import Counts, Job, Proc, Store
 from .transport import Transport, connect
 from .transport.local import LocalTransport
+from .usage import fill_in
 from .worker import LOG, RESULT, process_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -300,6 +302,13 @@ class DPUSession:
               mem_factor: Optional[float] = None, auto: bool = False) -> Tuple[int, List[int]]:
         """Resubmit the failed processes of a finished job (rerun.py): (submission, indices)."""
         return rerun(self, job, only, time_factor, mem_factor, auto)
+
+    def report(self, job: Job) -> Dict[str, Any]:
+        """A job's usage report (report.py), after asking the accounting for missing figures."""
+        self.refresh()
+        if self.store.job(job.id).finished is not None:   # the figures are final only then
+            fill_in(self.store, self.scheduler, job)
+        return job_report(self.store, self.store.job(job.id))
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel(self, job: Job, force: bool = False) -> Cancelled:

@@ -13,10 +13,12 @@ from typing import List, Optional, Tuple
 
 from .config import DPUConfig
 from .reconcile import found_chunks, nchunks, reconcile, submitter_alive
+from .schedulers.accounting import Figures
 from .schedulers.base import ENDED, Observation, Scheduler
 from .states import JobStatus, ObsState, Phase, ProcState
 from .store import Job, Proc, Store
 from .transport.base import Records
+from .usage import record_usage, worker_figures
 from .worker import STATUS
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class Record:
     state: str                  # RUNNING or DONE
     tasks: List[Optional[str]]  # per task: None (not started), RUNNING, or a letter
     reason: str = ""
+    usage: Optional[Figures] = None  # the worker's own figures, in its final record
 
 
 def poll_settings(dpu: DPUConfig) -> Tuple[float, float, float]:
@@ -66,6 +69,7 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     if not active or (not force and not due(store, dpu, now)):
         return False
     jobs = [j for j in active if j.phase == Phase.SUBMITTED]
+    ended: List[Tuple[Job, int, str]] = []  # (job, index, outcome) of processes ending in this poll
     recorded = [j for j in active if j.phase == Phase.RECORDED]
     open_procs = {j.id: store.procs(j.id, open_only=True) for j in active}
     # A recorded job's folder is asked for every process: a record there means it ran.
@@ -130,6 +134,9 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
         if changes:
             changed = True
             store.update(job.id, changes)
+            ended += [(job, c[0], c[2]) for c in changes if c[1] == DONE]
+    if ended:  # their figures: the workers' own, the scheduler's accounting for killed ones
+        record_usage(store, scheduler, ended, {k: r.usage for k, r in records.items() if r and r.usage})
     _backoff(store, dpu, changed, now)
     return True
 
@@ -144,7 +151,7 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
         if not isinstance(data["state"], str) or not isinstance(tasks, list) \
                 or not all(t is None or isinstance(t, str) for t in tasks) or not isinstance(reason, str):
             raise TypeError("a field of the wrong type")
-        return Record(data["state"], list(tasks), reason[:2000])
+        return Record(data["state"], list(tasks), reason[:2000], worker_figures(data.get("usage")))
     except (ValueError, KeyError, TypeError):
         log.warning("unreadable worker status record; ignoring it")
         return None

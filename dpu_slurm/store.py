@@ -1,6 +1,6 @@
 """The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
-timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is
-the store layer with store_extra.py: all SQL of dpu_slurm is in these two modules.
+timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is the
+store layer with its mixins (store_extra, store_attempts, store_usage): all SQL of dpu_slurm.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -24,15 +24,16 @@ from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
 from .store_retries import RETRY_TABLES, RetryTables
+from .store_usage import USAGE_TABLES, UsageTables
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _V3 = TABLES  # what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py)
 _V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]  # v4: when first missing (grace before U)
 # Version 5: reruns; each process's attempt number and the history of earlier attempts.
 _V5 = ["ALTER TABLE procs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1", *ATTEMPT_TABLES]
 MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5,  # from -> next
-              5: RETRY_TABLES}  # version 6: retry claims (store_retries.py)
+              5: RETRY_TABLES, 6: USAGE_TABLES}  # v6 retry claims, v7 usage figures
 LETTERS = "NEASU"
 
 _SCHEMA = """
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS procs (
     attempt INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
-""" + ";\n".join(_V3 + ATTEMPT_TABLES + RETRY_TABLES) + ";\n"  # all idempotent: two clients may make it
+""" + ";\n".join(_V3 + ATTEMPT_TABLES + RETRY_TABLES + USAGE_TABLES) + ";\n"  # idempotent
 
 
 @dataclass
@@ -118,8 +119,8 @@ class Counts:
         return "/".join(str(n) for n in self.letters)
 
 
-class Store(SideTables, AttemptTables, RetryTables):
-    """A user's jobs and processes (more tables: store_extra.py, store_attempts.py, store_retries.py)."""
+class Store(SideTables, AttemptTables, RetryTables, UsageTables):
+    """A user's jobs and processes (mixins: bulk entries, tokens, reruns, retry claims, usage)."""
 
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""
@@ -260,8 +261,7 @@ class Store(SideTables, AttemptTables, RetryTables):
         # (another host's client cannot see that the submitter is still alive).
         with self.transaction() as db:
             db.execute("UPDATE jobs SET phase='submitted', native_ids=?, submitted=?, error='',"
-                       " finished=NULL WHERE id=?",
-                       (json.dumps(list(native_ids)), time.time(), job_id))
+                       " finished=NULL WHERE id=?", (json.dumps(list(native_ids)), time.time(), job_id))
 
     def accepted(self, job_id: int, native_ids: Sequence[str]) -> None:
         """Native ids of the chunks the scheduler accepted so far (the job stays 'recorded')."""
@@ -274,8 +274,7 @@ class Store(SideTables, AttemptTables, RetryTables):
         with self.transaction() as db:
             db.execute("UPDATE jobs SET error=? WHERE id=? AND phase='recorded'", (text, job_id))
 
-    def adopt(self, job_id: int, native_ids: Sequence[str], never: Sequence[int],
-              reason: str) -> bool:
+    def adopt(self, job_id: int, native_ids: Sequence[str], never: Sequence[int], reason: str) -> bool:
         """A recorded job found on the scheduler: submitted with these ids; the processes in
         `never` (chunks nothing carries) end skipped with `reason`. False if already settled."""
         with self.transaction() as db:

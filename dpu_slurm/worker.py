@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -170,6 +171,7 @@ class Worker:
             "state": state, "tasks": self.tasks, "reason": self.reason,
             "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started, "ended": time.time() if state == "DONE" else None,
+            **({"usage": own_usage(self.started)} if state == "DONE" else {}),
         })
 
     def options(self) -> Dict[str, Any]:
@@ -252,6 +254,16 @@ class Worker:
             self.log(self.reason)
             return "E", []
         return "N", list(objects)
+
+
+def own_usage(started: float) -> Dict[str, float]:
+    """This process's figures so far: wall seconds, CPU seconds (its own and its reaped
+    children's) and peak resident memory in KB (the larger of itself and a child)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    scale = 1024 if sys.platform == "darwin" else 1  # macOS counts ru_maxrss in bytes
+    return {"wall_s": round(time.time() - started, 3),
+            "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 3),
+            "max_rss_kb": max(me.ru_maxrss, kids.ru_maxrss) // scale}
 
 
 def _kill_reason(elapsed: float) -> str:

@@ -193,6 +193,19 @@ def test_job_page_has_the_processes_and_their_logs(session: Session) -> None:
     assert any("Message: hello page" in line for line in detail["processes"][1]["log"])
 
 
+def test_job_page_shows_the_usage_the_workers_measured(session: Session) -> None:
+    jid = finished(session, "Null", n=2, mb=30)
+    with serving() as (url, _):
+        row = get_json(url + "/api/queue")["jobs"][0]
+        detail = get_json(url + "/api" + row["url"])
+        html = http(url + row["url"])[2].decode()
+    usage = detail["usage"]
+    assert detail["job"]["jobid"] == jid and (usage["measured"], usage["sources"]) == (2, {"worker": 2})
+    assert 30 <= usage["memory"]["max_mb"] < 200 and usage["time"]["max_used"] is not None
+    assert [r["process"] for r in usage["worst"]["memory"]] != [] and "rows" not in usage
+    assert re.search(r"<th>Peak memory</th><td>max \d+ MB", html) and "2 from worker" in html
+
+
 def test_the_page_is_read_only_and_answers_only_its_own_host_names(session: Session) -> None:
     with serving() as (url, _):
         for method in ("PUT", "DELETE", "PATCH"):

@@ -24,6 +24,7 @@ from ..states import ObsState
 from ..store import Job
 from ..transport import Transport
 from ..transport.base import Completed, Gathered
+from .accounting import Usage
 from .helpers import (
     chunk_owners,
     chunk_size,
@@ -99,9 +100,9 @@ class SubmitRequest:
 
 
 __all__ = ["ENDED", "QUEUED", "REGISTRY", "RUNNING", "Observation", "Observed", "PollRequest",
-           "Scheduler", "SubmitRequest", "chunk_owners", "chunk_size", "chunk_tag", "chunks", "index_chunks",
-           "job_tag", "minute_limit", "minutes", "number_owners", "one_line", "since", "tag_of", "tagged",
-           "walltime"]
+           "Scheduler", "SubmitRequest", "Usage", "chunk_owners", "chunk_size", "chunk_tag", "chunks",
+           "index_chunks", "job_tag", "minute_limit", "minutes", "number_owners", "one_line", "since",
+           "tag_of", "tagged", "walltime"]
 
 
 # -- the contract ------------------------------------------------------------------------------
@@ -299,6 +300,22 @@ class Scheduler(ABC):
         if not argv:
             return {}
         return self.parse_history(jobs, self.transport.run(argv, timeout=60))
+
+    # -- usage: accounting figures of ended processes (schedulers/accounting.py) -----------
+    USAGE_SOURCE: str = ""   # what `dpu report` names as the figures' source
+
+    def usage_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """The accounting command giving usage figures of these jobs (default: None, none)."""
+        return None
+
+    def parse_usage(self, jobs: Sequence[Job], res: Completed) -> Usage:
+        """The accounting command's answer -> figures of ended processes."""
+        return {}
+
+    def usage(self, jobs: Sequence[Job]) -> Usage:
+        """Usage figures the scheduler's accounting keeps of these jobs' ended processes, in one call."""
+        argv = self.usage_request(jobs) if jobs else None
+        return self.parse_usage(jobs, self.transport.run(argv, timeout=60)) if argv else {}
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:

@@ -1,16 +1,17 @@
 """DRMAA 1.0 (PyPI ``drmaa``): one bulk job per chunk through runBulkJobs (a rerun's: bulk_map.py),
 control(TERMINATE) to cancel. Two choices, both forced by facts (README, "Grid Engine through DRMAA"):
 
-* The DRMAA calls run in a helper process (``python -m dpu_slurm.schedulers.drmaa``), one per
+* The DRMAA calls run in a helper process (``python -m dpu_slurm.schedulers.drmaa_helper``), one per
   scheduler instance and so one DRMAA session. Grid Engine's libdrmaa loads libjemalloc, which
   fails in an already running Python ("cannot allocate memory in static TLS block") unless
   GLIBC_TUNABLES=glibc.rtld.optional_static_tls=... was set when the process started: the helper
   is started with it, so the user sets nothing.
-* Polling is not DRMAA. DRMAA 1.0 has no call listing many jobs: jobStatus is one round trip per
-  process (what sites ban), and synchronize(JOB_IDS_SESSION_ALL, 0) only tells whether all of
-  *this session* ended (a cron run is a new session). So the poll is the DRM's own one-call
-  listing (qstat, squeue) by that scheduler's CLI module; DRMAA's end-of-job data (wait() of
-  this session: exit status, signal, aborted) fills in ``history`` at no scheduler cost.
+* Polling is not DRMAA. DRMAA 1.0 has no call listing many jobs: jobStatus is one round trip to
+  the scheduler per process (the per-job polling sites ban), and synchronize(JOB_IDS_SESSION_ALL,
+  0) says only whether everything of *this session* ended (a cron run is a new session). So the
+  poll is the DRM's own one-call listing (qstat for Grid Engine and PBS, squeue for Slurm), done
+  by that scheduler's CLI module; DRMAA's own end-of-job data (wait() of this session: exit
+  status, signal, aborted) fills in ``history`` at no scheduler cost; usage figures are the DRM's.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from .base import (
     PollRequest,
     Scheduler,
     SubmitRequest,
+    Usage,
     chunks,
     number_owners,
 )
@@ -155,9 +157,10 @@ class Helper:
         private_dir(log_path.parent)  # DPU_HOME: 0700
         self.log_path = log_path
         with open(log_path, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, env=env, text=True,
-                                         bufsize=1, start_new_session=True)
+            argv = [sys.executable, "-m", f"{__package__}.drmaa_helper"]
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, env=env, text=True, bufsize=1,
+                                         start_new_session=True)
         self._finalizer = weakref.finalize(self, _stop, self.proc)
         hello = self._read()
         if "error" in hello:
@@ -301,6 +304,11 @@ class DRMAAScheduler(Scheduler):
                 out.setdefault(job_id, {}).setdefault(idx, obs)
         return remap(jobs, out)
 
+    def usage(self, jobs: Sequence[Job]) -> Usage:
+        """The DRM's own accounting figures (qacct for Grid Engine), named as its own."""
+        self.USAGE_SOURCE = self.cli.USAGE_SOURCE
+        return self.cli.usage(jobs)
+
     def status(self, native_ids: Sequence[str]) -> Dict[str, Observation]:
         """jobStatus of a few named processes (diagnosis: one DRM round trip each, never in a poll)."""
         states = self.helper.call("status", ids=list(native_ids))["states"]
@@ -310,91 +318,3 @@ class DRMAAScheduler(Scheduler):
     def cancel(self, job: Job, force: bool) -> None:
         """control(TERMINATE) of each bulk job: the session has checked nothing runs unless force."""
         self.helper.call("control", ids=list(job.native_ids), action="terminate")
-
-
-# -- the helper process (python -m dpu_slurm.schedulers.drmaa): JSON lines on stdin/stdout ------
-
-def _reply(out: IO[str], **data: Any) -> None:
-    out.write(json.dumps(data) + "\n")
-    out.flush()
-
-
-def _handle(drmaa: Any, session: Any, req: Dict[str, Any]) -> Dict[str, Any]:
-    op = req["op"]
-    if op == "submit":
-        jt = session.createJobTemplate()
-        try:
-            jt.remoteCommand, jt.args, jt.jobName = req["command"], req["args"], req["name"]
-            jt.nativeSpecification, jt.workingDirectory = req["native"], req["workdir"]
-            jt.outputPath = req["output"] + drmaa.JobTemplate.PARAMETRIC_INDEX + ".out"
-            jt.joinFiles = True
-            try:
-                ids = session.runBulkJobs(jt, 1, int(req["count"]), 1)
-            except drmaa.errors.DrmCommunicationException as exc:
-                return {"error": str(exc), "kind": "submit", "transient": True}
-            except Exception as exc:  # DeniedByDrm, InvalidAttributeValue, ...
-                return {"error": f"{type(exc).__name__}: {exc}", "kind": "submit"}
-        finally:
-            session.deleteJobTemplate(jt)
-        return {"ids": list(ids)}
-    if op == "control":
-        action = {"terminate": drmaa.JobControlAction.TERMINATE}[req["action"]]
-        for job_id in req["ids"]:
-            try:
-                session.control(job_id, action)
-            except drmaa.errors.InvalidJobException:
-                pass  # already gone
-        return {"ok": True}
-    if op == "status":
-        states: Dict[str, str] = {}
-        for job_id in req["ids"]:
-            try:
-                states[job_id] = str(session.jobStatus(job_id))
-            except drmaa.errors.InvalidJobException:
-                states[job_id] = "undetermined"
-        return {"states": states}
-    if op == "reap":  # finished jobs of this session, without waiting (no scheduler round trip)
-        infos: List[Dict[str, Any]] = []
-        for _ in range(100_000):
-            try:
-                info = session.wait(drmaa.Session.JOB_IDS_SESSION_ANY, drmaa.Session.TIMEOUT_NO_WAIT)
-            except (drmaa.errors.ExitTimeoutException, drmaa.errors.InvalidJobException):
-                break
-            except Exception as exc:  # SGE: code 24 for a job deleted while queued
-                if "code 24" not in str(exc):
-                    break
-                continue
-            infos.append({k: getattr(info, k) for k in ("jobId", "hasExited", "exitStatus",
-                                                         "hasSignal", "terminatedSignal", "wasAborted")})
-        return {"infos": infos}
-    return {"error": f"unknown operation {op!r}"}
-
-
-def serve(inp: IO[str], out: IO[str]) -> int:
-    """The helper's main loop: open a DRMAA session, answer JSON lines until EOF; 1 if none opens."""
-    try:
-        import drmaa
-        session = drmaa.Session()
-        session.initialize()
-    except (RuntimeError, OSError, ImportError) as exc:
-        _reply(out, error=f"cannot load libdrmaa ({os.environ.get('DRMAA_LIBRARY_PATH')}): {exc}",
-               kind="config")
-        return 1
-    except Exception as exc:  # e.g. DrmCommunicationException: no qmaster
-        _reply(out, error=f"cannot open a DRMAA session: {type(exc).__name__}: {exc}", kind="config")
-        return 1
-    _reply(out, ok=True, drms=str(session.drmsInfo), contact=str(session.contact))
-    try:
-        for line in inp:
-            if line.strip():
-                try:
-                    _reply(out, **_handle(drmaa, session, json.loads(line)))
-                except Exception as exc:  # report it, keep the session
-                    _reply(out, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        session.exit()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(serve(sys.stdin, sys.stdout))

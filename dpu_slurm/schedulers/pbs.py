@@ -27,6 +27,7 @@ from ..render import quote
 from ..states import Phase
 from ..store import Job
 from ..transport.base import Completed, Gathered
+from .accounting import Usage, pbs_figures
 from .base import (
     ENDED,
     QUEUED,
@@ -324,6 +325,31 @@ class PBSScheduler(Scheduler):
             if obs.letter == "S":
                 obs = exit_observation(state, block.get("Exit_status", block.get("exit_status")))
             out.setdefault(job.id, {})[offset + (index or 0)] = obs
+        return out
+
+    # -- usage --------------------------------------------------------------------------
+    USAGE_SOURCE = "pbs"
+
+    def usage_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """The same history qstat: ended subjobs carry resources_used."""
+        return self.history_request(jobs)
+
+    def parse_usage(self, jobs: Sequence[Job], res: Completed) -> Usage:
+        """resources_used of the ended processes of these jobs."""
+        return self.used(jobs, parse_any(res.stdout) or [])
+
+    def used(self, jobs: Sequence[Job], blocks: List[Dict[str, str]]) -> Usage:
+        """resources_used (walltime, cput, mem) of `qstat -f` blocks, by process."""
+        own = number_owners(jobs)
+        out: Usage = {}
+        for block in blocks:
+            number, index, is_array = split_id(block.get("Job Id", ""))
+            found = own.get(number)
+            if found is None or (is_array and index is None) or (index is None and found[2] != 1):
+                continue
+            figures = pbs_figures(block)
+            if figures.any():
+                out.setdefault(found[0].id, {})[found[1] + (index or 0)] = figures
         return out
 
     # -- cancel ---------------------------------------------------------------------------

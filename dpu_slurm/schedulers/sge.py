@@ -17,6 +17,7 @@ from ..config import DPUConfig
 from ..errors import Unreachable
 from ..store import Job
 from ..transport.base import Completed, Gathered
+from .accounting import Usage, parse_qacct_usage
 from .base import (
     ENDED,
     QUEUED,
@@ -196,6 +197,17 @@ class SGEScheduler(Scheduler):
             if 1 <= index <= count:
                 out.setdefault(job.id, {})[offset + index - 1] = accounting_observation(record)
         return out
+
+    # -- usage --------------------------------------------------------------------------
+    USAGE_SOURCE = "qacct"
+
+    def usage_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """The same qacct as the history: its records carry the figures too."""
+        return self.history_request(jobs)
+
+    def parse_usage(self, jobs: Sequence[Job], res: Completed) -> Usage:
+        """qacct records -> figures (ru_wallclock, cpu, ru_maxrss or maxvmem)."""
+        return parse_qacct_usage(jobs, parse_qacct(res.stdout)) if res.returncode == 0 else {}
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel_queued(self, job: Job, queued: Sequence[int]) -> bool:

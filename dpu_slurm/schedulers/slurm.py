@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..config import DPUConfig
 from ..store import Job
 from ..transport.base import Completed, Gathered
+from .accounting import Usage, parse_sacct
 from .base import (
     ENDED,
     QUEUED,
@@ -201,6 +202,22 @@ class SlurmScheduler(Scheduler):
                 reason = f"killed after {hms(limits[job.id])}"
             out.setdefault(job.id, {})[offset + int(task)] = self.observe(state, reason)
         return out
+
+    # -- usage --------------------------------------------------------------------------
+    USAGE_SOURCE = "sacct"
+
+    def usage_request(self, jobs: Sequence[Job]) -> Optional[List[str]]:
+        """sacct of these jobs' arrays with their steps: the peak is a step's (jobacct_gather)."""
+        natives = [n for j in jobs for n in j.native_ids if n]
+        if not natives or self._accounting is False:
+            return None
+        everyone = ["--allusers"] if self.all_users else []
+        return [self.cmd("sacct"), *everyone, "--parsable2", "-n", "-j", ",".join(natives),
+                "-o", "JobID,State,MaxRSS,ElapsedRaw,TotalCPU"]
+
+    def parse_usage(self, jobs: Sequence[Job], res: Completed) -> Usage:
+        """sacct's lines -> figures of ended array tasks (nothing when accounting is off)."""
+        return parse_sacct(jobs, res.stdout) if res.returncode == 0 else {}
 
     # -- cancel ---------------------------------------------------------------------------
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:

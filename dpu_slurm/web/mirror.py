@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from ..config import DPUConfig
 from ..errors import DPUError, Unreachable
 from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
+from ..report import job_report
 from ..session import DPUSession, JobView
 from ..states import JobStatus, ProcState
 from ..status import poll_settings
@@ -316,6 +317,7 @@ class Mirror:
             job = self.store.job(jid)
             row = self._row(job, JobView(job, self.store.counts([jid])[jid]))
             procs = self.store.procs(jid)
+            usage = {k: v for k, v in job_report(self.store, job).items() if k != "rows"}  # worst: enough
             # Each log only as a regular file of the job's owner, from its folder, its tail only.
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}
@@ -326,7 +328,7 @@ class Mirror:
         return {"job": row, "processes": [
             {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": clean(mask(p.reason)),
              "log": logs.get(p.idx)} for p in procs],
-            "logs_cut": max(0, len(procs) - len(items))}
+            "logs_cut": max(0, len(procs) - len(items)), "usage": usage}
 
 
 def _newest(row: Row) -> Tuple[float, str]:

@@ -7,7 +7,8 @@ def null(ctx):
     opts = ctx.options
     if opts["message"]:
         ctx.log(f"Message: {opts['message']}")
-    ballast = bytearray(opts["allocate"] * 1024 * 1024) if opts["allocate"] else b""
+    # Filled, not just reserved: untouched zero pages would not count as resident memory.
+    ballast = bytearray(b"\x01") * (opts["allocate"] * 1024 * 1024) if opts["allocate"] else b""
     if opts["sleep"]:
         ctx.log(f"Sleeping {opts['sleep']} s")
         time.sleep(opts["sleep"])
