@@ -195,6 +195,39 @@ def test_process_without_worker_record_gets_its_end_from_sacct(dpu, tmp_path):
     assert any("FAILED" in reason for reason in dpu._session.reasons(view.job))
 
 
+def test_rerun_only_a_with_more_time_brings_a_night_of_8_to_7_1_0_0_0(dpu):
+    """The issue's own case: of 8 processes, 2 run past the time limit (A, TIMEOUT) and 1 fails
+    (E); rerun --only A --more-time 3 resubmits exactly those 2 under the same job id, with three
+    times the limit, and they end N: 7/1/0/0/0 with attempt 2 on those two."""
+    job_id = dpu.run("Null", n=8, sf="2,6", ff="5", dpu_mem=50, return_jobid=True)
+    first = finished(dpu, job_id, timeout=400)
+    # ff fails process 5 on its first attempt only; it is not rerun (only A), so it stays E.
+    assert first.counts.letters == (5, 1, 2, 0, 0), first.counts.letters
+    assert "TIMEOUT" in " ".join(dpu._session.reasons(first.job))
+    job = dpu._store.job(job_id)
+    limit = re.search(r"#SBATCH --time=(\S+)", (Path(job.jobdir) / "job-0.sh").read_text()).group(1)
+    assert dpu.rerun(job_id, only="A", time_factor=3) == [2, 6]
+    script = (Path(job.jobdir) / "job-r2-0.sh").read_text()
+    assert "#SBATCH --array=2,6\n" in script
+    again = re.search(r"#SBATCH --time=(\S+)", script).group(1)
+    assert minutes(again) == 3 * minutes(limit), (limit, again)
+    view = finished(dpu, job_id, timeout=300)
+    assert (view.status, view.counts.letters) == ("FINISHED", (7, 1, 0, 0, 0))
+    assert dpu._store.attempt_numbers(job_id) == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 1, 6: 2, 7: 1}
+    dpu.get_status(job_id)
+    assert f"Jobid {job_id} has status FINISHED N/E/A/S/U 7/1/0/0/0" in dpu.out.getvalue()
+
+
+def minutes(text: str) -> int:
+    """SLURM's --time as minutes ('3', '03:00', '0:03:00', '1-00:00:00')."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if len(parts) == 1:
+        return int(days or 0) * 1440 + parts[0]
+    h, m = (parts[-3] if len(parts) == 3 else 0), parts[-2]
+    return int(days or 0) * 1440 + h * 60 + m + (1 if parts[-1] else 0)
+
+
 def test_rerun_only_e_resubmits_one_array_of_exactly_the_failed_indices(dpu):
     """Processes 1 and 3 of 4 fail on their first attempt; rerun --only E sends ONE sbatch with
     --array=1,3 under the same DPU job id, and the job ends 4/0/0/0/0 with attempt 2 on those."""

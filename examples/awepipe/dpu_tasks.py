@@ -46,9 +46,12 @@ TASKS = [
              Option("mb", "allocate", int, 0, "MB of memory to allocate"),
              Option("ff", "fail_first", str, "", "process indices (e.g. 1,3) failing on their "
                     "first attempt only, to try dpu.rerun"),
+             Option("sf", "slow_first", str, "", "process indices (e.g. 2,6) sleeping 150 s on "
+                    "their first attempt only (past a short time limit), to try dpu.rerun --more-time"),
              COMMIT,
          ),
-         split=lambda o: [{"fail_first": "yes" if str(i) in o["fail_first"].split(",") else ""}
+         split=lambda o: [{"fail_first": "yes" if str(i) in o["fail_first"].split(",") else "",
+                           "slow_first": "yes" if str(i) in o["slow_first"].split(",") else ""}
                           for i in range(_count(o))]),
     Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
          doc="Read noise of each CCD from the difference of two bias frames."),

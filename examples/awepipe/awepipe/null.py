@@ -12,6 +12,9 @@ def null(ctx):
     if opts["sleep"]:
         ctx.log(f"Sleeping {opts['sleep']} s")
         time.sleep(opts["sleep"])
+    if opts.get("slow_first") == "yes" and not os.environ.get("DPU_RERUN"):
+        ctx.log("Sleeping 150 s on the first attempt (slow_first)")
+        time.sleep(150)
     if opts["fail_first"] == "yes" and not os.environ.get("DPU_RERUN"):
         raise RuntimeError(f"Null task: process {ctx.index} fails on its first attempt (fail_first)")
     if opts["fail"]:
