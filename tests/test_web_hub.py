@@ -157,7 +157,8 @@ def test_an_unreachable_ssh_dpu_shows_as_such_and_the_local_page_answers(
         assert [j["jobid"] for j in get_json(url + "/dpu/testlocal/api/queue")["jobs"]] == [jid]
         wait_until(lambda: polled(server, "far") > 0, timeout=60)
         got = rows(url)
-        assert got["far"]["reachable"] is False and got["far"]["health"].startswith("unreachable: ")
+        assert got["far"]["reachable"] is False
+        assert got["far"]["health"].startswith("unreachable (never reached): DPU 'far' is unreachable")
         assert got["testlocal"]["reachable"] is True
         assert server.hub.apps["far"].refresher.delay() > server.hub.apps["testlocal"].refresher.delay()
         page = http(url + "/")[2].decode()

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from ..store import LETTERS
 from .app import DPU_ROUTES, HANDLERS, SHARED_ROUTES, App, json_response, page, queue_page
 from .hostguard import Guard, HostPolicy
+from .pages import ago
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ class Hub:
         totals = dict(snap.summary)
         polling = now - ref.polling_since if ref.polling_since is not None else None
         if ref.problem:
-            health, reachable = f"unreachable: {ref.problem}", False
+            since = f"last reached {ago(now - ref.reached)}" if ref.reached else "never reached"
+            health, reachable = f"unreachable ({since}): {ref.problem}", False
         elif ref.refreshes == 0:
             health, reachable = "first poll on its way", None
         else:
@@ -95,7 +97,7 @@ class Hub:
             health = f"no answer for {polling:.0f} s" + (f" (before: {health})" if ref.refreshes else "")
         return {"dpu": app.dpu.name, "description": app.dpu.description, "scheduler": app.dpu.scheduler,
                 "url": (app.base or "") + "/", "reachable": reachable, "stale": stale, "health": health,
-                "updated": snap.updated or None, "age": snap.age(now),
+                "updated": snap.updated or None, "age": now - ref.tried if ref.tried else None,
                 "reached": ref.reached or None, "polling_for": polling,
                 "jobs": len(snap.entries), "statuses": {s: totals.get(s, 0) for s in ("QUEUED", "RUNNING",
                                                                                         "FINISHED")},

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from ..errors import Unreachable
 from ..status import poll_settings
 from ..store import LETTERS
 from ..text import printable
@@ -145,6 +146,7 @@ class Refresher:
         self.problem = ""           # why the last refresh could not reach it ("" when it could)
         self.polling_since: Optional[float] = None   # a refresh is on its way since then
         self.reached = 0.0          # when a refresh last reached the DPU
+        self.tried = 0.0            # when the last refresh ended, whether it reached the DPU or not
         self._failing = ""          # the last refresh's error, logged once
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -175,7 +177,8 @@ class Refresher:
             self.problem = self.mirror.unreachable
             self.reached = self.reached if self.problem else time.time()
         except Exception as exc:  # the page keeps serving the last snapshot
-            self.problem = f"{type(exc).__name__}: {printable(str(exc), 200)}"
+            self.problem = printable(str(exc), 300) if isinstance(exc, Unreachable) else \
+                f"{type(exc).__name__}: {printable(str(exc), 200)}"
             if repr(exc) != self._failing:   # once per distinct failure, not at every poll
                 self._failing = repr(exc)
                 log.exception("refreshing the queue failed")
@@ -186,6 +189,7 @@ class Refresher:
             self.snapshot = Snapshot(old.entries, old.users, (warning,), old.updated, old.keys, old.summary)
         self.failures = self.failures + 1 if self.problem else 0
         self.polling_since = None
+        self.tried = time.time()
         self.refreshes += 1
 
     def delay(self) -> float:
