@@ -124,6 +124,11 @@ def estimate(session: DPUSession, plan: Plan, extra: int = 0) -> Estimate:
     session.refresh()
     if session.unreachable:
         return Estimate(name, math.inf, f"unreachable: {session.unreachable}")
+    try:
+        if session.dpu.is_remote:   # no job of ours there to poll: is its host up at all?
+            session.transport.account()
+    except Unreachable as exc:
+        return Estimate(name, math.inf, f"unreachable: {exc}")
     if session.dpu.scheduler == "slurm" and session.dpu.submit == "cli":
         try:
             got = slurm_estimate(session, plan)

@@ -132,6 +132,21 @@ def test_auto_skips_a_free_dpu_without_the_version_or_a_fitting_partition(
     assert "not free (does not fit: dpu_aweversion 'night' is not installed on DPU 'free'" in text
 
 
+def test_auto_leaves_out_a_dpu_whose_host_cannot_be_reached(make_session: Callable[..., Session],
+                                                           env: Env) -> None:
+    from tests.test_web_hub import closed_port
+    known = env.root / "known_hosts"
+    known.write_text("")
+    env.write_dpu("aaa-far", scheduler="pbs", awe_versions=NIGHT, host={
+        "hostname": "127.0.0.1", "port": closed_port(), "user": "dpuuser", "known_hosts": str(known),
+        "connect_timeout": 2})                               # sorts first: would win a tie
+    s = make_session(awe_versions=NIGHT)
+    jid = s.dpu.run("Null", dpu="auto", dpu_aweversion="night", return_jobid=True)
+    assert jid is not None and s.dpu._store.job(jid).dpu == "testlocal"
+    printed = "\n".join(s.printed())
+    assert "DPU auto:   not aaa-far (unreachable: DPU 'aaa-far' is unreachable over SSH" in printed
+
+
 def test_auto_with_no_dpu_that_fits_is_a_clear_error_and_submits_nothing(session: Session) -> None:
     with pytest.raises(DPUError, match=r"dpu auto: no DPU can take this run .*testlocal: does not fit"):
         session.dpu.run("Null", dpu="auto", dpu_aweversion="nowhere")
