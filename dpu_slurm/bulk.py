@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
+from . import routing
 from .catalog import Catalog
 from .config import default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
@@ -163,10 +164,12 @@ def run(args: Any) -> int:
     cap, entries = load(Path(args.manifest), args.dpu or default_dpu_name())
     cap = cap if args.max_queued is None else args.max_queued
     awepipe = awepipe_path()
-    validate(entries, Catalog.load(awepipe))
-    report = Reporter(len(entries), say, args.verbose)
+    catalog = Catalog.load(awepipe)
     store = open_store()
     try:
+        routing.route_entries(entries, catalog, store, say)   # dpu: auto
+        validate(entries, catalog)
+        report = Reporter(len(entries), say, args.verbose)
         if args.dry_run or (args.strict and any(e.state == "bad" for e in entries)):
             _preview(entries, store, "would-submit" if args.dry_run else "not-submitted", report)
         else:

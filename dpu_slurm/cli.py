@@ -163,7 +163,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "token": web_commands.token}[args.command](args)
     out = sys.stderr if args.json else sys.stdout
     # The prompt keeps its YYYYmmdd_HHMMSS.log like an AWE session; one-shot commands do not.
-    dpu = Processor(args.dpu, out=out, session_log=args.command == "shell")
+    auto = args.command == "run" and args.dpu == "auto"   # routing.py picks the DPU per run
+    dpu = Processor(None if auto else args.dpu, out=out, session_log=args.command == "shell")
     try:
         return _command(dpu, args)
     finally:
@@ -192,7 +193,8 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
                   if getattr(args, k) is not None}
         job_id = dpu.run(args.sequence, dpu_time=args.dpu_time, dpu_mem=args.dpu_mem,
                          dpu_aweversion=args.dpu_aweversion, send_code=args.send_code,
-                         return_jobid=True, retries=policy or None, **_options(args.options))
+                         return_jobid=True, retries=policy or None,
+                         dpu="auto" if args.dpu == "auto" else None, **_options(args.options))
         assert job_id is not None
         if not args.wait:
             _emit(args, {"jobid": job_id})

@@ -18,6 +18,7 @@ from .errors import ConfigError, DPUError
 from .files import atomic_write, private_dir
 from .retry_policy import Retries, yaml_on
 from .schema import (
+    CLUSTERS,
     COMMAND,
     IDENT,
     MAX_TIME,
@@ -144,6 +145,7 @@ class DPUConfig:
     array_throttle: Annotated[int, bounded(0, 10_000_000)] = 0
     account: Annotated[str, WORD] = ""
     qos: Annotated[str, WORD] = ""
+    clusters: Annotated[str, CLUSTERS] = ""   # SLURM multi-cluster: -M on sbatch/squeue/sacct/scancel
     # '#SBATCH <line>' (cli), or words of DRMAA's nativeSpecification; checked per submit mode
     extra_directives: List[Annotated[str, TEXT]] = field(default_factory=list)
     env: Annotated[Dict[str, str], As(Dict[Annotated[str, IDENT], str])] = field(default_factory=dict)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Union, cast
 
+from . import routing
 from .catalog import Catalog
 from .config import (
     DPUConfig,
@@ -23,7 +24,7 @@ from .errors import ConfigError, DPUError, JobNotFound
 from .estimates import Amount, estimate_lines, learn_for, resolve
 from .futures import DPUJob, as_completed, as_completed_async
 from .index import own_job_ids
-from .plan import make_plan
+from .plan import Plan, make_plan
 from .report import report_lines
 from .rerun import history_lines
 from .retries import retry_lines
@@ -169,31 +170,38 @@ class Processor:
     def run(self, sequence: str, dpu_time: Amount = None, dpu_mem: Amount = None,
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
             return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
-            **options: Any) -> Optional[int]:
+            dpu: Optional[str] = None, **options: Any) -> Optional[int]:
         """Submit `sequence` with its options (short or long names) as one job.
 
         dpu_time: expected seconds per process (overrides the tasks' estimate; 'auto': learned
         from past runs); dpu_mem: MB per process (or 'auto'); dpu_aweversion: installed version
         to use on the DPU; send_code: ship your AWEPIPE code (default) or use the installed version;
         return_jobid: return the job identifier; retries: this run's retry policy, a number
-        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries").
+        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries");
+        dpu: another DPU for this run, or "auto": the one expected to start it first (routing.py).
         """
         policy = run_policy(retries)
         extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
-                 "retries": retries}
+                 "retries": retries, "dpu": dpu}
         given = {**options, **{k: v for k, v in extra.items() if v is not None}}
         if not send_code:
             given["send_code"] = False
         args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in given.items()])
         self._say(f"Calling: dpu.run({args})")
-        learned = learn_for(self._store, self.catalog, self.dpu_name, sequence, options)
-        asked_time, asked_mem, note = resolve(learned, dpu_time, dpu_mem)
-        plan = make_plan(self.catalog, self._session.dpu, sequence, options, asked_time, asked_mem,
-                         dpu_aweversion, send_code)
+        learned: Dict[str, Any] = {}   # DPU -> (its history's estimate, where it came from)
+
+        def planned(cfg: DPUConfig) -> Plan:  # a DPU's plan for this run, with its own history
+            history = learn_for(self._store, self.catalog, cfg.name, sequence, options)
+            asked_time, asked_mem, note = resolve(history, dpu_time, dpu_mem)
+            learned[cfg.name] = (history, note)
+            return make_plan(self.catalog, cfg, sequence, options, asked_time, asked_mem,
+                             dpu_aweversion, send_code)
+
+        session, plan = routing.where(dpu, self._session, self._session_named, planned, self._say)
         plan.dpu_options["retries"] = policy
-        for line in estimate_lines(plan.estimate, learned, note, extra):
+        for line in estimate_lines(plan.estimate, *learned[session.dpu.name], extra):
             self._say(line)
-        job_id = self._session.submit(plan, self._awepipe)
+        job_id = session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
         return job_id if return_jobid else None
@@ -277,11 +285,14 @@ class Processor:
 
     def _session_for(self, job: Job) -> DPUSession:
         """The session of the job's DPU: one per DPU for the Processor's life (one connection)."""
-        if job.dpu == self.dpu_name:
+        return self._session_named(job.dpu)
+
+    def _session_named(self, name: str) -> DPUSession:
+        if name == self.dpu_name:
             return self._session
-        if job.dpu not in self._others:
-            self._others[job.dpu] = DPUSession(get_dpu(job.dpu), self._store, self._session.user)
-        return self._others[job.dpu]
+        if name not in self._others:
+            self._others[name] = DPUSession(get_dpu(name), self._store, self._session.user)
+        return self._others[name]
 
     def _refresh(self, jobs: List[Job], say_unreachable: bool = False) -> List[JobView]:
         """Poll each DPU these jobs are on once; their views, as now known, in id order."""

@@ -84,6 +84,7 @@ NAME = Rule(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}",
             "1-64 letters, digits and _.+-, starting with a letter or digit")
 IDENT = Rule(r"[A-Za-z_][A-Za-z0-9_]*", "a shell variable name: letters, digits and _, not starting "
                                         "with a digit")
+CLUSTERS = Rule(r"[A-Za-z0-9_.+-]+(,[A-Za-z0-9_.+-]+)*", "SLURM cluster names, comma-separated")
 COMMAND = Rule(r"[^\s]+", "a command name or path without spaces")
 TEXT = Rule(what="one line of text")
 SECONDS = bounded(1, MAX_TIME, "seconds")

@@ -101,6 +101,10 @@ class SlurmScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         self._accounting: Optional[bool] = None
 
+    def clusters(self) -> List[str]:
+        """``-M NAMES`` when the config names SLURM clusters (multi-cluster sites), else nothing."""
+        return ["-M", self.dpu.clusters] if self.dpu.clusters else []
+
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
         """The chunk's --array range (with throttle) and --time."""
@@ -114,7 +118,8 @@ class SlurmScheduler(Scheduler):
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """sbatch --parsable of the chunk's script in the job folder."""
-        return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
+        return [self.cmd("sbatch"), *self.clusters(), "--parsable", f"--chdir={req.jobdir}",
+                f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
         """The job id sbatch --parsable printed ('' when none)."""
@@ -127,8 +132,9 @@ class SlurmScheduler(Scheduler):
         The job name (last: any text) finds jobs whose submitter died before storing the ids;
         every user's jobs (the queue page) come with the user, as a card's native ids are a claim."""
         if self.all_users:
-            return PollRequest([self.cmd("squeue"), "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"])
-        return PollRequest([self.cmd("squeue"), "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
+            return PollRequest([self.cmd("squeue"), *self.clusters(), "-h", "-r", "-o",
+                                "%F|%K|%T|%r|%u|%j"])
+        return PollRequest([self.cmd("squeue"), *self.clusters(), "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
         """squeue's lines -> observations; remembers DPU job names."""
@@ -166,8 +172,8 @@ class SlurmScheduler(Scheduler):
             return None
         everyone = ["--allusers"] if self.all_users else []
         fields = "JobID,State,ExitCode,User,JobName" if self.all_users else "JobID,State,ExitCode,JobName"
-        return [self.cmd("sacct"), *everyone, "-X", "-P", "-n", "-S", since(jobs, "%Y-%m-%dT%H:%M:%S"),
-                "-o", fields]
+        return [self.cmd("sacct"), *self.clusters(), *everyone, "-X", "-P", "-n",
+                "-S", since(jobs, "%Y-%m-%dT%H:%M:%S"), "-o", fields]
 
     def parse_history(self, jobs: Sequence[Job], res: Completed) -> Observed:
         """sacct's lines -> how array tasks ended; notes when accounting is off."""
@@ -222,7 +228,7 @@ class SlurmScheduler(Scheduler):
     # -- cancel ---------------------------------------------------------------------------
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """scancel of the job's arrays; only their pending tasks unless force."""
-        return [[self.cmd("scancel"), *([] if force else ["--state=PENDING"]), *natives]]
+        return [[self.cmd("scancel"), *self.clusters(), *([] if force else ["--state=PENDING"]), *natives]]
 
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod

@@ -53,8 +53,10 @@ class RunAPI:
     """
 
     def __init__(self, session: DPUSession, token_store: Store,
-                 on_submit: Callable[[], None] = lambda: None, awepipe: Optional[Path] = None) -> None:
+                 on_submit: Callable[[], None] = lambda: None, awepipe: Optional[Path] = None,
+                 base: str = "") -> None:
         self.session = session
+        self.base = base           # the job pages' prefix: "" or /dpu/NAME
         self.token_store = token_store
         self.on_submit = on_submit
         self.awepipe = awepipe
@@ -108,7 +110,7 @@ class RunAPI:
         self.on_submit()
         return 201, {"jobid": job_id, "dpu": self.session.dpu.name, "user": info.user,
                      "sequence": plan.sequence, "processes": plan.nproc,
-                     "url": job_url(f"{info.user}/{job_id}.{store}")}
+                     "url": self.base + job_url(f"{info.user}/{job_id}.{store}")}
 
 
 def _no_constant(name: str) -> Any:

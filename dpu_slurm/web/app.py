@@ -1,10 +1,13 @@
-"""The Starlette application of ``dpu web``: the routes, the request guard and the state.
+"""The pages of one DPU in ``dpu web``: its routes and its state (hub.py serves several).
 
 GET  /                      the queue: every user's jobs; ?user= and ?status= filter
 GET  /api/queue             the same rows as JSON (the page refreshes itself from it)
 GET  /job/USER/ID.STORE     one job: options, processes, the tail of its logs
 GET  /api/job/USER/ID.STORE the same as JSON
 POST /api/run               submit a run with a token (api.py)
+
+Each path is also served under /dpu/NAME/ (hub.py); without the prefix only while the server
+shows a single DPU. The request guard (Host allow-list, limits, request log) is hostguard.py.
 
 The queue is served from the last snapshot (state.py): no request waits for the scheduler. Job
 pages read their log files in a small thread pool, with a timeout; submits run in their own pool.
@@ -16,15 +19,13 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from markupsafe import Markup
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import DPUConfig, current_user, packaged
 from ..session import DPUSession
@@ -38,11 +39,10 @@ from .state import Entry, Refresher
 log = logging.getLogger(__name__)
 
 MAX_ROWS = 1000          # newest first; the JSON says how many there are in all
-MAX_HEAD = 32 * 1024     # request line and headers, bytes (431 above)
-MAX_HEADERS = 100
 DRAIN = 16 * MAX_BODY    # a too large body up to this size is read away before answering 413
 JOB_TIMEOUT = 20.0       # seconds a job page may take to read its files
-STATIC = {"queue.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC = {"queue.js": "text/javascript; charset=utf-8", "overview.js": "text/javascript; charset=utf-8",
+          "style.css": "text/css; charset=utf-8"}
 JSON = "application/json; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 
@@ -52,16 +52,17 @@ class App:
 
     def __init__(self, dpu: DPUConfig, store: Store, days: float = 7.0, refresh: float = 5.0,
                  user: Optional[str] = None, poll_floor: float = 1.0,
-                 body_timeout: float = 10.0) -> None:
+                 body_timeout: float = 10.0, base: str = "") -> None:
         self.dpu = dpu
+        self.base = base           # where its pages are: "" or /dpu/NAME
         self.refresh = refresh
         self.body_timeout = body_timeout
         # Own connections to the user's store (same journal): the page's reads never queue
         # behind a submit, nor token checks behind a slow one.
         self.mirror = Mirror(dpu, Store(store.path, journal=store.journal), days)
-        self.refresher = Refresher(self.mirror, poll_floor)
+        self.refresher = Refresher(self.mirror, poll_floor, base)
         self.api = RunAPI(DPUSession(dpu, store, user or current_user()),
-                          Store(store.path, journal=store.journal), self.refresher.wake)
+                          Store(store.path, journal=store.journal), self.refresher.wake, base=base)
         self.job_pool = ThreadPoolExecutor(8, "dpu-web-job")
         self.submit_pool = ThreadPoolExecutor(32, "dpu-web-submit")
 
@@ -85,7 +86,7 @@ class App:
         snap = self.refresher.snapshot
         now = time.time()
         entries = snap.select(user, status)
-        meta = {"dpu": self.dpu.name, "description": self.dpu.description, "now": now,
+        meta = {"dpu": self.dpu.name, "description": self.dpu.description, "base": self.base, "now": now,
                 "updated": snap.updated or None, "age": snap.age(now), "users": list(snap.users),
                 "user": user, "statuses": list(STATUSES), "status": status, "letters": list(LETTERS),
                 "warnings": list(snap.warnings), "total": len(entries)}
@@ -119,10 +120,11 @@ def page(name: str, code: int = 200, **context: Any) -> Response:
 
 def error(request: Request, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> Response:
     """JSON under /api/, else the error page."""
-    if request.url.path.startswith("/api/"):
+    if local_path(request).startswith("/api/"):
         return json_response(status, {"error": message}, headers)
-    dpu = request.app.state.dpu.dpu.name
-    response = page("error.html.j2", status, message=message, dpu=dpu)  # code: positional
+    app = request.app.state.hub.app_of(request)
+    dpu, home = (app.dpu.name, app.base + "/") if app is not None else ("", "/")
+    response = page("error.html.j2", status, message=message, dpu=dpu, home=home)  # code: positional
     response.headers.update(headers or {})
     return response
 
@@ -136,9 +138,22 @@ class Refused(Exception):
         self.close = close
 
 
+def local_path(request: Request) -> str:
+    """The request's path within its DPU: /dpu/NAME/api/queue -> /api/queue."""
+    path = request.url.path
+    if path.startswith("/dpu/"):
+        parts = path.split("/", 3)
+        return "/" + (parts[3] if len(parts) > 3 else "")
+    return path
+
+
 # -- routes ---------------------------------------------------------------------------------
 def _app(request: Request) -> App:
-    return request.app.state.dpu
+    """The DPU of the request's path (hub.py); 404 when there is none."""
+    app = request.app.state.hub.app_of(request)
+    if app is None:
+        raise HTTPException(404, request.app.state.hub.no_such_dpu(request))
+    return app
 
 
 def _filters(request: Request) -> Tuple[str, str]:
@@ -186,9 +201,9 @@ async def job_view(request: Request) -> Response:
         return error(request, 500, "this job cannot be shown; see the dpu web log")
     if found is None:
         return error(request, 404, "no such job on this page")
-    if request.url.path.startswith("/api/"):
+    if local_path(request).startswith("/api/"):
         return json_response(200, found)
-    return page("job.html.j2", letters=LETTERS, **found)
+    return page("job.html.j2", letters=LETTERS, base=app.base, **found)
 
 
 async def static(request: Request) -> Response:
@@ -255,13 +270,14 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    """404 as JSON or the error page."""
-    return error(request, 404, "no such page")
+    """404 as JSON or the error page (with the reason a route gave, e.g. which DPUs there are)."""
+    detail = str(getattr(exc, "detail", "") or "")
+    return error(request, 404, detail if detail and detail != "Not Found" else "no such page")
 
 
 async def not_allowed(request: Request, exc: Exception) -> Response:
     """405 saying which method the path takes."""
-    if request.url.path == "/api/run":
+    if local_path(request) == "/api/run":
         allow, message = "POST", "POST /api/run submits a run; GET the page at /"
     else:
         allow, message = "GET, HEAD", "the page is read-only; POST /api/run submits"
@@ -279,103 +295,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(request, status, str(getattr(exc, "detail", "")) or "error")
 
 
-ROUTES = [
+DPU_ROUTES = [   # one DPU's pages: at / with a single DPU, and under /dpu/NAME/ (hub.py)
     Route("/", queue_page, methods=["GET"]),
     Route("/api/queue", queue_json, methods=["GET"]),
     Route("/job/{key:path}", job_view, methods=["GET"]),
     Route("/api/job/{key:path}", job_view, methods=["GET"]),
-    Route("/static/{name}", static, methods=["GET"]),
-    Route("/favicon.ico", favicon, methods=["GET"]),
     Route("/api/run", run, methods=["POST"]),
 ]
-
-
-# -- the guard: Host allow-list, header limits, the request log, no traceback to anyone ---------
-class HostPolicy:
-    """Which Host headers are answered. On loopback: the loopback names and the bound address,
-    so a web page cannot rebind a name of its own to this server; off loopback: the bound
-    address and the names given with --allowed-host (NAME matches any port, NAME:PORT one)."""
-
-    def __init__(self, host: str, port: int, allowed: Sequence[str] = (), loopback: bool = True) -> None:
-        bound = f"[{host}]" if ":" in host else host
-        self.exact = {f"{bound}:{port}".lower()}
-        if loopback:
-            self.exact |= {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
-        self.names: Set[str] = set()
-        for entry in allowed:
-            name, has_port = split_host(entry)
-            (self.exact if has_port else self.names).add(entry.lower() if has_port else name)
-
-    def allows(self, host: str) -> bool:
-        """True when a request's Host header names this server."""
-        host = host.strip().lower()
-        return host in self.exact or split_host(host)[0] in self.names
-
-
-def split_host(entry: str) -> Tuple[str, bool]:
-    """(name, whether a port is given) of NAME, NAME:PORT, [V6] or [V6]:PORT."""
-    entry = entry.strip().lower()
-    if entry.startswith("["):
-        name, _, rest = entry.partition("]")
-        return name + "]", rest.startswith(":") and rest[1:].isdigit()
-    name, colon, port = entry.rpartition(":")
-    if colon and port.isdigit() and ":" not in name:
-        return name, True
-    return entry, False
-
-
-class Guard:
-    """Pure ASGI middleware around every request."""
-
-    def __init__(self, app: ASGIApp, hosts: HostPolicy) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-
-        async def tracked(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            refused = self.check(scope)
-            answer: Callable[..., Any] = self.app if refused is None else refused
-            await answer(scope, receive, tracked)
-        except Exception:
-            log.exception("%s failed", printable(scope.get("path", "")))
-            if not status:
-                oops = json_response(500, {"error": "internal error; see the dpu web log"})
-                await oops(scope, receive, tracked)
-        finally:
-            client = scope.get("client") or ("-", 0)
-            query = scope.get("query_string", b"").decode("latin-1")
-            target = scope.get("path", "") + (f"?{query}" if query else "")
-            log.info("%s %s %s %s", printable(str(client[0])), printable(scope.get("method", "")),
-                     printable(target, 300), status or "-")
-
-    def check(self, scope: Scope) -> Optional[Response]:
-        """A refusal for oversized headers, a foreign Host or the like; None to let the request in."""
-        headers: List[Tuple[bytes, bytes]] = scope.get("headers", [])
-        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) + 4 for k, v in headers) > MAX_HEAD:
-            return json_response(431, {"error": f"the request headers are larger than {MAX_HEAD} bytes "
-                                                f"or more than {MAX_HEADERS}"}, {"Connection": "close"})
-        host = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
-        if not self.hosts.allows(host):
-            return json_response(421, {"error": "unexpected Host header; start dpu web with "
-                                                "--allowed-host NAME to answer for NAME"})
-        return None
-
-
-def application(app: App, hosts: HostPolicy) -> ASGIApp:
-    """The ASGI application: Starlette routes inside the guard."""
-    handlers: Dict[Any, Callable[..., Any]] = {404: not_found, 405: not_allowed, HTTPException: http_error,
-                                               Exception: internal_error}
-    starlette = Starlette(routes=ROUTES, exception_handlers=handlers)
-    starlette.state.dpu = app
-    return Guard(starlette, hosts)
+SHARED_ROUTES = [
+    Route("/static/{name}", static, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
+]
+HANDLERS: Dict[Any, Callable[..., Any]] = {404: not_found, 405: not_allowed, HTTPException: http_error,
+                                           Exception: internal_error}

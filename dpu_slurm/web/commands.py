@@ -7,10 +7,10 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, List
+from typing import Any, List, Optional
 
 from .. import tokens
-from ..config import current_user, default_dpu_name, get_dpu
+from ..config import DPUConfig, current_user, default_dpu_name, discover, get_dpu
 from ..errors import DPUError
 from ..session import open_store
 from ..store import LETTERS
@@ -30,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
         raise DPUError(f"dpu web needs the web extra ({exc.name or exc} is not installed): "
                        "pip install 'dpu_slurm[web]'") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    dpu = get_dpu(args.dpu or default_dpu_name())
+    dpus = served(args.dpu)
     for entry in args.allowed_host:
         if not entry or any(ch.isspace() or ch in "/@?#" for ch in entry):
             raise DPUError(f"--allowed-host {entry!r} is not a host name: give NAME or NAME:PORT")
@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> int:
         raise DPUError("--idle-timeout must be a positive number of seconds")
     store = open_store()
     try:
-        server = make_server(dpu, store, args.host, args.port, args.days, args.refresh,
+        server = make_server(dpus, store, args.host, args.port, args.days, args.refresh,
                              allowed_hosts=args.allowed_host, idle_timeout=args.idle_timeout)
     except OSError as exc:
         store.close()
@@ -47,7 +47,9 @@ def serve(args: argparse.Namespace) -> int:
     if not server.loopback:
         log.warning("listening on %s: anyone who reaches it sees every user's jobs and can try "
                     "tokens over plain HTTP; put it behind a TLS proxy", args.host)
-    print(f"Serving the queue of DPU {dpu.name} on {server.url} (Ctrl-C stops)", flush=True)
+    what = f"the queue of DPU {dpus[0].name}" if len(dpus) == 1 else \
+        f"the queues of {len(dpus)} DPUs ({', '.join(d.name for d in dpus)})"
+    print(f"Serving {what} on {server.url} (Ctrl-C stops)", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
@@ -57,6 +59,18 @@ def serve(args: argparse.Namespace) -> int:
         server.server_close()
         store.close()
     return 0
+
+
+def served(names: Optional[List[str]]) -> List[DPUConfig]:
+    """The DPUs `dpu web` shows: those named with --dpu (in that order), else every configured one."""
+    if names:
+        return [get_dpu(n) for n in dict.fromkeys(names)]
+    found, problems = discover()
+    for problem in problems:
+        log.warning("not served: %s", problem)
+    if not found:
+        raise DPUError("no DPU is configured; add a YAML file (dpu config check) or name one with --dpu")
+    return [found[n] for n in sorted(found)]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -126,7 +140,11 @@ def token(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """The subcommands of this module, for cli.parser()."""
-    w = sub.add_parser("web", parents=[common], help="serve the DPU's queue page and the submission API")
+    w = sub.add_parser("web", help="serve the queue pages of every DPU (or those named) and the "
+                                   "submission API")
+    w.add_argument("--dpu", action="append", metavar="NAME",
+                   help="serve this DPU; repeat for several (default: every configured DPU)")
+    w.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     w.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     w.add_argument("--days", type=float, default=7.0, help="show jobs submitted in the last DAYS days")

@@ -67,6 +67,7 @@ class Mirror:
         self.times: Dict[int, Tuple[Optional[float], Optional[float]]] = {}
         self.lock = threading.RLock()         # the store, the transport and the maps above
         self.updated = 0.0
+        self.unreachable = ""                 # why the last refresh could not reach the DPU
         self.warnings: List[str] = []
         self.broken: Set[str] = set()         # job keys that cannot be shown (logged once)
         self.settled: Dict[int, Row] = {}     # rows that no longer change: finished, times known
@@ -87,21 +88,26 @@ class Mirror:
             if not force and time.time() - self.updated < self.interval:
                 return
             warnings: List[str] = []
+            unreachable = ""
             try:
                 self._add_cards(warnings)
             except (Unreachable, DPUError) as exc:
                 warnings.append(str(exc))
+                unreachable = str(exc) if isinstance(exc, Unreachable) else ""
             self._add_own()
             self.session.refresh(force=True)
             self._own_retries()
             if self.session.unreachable:
                 warnings.append(f"{self.session.unreachable}; showing the last known states")
+                unreachable = self.session.unreachable
             else:
                 try:
                     self._times()
                 except Unreachable as exc:
                     warnings.append(f"{exc}; showing the last known states")
+                    unreachable = str(exc)
             self.warnings = warnings
+            self.unreachable = unreachable
             self.updated = time.time()
 
     def _own_retries(self) -> None:

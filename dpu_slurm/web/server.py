@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import h11
 import uvicorn
@@ -19,7 +19,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import DPUConfig
 from ..store import Store
-from .app import MAX_HEAD, App, HostPolicy, application
+from .app import App
+from .hostguard import MAX_HEAD, HostPolicy
+from .hub import Hub, application, dpu_base
 from .pages import json_bytes
 
 log = logging.getLogger(__name__)
@@ -115,18 +117,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class QueueServer:
-    """The page on one listening socket; serve_forever() runs uvicorn until shutdown()."""
+    """The pages of one or more DPUs on one listening socket; serve_forever() runs uvicorn until
+    shutdown()."""
 
-    def __init__(self, app: App, host: str, port: int, allowed_hosts: Sequence[str] = (),
+    def __init__(self, hub: Hub, host: str, port: int, allowed_hosts: Sequence[str] = (),
                  idle_timeout: float = 10.0) -> None:
-        self.app = app
+        self.hub = hub
+        self.app: App = next(iter(hub.apps.values()))   # the first DPU (the only one, usually)
         self.socket = bind(host, port)
         address: Tuple[Any, ...] = self.socket.getsockname()
         self.server_address: Tuple[str, int] = (host, int(address[1]))
         self.loopback = is_loopback(host)
         self.hosts = HostPolicy(host, self.server_address[1], allowed_hosts, self.loopback)
         self.config = uvicorn.Config(
-            application(app, self.hosts), loop="asyncio", http=Protocol, ws="none", lifespan="off",
+            application(hub, self.hosts), loop="asyncio", http=Protocol, ws="none", lifespan="off",
             log_config=None, log_level="warning", access_log=False, server_header=False,
             headers=SECURITY_HEADERS, backlog=BACKLOG, limit_concurrency=MAX_CONNECTIONS,
             timeout_keep_alive=idle_timeout,  # type: ignore[arg-type] # a float works
@@ -140,8 +144,8 @@ class QueueServer:
         return url_of(*self.server_address)
 
     def serve_forever(self) -> None:
-        """Start the background refresh and answer requests until shutdown()."""
-        self.app.start()
+        """Start the background refreshes and answer requests until shutdown()."""
+        self.hub.start()
         self.uvicorn.run(sockets=[self.socket])
 
     def shutdown(self) -> None:
@@ -154,20 +158,26 @@ class QueueServer:
             return
         self._closed.set()
         self.socket.close()
-        self.app.close()
+        self.hub.close()
 
 
-def make_server(dpu: DPUConfig, store: Store, host: str = "127.0.0.1", port: int = 8080,
-                days: float = 7.0, refresh: float = 5.0, allowed_hosts: Sequence[str] = (),
+def make_server(dpus: Union[DPUConfig, Sequence[DPUConfig]], store: Store, host: str = "127.0.0.1",
+                port: int = 8080, days: float = 7.0, refresh: float = 5.0, allowed_hosts: Sequence[str] = (),
                 idle_timeout: float = 10.0, poll_floor: float = 1.0,
                 user: Optional[str] = None) -> QueueServer:
-    """A server ready to serve_forever(); port 0 picks a free port (see server_address).
-    A request body must arrive within `idle_timeout` seconds too."""
-    app = App(dpu, store, days, refresh, user=user, poll_floor=poll_floor, body_timeout=idle_timeout)
+    """A server of one DPU or several (hub.py) ready to serve_forever(); port 0 picks a free port
+    (see server_address). A request body must arrive within `idle_timeout` seconds too."""
+    listed = [dpus] if isinstance(dpus, DPUConfig) else list(dpus)
+    apps: List[App] = []
     try:
-        return QueueServer(app, host, port, allowed_hosts, idle_timeout)
+        for dpu in listed:
+            apps.append(App(dpu, store, days, refresh, user=user, poll_floor=poll_floor,
+                            body_timeout=idle_timeout, base=dpu_base(dpu.name) if len(listed) > 1 else ""))
+        hub = Hub(apps)
+        return QueueServer(hub, host, port, allowed_hosts, idle_timeout)
     except BaseException:
-        app.close()
+        for app in apps:
+            app.close()
         raise
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from ..errors import Unreachable
 from ..status import poll_settings
 from ..store import LETTERS
 from ..text import printable
@@ -52,6 +53,7 @@ class Snapshot:
     warnings: Tuple[str, ...] = ()
     updated: float = 0.0
     keys: FrozenSet[str] = frozenset()
+    summary: Tuple[Tuple[str, int], ...] = ()   # the overview's numbers: jobs, processes, N/E/A/S/U
 
     def age(self, now: float) -> Optional[float]:
         """Seconds since the snapshot was built, or None before the first one."""
@@ -75,10 +77,11 @@ def with_running_time(row: Dict[str, Any], now: float) -> Dict[str, Any]:
     return {**row, "running_time": running}
 
 
-def entry(row: Row, now: float) -> Entry:
-    """The snapshot entry of one mirror row at time `now`."""
+def entry(row: Row, now: float, base: str = "") -> Entry:
+    """The snapshot entry of one mirror row at time `now`; its link under `base` (/dpu/NAME)."""
     data = json_safe(row.to_json(now))
     data.pop("running_time", None)
+    data["url"] = base + data["url"]
     timed = with_running_time(data, now)
     html = templates().get_template("queue_row.html.j2").render(j=timed, letters=LETTERS)
     if data.get("started") is None or data.get("ended") is not None:   # not running
@@ -90,18 +93,20 @@ class Builder:
     """Snapshots from the mirror; a row that did not change keeps its entry (no new JSON or
     HTML for the thousands of finished jobs at every refresh)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: str = "") -> None:
         self.cache: Dict[str, Tuple[Row, Entry]] = {}
+        self.base = base
 
     def build(self, mirror: Mirror, warnings: List[str]) -> Snapshot:
         """A new snapshot of the mirror's rows; a job that cannot be shown is skipped and warned about."""
         now = time.time()
         entries: List[Entry] = []
         cache: Dict[str, Tuple[Row, Entry]] = {}
+        totals: Dict[str, int] = {}
         for row in mirror.rows():
             old = self.cache.get(row.key)
             try:
-                made = old[1] if old is not None and old[0] is row else entry(row, now)
+                made = old[1] if old is not None and old[0] is row else entry(row, now, self.base)
             except Exception as exc:  # one job, not the page
                 if row.key not in mirror.broken:
                     mirror.broken.add(row.key)
@@ -109,6 +114,7 @@ class Builder:
                 continue
             cache[row.key] = (row, made)
             entries.append(made)
+            add_up(totals, row)
         self.cache = cache
         keys = frozenset(cache)
         broken = sorted(k for k in mirror.broken if k not in keys)
@@ -116,18 +122,31 @@ class Builder:
             warnings = [*warnings, f"{len(broken)} job(s) cannot be shown (see the dpu web log): "
                                    f"{', '.join(printable(k) for k in broken[:3])}"]
         users = sorted({e.user for e in entries})
-        return Snapshot(tuple(entries), tuple(users), tuple(warnings), now, keys)
+        return Snapshot(tuple(entries), tuple(users), tuple(warnings), now, keys, tuple(totals.items()))
+
+
+def add_up(totals: Dict[str, int], row: Row) -> None:
+    """Count a job into the overview's numbers: jobs per status, queued and running processes
+    (the queue depth) and the N/E/A/S/U counters over every job."""
+    for name, n in ((row.status, 1), ("queued", row.queued), ("running", row.running),
+                    *zip(LETTERS, row.counters, strict=True)):
+        totals[name] = totals.get(name, 0) + int(n)
 
 
 class Refresher:
     """The one thread that talks to the DPU for the page."""
 
-    def __init__(self, mirror: Mirror, floor: float = 1.0) -> None:
+    def __init__(self, mirror: Mirror, floor: float = 1.0, base: str = "") -> None:
         self.mirror = mirror
         self.floor = floor          # never poll more often than this (a local DPU says 0)
         self.snapshot = Snapshot()
-        self.builder = Builder()
+        self.builder = Builder(base)
         self.refreshes = 0          # finished refreshes, for whoever waits for a fresh one
+        self.failures = 0           # refreshes in a row that could not reach the DPU
+        self.problem = ""           # why the last refresh could not reach it ("" when it could)
+        self.polling_since: Optional[float] = None   # a refresh is on its way since then
+        self.reached = 0.0          # when a refresh last reached the DPU
+        self.tried = 0.0            # when the last refresh ended, whether it reached the DPU or not
         self._failing = ""          # the last refresh's error, logged once
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -150,11 +169,16 @@ class Refresher:
 
     def refresh_once(self) -> None:
         """One refresh and a new snapshot; a failure keeps the last rows and says why."""
+        self.polling_since = time.time()
         try:
             self.mirror.refresh(force=True)
             self.snapshot = self.builder.build(self.mirror, list(self.mirror.warnings))
             self._failing = ""
+            self.problem = self.mirror.unreachable
+            self.reached = self.reached if self.problem else time.time()
         except Exception as exc:  # the page keeps serving the last snapshot
+            self.problem = printable(str(exc), 300) if isinstance(exc, Unreachable) else \
+                f"{type(exc).__name__}: {printable(str(exc), 200)}"
             if repr(exc) != self._failing:   # once per distinct failure, not at every poll
                 self._failing = repr(exc)
                 log.exception("refreshing the queue failed")
@@ -162,7 +186,10 @@ class Refresher:
             since = time.strftime("%H:%M:%S", time.localtime(old.updated)) if old.updated else "never"
             warning = (f"refreshing failed ({type(exc).__name__}: {printable(str(exc), 200)}); "
                        f"showing the states of {since}")
-            self.snapshot = Snapshot(old.entries, old.users, (warning,), old.updated, old.keys)
+            self.snapshot = Snapshot(old.entries, old.users, (warning,), old.updated, old.keys, old.summary)
+        self.failures = self.failures + 1 if self.problem else 0
+        self.polling_since = None
+        self.tried = time.time()
         self.refreshes += 1
 
     def delay(self) -> float:
@@ -173,7 +200,10 @@ class Refresher:
                 current = float(self.mirror.store.meta_get(f"poll:{self.mirror.dpu.name}:interval") or low)
         except (ValueError, TypeError):
             current = low
-        return max(self.floor, min(max(current, low), max(high, low)))
+        delay = max(self.floor, min(max(current, low), max(high, low)))
+        if self.failures:   # unreachable: ask less often, up to max_interval (at least a minute)
+            delay = max(delay, min(max(high, 60.0), self.floor * 2 ** min(self.failures, 16)))
+        return delay
 
     def _run(self) -> None:
         while not self._stop.is_set():

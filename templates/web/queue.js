@@ -8,6 +8,7 @@
   const statusSelect = document.getElementById("status");
   const warning = document.getElementById("warning");
   const letters = ["N", "E", "A", "S", "U"];
+  const base = document.body.dataset.base || "";  // "" or /dpu/NAME (several DPUs on one server)
   const period = Math.max(1, Number(document.body.dataset.refresh) || 5) * 1000;
   let busy = false;
   let again = false;  // a filter changed while a refresh was on its way: load once more
@@ -97,7 +98,7 @@
     if (busy) { again = true; return; }
     busy = true;
     try {
-      const answer = await fetch("/api/queue?" + query(), {cache: "no-store", headers: {Accept: "application/json"}});
+      const answer = await fetch(base + "/api/queue?" + query(), {cache: "no-store", headers: {Accept: "application/json"}});
       if (!answer.ok) throw new Error("the server answered " + answer.status);
       render(await answer.json());
       document.body.dataset.loaded = String(Date.now());
