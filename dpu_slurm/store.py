@@ -1,6 +1,6 @@
 """The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
 timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is
-the store layer with store_extra.py: all SQL of dpu_slurm is in these two modules.
+the store layer with its store_*.py mixins: all SQL of dpu_slurm is in these modules.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -23,9 +23,9 @@ from .sqlite_errors import Connection, store_error
 from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
+from .store_scale import ScaleReads
 
 log = logging.getLogger(__name__)
-
 SCHEMA_VERSION = 5
 _V3 = TABLES  # what `dpu bulk` submitted and the web API's hashed tokens (store_extra.py)
 # Version 4: when each process was first found missing, so status waits out the grace before U.
@@ -118,8 +118,8 @@ class Counts:
         return "/".join(str(n) for n in self.letters)
 
 
-class Store(SideTables, AttemptTables):
-    """A user's jobs and processes (store_extra.py: bulk entries, tokens; store_attempts.py: reruns)."""
+class Store(SideTables, AttemptTables, ScaleReads):
+    """A user's jobs and processes (store_extra/_attempts/_scale.py: bulk, tokens, reruns, polls)."""
 
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""

@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Tuple
 PACKAGE = Path(__file__).resolve().parent.parent / "dpu_slurm"
 # The store layer: the only modules that talk SQL (sqlite_errors.py wraps the connection the
 # store opens, so its own execute() methods are the store's).
-STORE_LAYER = {"store.py", "store_extra.py", "store_attempts.py", "sqlite_errors.py"}
+STORE_LAYER = {"store.py", "store_extra.py", "store_attempts.py", "store_scale.py", "sqlite_errors.py"}
 # The faces: what a user drives. The core below them imports none of them.
 FACES = ("cli.py", "web/")
 MAX_LINES = 400

@@ -47,6 +47,7 @@ from .base import (
     chunks,
     number_owners,
 )
+from .ranges import as_seen
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class DRMAAScheduler(Scheduler):
         seen = self.cli.parse_poll(jobs, got)
         self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
         shift = self.cli.DRMAA_INDEX_SHIFT
-        return {j: {i - shift: o for i, o in procs.items()} for j, procs in seen.items()}
+        return {j: as_seen(procs).shifted(-shift) for j, procs in seen.items()}
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """How processes ended: this session's wait() data, then the DRM's accounting."""
