@@ -5,6 +5,7 @@ Nothing here imports the task code; ``run`` names the function the job imports.
 from awepipe.instruments import INSTRUMENTS
 
 from dpu_slurm.catalog import Option, Task
+from dpu_slurm.processes import Processes
 
 INSTRUMENT = Option("i", "instrument", str, "", "instrument name: " + ", ".join(INSTRUMENTS))
 CHIP = Option("c", "chip", str, "", "one CCD; all CCDs of the instrument when empty")
@@ -46,10 +47,12 @@ TASKS = [
              Option("mb", "allocate", int, 0, "MB of memory to allocate"),
              Option("ff", "fail_first", str, "", "process indices (e.g. 1,3) failing on their "
                     "first attempt only, to try dpu.rerun"),
+             Option("xo", "fail_odd", bool, False, "processes with an odd index fail"),
              COMMIT,
          ),
-         split=lambda o: [{"fail_first": "yes" if str(i) in o["fail_first"].split(",") else ""}
-                          for i in range(_count(o))]),
+         split=lambda o: Processes.indexed(_count(o), {
+             int(i): {"fail_first": "yes"} for i in o["fail_first"].split(",") if i.strip().isdigit()
+             and int(i) < o["count"]}, base={"fail_first": ""})),
     Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
          doc="Read noise of each CCD from the difference of two bias frames."),
     Task("Bias", run="awepipe.calib:master_bias", options=CALIB, split=per_ccd, estimate=20,
