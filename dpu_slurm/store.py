@@ -23,6 +23,8 @@ from .sqlite_errors import Connection, store_error
 from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
+from .store_scale import LETTERS as LETTERS  # Counts, LETTERS: store API
+from .store_scale import Counts as Counts
 from .store_scale import ScaleReads
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,6 @@ _V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]
 # Version 5: reruns; each process's attempt number and the history of earlier attempts.
 _V5 = ["ALTER TABLE procs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1", *ATTEMPT_TABLES]
 MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5}  # from -> next
-LETTERS = "NEASU"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,20 +103,6 @@ class Proc:
     outcome: str    # one letter of NEASU per task once DONE
     reason: str
     missing: Optional[float] = None  # first time no one knew the process; None while known
-
-
-@dataclass
-class Counts:
-    """How many of a job's processes are queued, running, done, and the NEASU letter counts."""
-
-    queued: int = 0
-    running: int = 0
-    done: int = 0
-    letters: Tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
-
-    def line(self) -> str:
-        """The letter counts as ``N/E/A/S/U``."""
-        return "/".join(str(n) for n in self.letters)
 
 
 class Store(SideTables, AttemptTables, ScaleReads):
@@ -376,21 +363,6 @@ class Store(SideTables, AttemptTables, ScaleReads):
         if open_only:
             sql += " AND state!='DONE'"
         return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,)).fetchall()]
-
-    def counts(self, job_ids: Sequence[int]) -> Dict[int, Counts]:
-        """Per job: processes queued/running/done and the N/E/A/S/U counters over task runs."""
-        out = {int(j): Counts() for j in job_ids}
-        if not out:
-            return out
-        letters = ", ".join(f"SUM(length(outcome) - length(replace(outcome, '{x}', '')))"
-                            for x in LETTERS)
-        marks = ",".join("?" * len(out))
-        sql = (f"SELECT job_id, SUM(state='QUEUED'), SUM(state='RUNNING'), SUM(state='DONE'), "  # noqa: S608
-               f"{letters} FROM procs WHERE job_id IN ({marks}) GROUP BY job_id")  # only ? vary
-        for row in self.db.execute(sql, list(out)).fetchall():  # one call, not one per row
-            out[row[0]] = Counts(row[1] or 0, row[2] or 0, row[3] or 0,
-                                 tuple(int(x or 0) for x in row[4:9]))  # type: ignore[arg-type]
-        return out
 
 
 def _job(row: Sequence[Any]) -> Job:

@@ -8,9 +8,25 @@ objects only for the few that run, ended or went missing (status.refresh).
 from __future__ import annotations
 
 import sqlite3
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
+LETTERS = "NEASU"
 ProcRow = Tuple[int, str, str, str, Optional[float]]   # idx, state, outcome, reason, missing
+
+
+@dataclass
+class Counts:
+    """How many of a job's processes are queued, running, done, and the NEASU letter counts."""
+
+    queued: int = 0
+    running: int = 0
+    done: int = 0
+    letters: Tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+
+    def line(self) -> str:
+        """The letter counts as ``N/E/A/S/U``."""
+        return "/".join(str(n) for n in self.letters)
 
 
 class ScaleReads:
@@ -33,3 +49,32 @@ class ScaleReads:
             " AND (state!='QUEUED' OR outcome!='' OR reason!='' OR missing IS NOT NULL)",
             (job_id,)).fetchall()
         return {r[0]: tuple(r) for r in rows}
+
+    def counts(self, job_ids: Sequence[int]) -> Dict[int, Counts]:
+        """Per job: processes queued/running/done and the N/E/A/S/U counters over task runs.
+        One GROUP BY (job, state, outcome): a handful of rows per job, whatever its size; the
+        letters are counted in the few distinct outcomes, not in every row."""
+        out = {int(j): Counts() for j in job_ids}
+        if not out:
+            return out
+        tally = {j: [0, 0, 0, 0, 0, 0, 0, 0] for j in out}   # queued, running, done, N, E, A, S, U
+        sql = ("SELECT job_id, state, outcome, COUNT(*) FROM procs WHERE job_id IN "  # noqa: S608
+               f"({','.join('?' * len(out))}) GROUP BY job_id, state, outcome")    # only ? vary
+        for job_id, state, outcome, n in self.db.execute(sql, list(out)).fetchall():
+            row = tally[job_id]
+            slot = {"QUEUED": 0, "RUNNING": 1, "DONE": 2}.get(state)
+            if slot is not None:
+                row[slot] += n
+            for k, letter in enumerate(LETTERS):
+                row[3 + k] += n * outcome.count(letter)
+        for job_id, row in tally.items():
+            out[job_id] = Counts(row[0], row[1], row[2], (row[3], row[4], row[5], row[6], row[7]))
+        return out
+
+    def reason_counts(self, job_id: int) -> Dict[str, int]:
+        """Distinct reasons of processes that ended other than all N, with how many share each
+        (in the order of their first process)."""
+        rows = self.db.execute(
+            "SELECT reason, COUNT(*) FROM procs WHERE job_id=? AND state='DONE' AND reason!=''"
+            " AND (outcome='' OR outcome GLOB '*[^N]*') GROUP BY reason ORDER BY MIN(idx)", (job_id,))
+        return {str(r): int(n) for r, n in rows.fetchall()}

@@ -145,3 +145,19 @@ def test_refresh_decides_only_the_processes_that_can_have_changed(tmp_path: Path
     decided.clear()
     refresh(store, Ranged(cfg, LocalTransport()), cfg, force=True)
     assert len(decided) == 1, "the running one is looked at again, nothing else"
+
+
+def test_counters_and_reasons_come_from_group_by(tmp_path: Path):
+    store = Store(tmp_path / "jobs.sqlite")
+    job_id = store.record("d", "alice", "A>B", {}, {}, 6, 2)
+    store.update(job_id, [(0, "DONE", "NN", "", None), (1, "DONE", "ES", "boom", None),
+                          (2, "DONE", "NN", "all N: not a reason to show", None),
+                          (3, "RUNNING", "", "", None), (4, "DONE", "AS", "boom", None),
+                          (5, "DONE", "UU", "lost", None)])
+    counts = store.counts([job_id, 999])
+    assert (counts[job_id].queued, counts[job_id].running, counts[job_id].done) == (0, 1, 5)
+    assert counts[job_id].line() == "4/1/1/2/2" and counts[999].line() == "0/0/0/0/0"
+    assert store.reason_counts(job_id) == {"boom": 2, "lost": 1}
+    assert list(store.reason_counts(job_id)) == ["boom", "lost"]
+    assert store.busy_rows(job_id) == {3: (3, "RUNNING", "", "", None)}
+    assert store.open_indices(job_id) == [3]
