@@ -35,7 +35,19 @@ class ScaleReads:
     db: sqlite3.Connection
 
     def open_indices(self, job_id: int) -> List[int]:
-        """The indices of a job's processes not DONE, in order (ints only: no row objects)."""
+        """The indices of a job's processes not DONE, in order (ints only: no row objects).
+        Rows are counted in SQL first and the smaller side is fetched: a job just submitted
+        (nothing DONE) costs a count and a range, not 100,000 rows."""
+        total, done, top = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(state='DONE'), 0), MAX(idx) FROM procs WHERE job_id=?",
+            (job_id,)).fetchone()
+        if total and top == total - 1 and 2 * done <= total:   # indices 0..N-1, mostly open
+            ended = self.db.execute("SELECT idx FROM procs WHERE job_id=? AND state='DONE'",
+                                    (job_id,)).fetchall() if done else []
+            if not ended:
+                return list(range(total))
+            gone = {r[0] for r in ended}
+            return [i for i in range(total) if i not in gone]
         rows = self.db.execute("SELECT idx FROM procs WHERE job_id=? AND state!='DONE' ORDER BY idx",
                                (job_id,)).fetchall()
         return [r[0] for r in rows]

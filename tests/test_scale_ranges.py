@@ -161,3 +161,14 @@ def test_counters_and_reasons_come_from_group_by(tmp_path: Path):
     assert list(store.reason_counts(job_id)) == ["boom", "lost"]
     assert store.busy_rows(job_id) == {3: (3, "RUNNING", "", "", None)}
     assert store.open_indices(job_id) == [3]
+
+
+def test_open_indices_from_either_side(tmp_path: Path):
+    store = Store(tmp_path / "jobs.sqlite")
+    job_id = store.record("d", "alice", "A", {}, {}, 10, 1)
+    assert store.open_indices(job_id) == list(range(10))
+    store.update(job_id, [(i, "DONE", "N", "", None) for i in (0, 4, 9)])
+    assert store.open_indices(job_id) == [1, 2, 3, 5, 6, 7, 8]        # few done: the done side
+    store.update(job_id, [(i, "DONE", "N", "", None) for i in (1, 2, 3, 5, 6)])
+    assert store.open_indices(job_id) == [7, 8]                      # most done: the open side
+    assert store.open_indices(12345) == []
