@@ -215,8 +215,7 @@ class Store(SideTables, AttemptTables, ScaleReads):
                 (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), nproc, ntasks,
                  time.time()))
             job_id = int(cur.lastrowid or 0)
-            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
-                           ((job_id, i) for i in range(nproc)))
+            self.insert_procs(db, job_id, nproc)
         return job_id
 
     def record_mirrored(self, dpu: str, user: str, sequence: str, options: Dict[str, Any],
@@ -232,8 +231,7 @@ class Store(SideTables, AttemptTables, ScaleReads):
                 (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), int(nproc),
                  int(ntasks), json.dumps(list(native_ids)), jobdir, float(created), float(submitted)))
             job_id = int(cur.lastrowid or 0)
-            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
-                           ((job_id, i) for i in range(int(nproc))))
+            self.insert_procs(db, job_id, int(nproc))
         return job_id
 
     def set_jobdir(self, job_id: int, jobdir: str, bundle: str) -> None:
