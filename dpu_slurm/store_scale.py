@@ -98,3 +98,9 @@ class ScaleReads:
             "SELECT reason, COUNT(*) FROM procs WHERE job_id=? AND state='DONE' AND reason!=''"
             " AND (outcome='' OR outcome GLOB '*[^N]*') GROUP BY reason ORDER BY MIN(idx)", (job_id,))
         return {str(r): int(n) for r, n in rows.fetchall()}
+
+    def started_indices(self, job_id: int, limit: int) -> List[int]:
+        """The first `limit` indices of a job's processes that are no longer queued."""
+        rows = self.db.execute("SELECT idx FROM procs WHERE job_id=? AND state!='QUEUED' ORDER BY idx"
+                               " LIMIT ?", (job_id, int(limit))).fetchall()
+        return [r[0] for r in rows]

@@ -172,3 +172,11 @@ def test_open_indices_from_either_side(tmp_path: Path):
     store.update(job_id, [(i, "DONE", "N", "", None) for i in (1, 2, 3, 5, 6)])
     assert store.open_indices(job_id) == [7, 8]                      # most done: the open side
     assert store.open_indices(12345) == []
+
+
+def test_started_indices_skip_the_queued(tmp_path: Path):
+    store = Store(tmp_path / "jobs.sqlite")
+    job_id = store.record("d", "alice", "A", {}, {}, 8, 1)
+    store.update(job_id, [(6, "RUNNING", "", "", None), (2, "DONE", "N", "", None),
+                          (7, "DONE", "E", "x", None)])
+    assert store.started_indices(job_id, 10) == [2, 6, 7] and store.started_indices(job_id, 2) == [2, 6]
