@@ -38,9 +38,11 @@ def test_a_large_job_with_odd_failures_ends_half_N_half_E(slurm_cluster, tmp_pat
         assert len(native) == 1, f"{N} processes are one array job"
         view = dpu.wait(job_id, timeout=TIMEOUT, interval=5.0)[0]
         assert view.status == "FINISHED", f"job {job_id} still {view.status} after {TIMEOUT:.0f} s"
-        dpu.get_status(job_id)
         half = N // 2
-        assert f"Jobid {job_id} has status FINISHED N/E/A/S/U {N - half}/{half}/0/0/0" in out.getvalue()
+        assert view.counts.letters == (N - half, half, 0, 0, 0), view.counts.line()
+        dpu.get_status(job_id)
+        line = next(x for x in out.getvalue().splitlines() if f"Jobid {job_id} has status" in x)
+        assert line.endswith(f"Jobid {job_id} has status FINISHED N/E/A/S/U {N - half}/{half}/0/0/0"), line
         # Each process got its own index: exactly the odd ones failed.
         failed = {p.idx for p in dpu._store.procs(job_id) if p.outcome == "E"}
         assert failed == set(range(1, N, 2))
