@@ -14,8 +14,8 @@ from typing import List
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-SCRIPTS = ("slurm_bench.py", "ssh_bench.py", "drmaa_bench.py", "bulk_bench.py", "web_bench.py",
-           "rerun_bench.py")
+SCRIPTS = ("slurm_bench.py", "scale_bench.py", "ssh_bench.py", "drmaa_bench.py", "bulk_bench.py",
+           "web_bench.py", "rerun_bench.py")
 
 
 def commit() -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
 from .errors import CatalogError, OptionError, SequenceError
+from .processes import Processes
 from .schema import At, check_options, check_value
 
 DECLARATIONS = "dpu_tasks.py"
@@ -245,12 +246,12 @@ class Catalog:
             values.setdefault(opt.long, opt.default)
         return check_options(values, At())  # sizes bounded for the run as a whole
 
-    def split(self, identifier: str, values: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    def split(self, identifier: str, values: Mapping[str, Any]) -> Processes:
         """The options of each process: the first task's split decides for the chain."""
         seq = self.sequence(identifier)
         splitter = seq.tasks[0].split
         if splitter is None:
-            return [dict(values)]
+            return Processes(1, shared=values)
         try:
             parts = splitter(values)
         except (ValueError, KeyError) as exc:
@@ -259,9 +260,12 @@ class Catalog:
         except Exception as exc:  # the pipeline's own code: its failure is this run's bad options
             raise OptionError(f"{seq.identifier}: splitting into processes failed with these "
                               f"options: {type(exc).__name__}: {exc}") from None
+        if isinstance(parts, Processes):  # processes that differ by index: no dict per process
+            return parts.with_shared(values)
         if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-            raise OptionError(f"{seq.identifier}: the task's split must return a list of dicts")
-        return [{**values, **part} for part in parts]
+            raise OptionError(f"{seq.identifier}: the task's split must return a list of dicts "
+                              "or a dpu_slurm.processes.Processes")
+        return Processes.of_list(parts).with_shared(values)
 
     def estimate(self, identifier: str, values: Mapping[str, Any]) -> float:
         """Expected seconds for one process: the sum over the chain."""

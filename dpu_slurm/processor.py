@@ -199,7 +199,8 @@ class Processor:
 
         session, plan = routing.where(dpu, self._session, self._session_named, planned, self._say)
         plan.dpu_options["retries"] = policy
-        for line in estimate_lines(plan.estimate, *learned[session.dpu.name], extra):
+        history, note = learned[session.dpu.name]
+        for line in estimate_lines(plan.estimate, history, note, extra):
             self._say(line)
         job_id = session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""

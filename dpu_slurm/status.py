@@ -5,16 +5,18 @@ when the worker could not write one (killed, never started, node lost).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .config import DPUConfig
 from .reconcile import found_chunks, nchunks, reconcile, submitter_alive
 from .schedulers.accounting import Figures
 from .schedulers.base import ENDED, Observation, Scheduler
+from .schedulers.ranges import as_seen
 from .states import JobStatus, ObsState, Phase, ProcState
 from .store import Job, Proc, Store
 from .transport.base import Records
@@ -71,9 +73,9 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     jobs = [j for j in active if j.phase == Phase.SUBMITTED]
     ended: List[Tuple[Job, int, str]] = []  # (job, index, outcome) of processes ending in this poll
     recorded = [j for j in active if j.phase == Phase.RECORDED]
-    open_procs = {j.id: store.procs(j.id, open_only=True) for j in active}
+    opened = {j.id: store.open_indices(j.id) for j in active}
     # A recorded job's folder is asked for every process: a record there means it ran.
-    wanted: Records = {j.jobdir: [p.idx for p in open_procs[j.id]] for j in active if j.jobdir}
+    wanted: Records = {j.jobdir: opened[j.id] for j in active if j.jobdir}
     # ONE round trip: the scheduler's status command and every started process's record.
     # A job recorded without a folder was stopped before anything reached the DPU: the poll
     # has nothing to look at for it (reconcile gives it up after the grace).
@@ -85,6 +87,11 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     by_dir = {j.jobdir: j for j in active if j.jobdir}
     records = {(by_dir[d].id, i): _parse(data) for (d, i), data in got.records.items() if d in by_dir}
     _, _, grace = poll_settings(dpu)
+    ran_by_job: Dict[int, List[int]] = {}
+    for job_id, idx in records:
+        ran_by_job.setdefault(job_id, []).append(idx)
+    open_procs = {j.id: candidates(store, j.id, opened[j.id], observed.get(j.id), ran_by_job.get(j.id, []))
+                  for j in active}
 
     def missing_since(job: Job, proc: Proc) -> Optional[float]:
         """When nobody knew this process first (None: the scheduler or a final record does).
@@ -98,28 +105,25 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     def overdue(since: Optional[float]) -> bool:
         return since is not None and now - since >= grace
 
-    def ran(job: Job) -> List[int]:
-        return [i for (jid, i) in records if jid == job.id]
-
     # Accounting is asked (one more call) only about processes missing for longer than the
     # grace, and about recorded jobs the poll did not find whole once the grace has passed.
     late = [job for job in jobs if any(overdue(missing_since(job, p)) for p in open_procs[job.id])]
     late += [job for job in recorded if job.jobdir and now - job.created >= grace
              and not submitter_alive(job.error)
-             and len(found_chunks(job, scheduler.names, ran(job))) < nchunks(job)]
+             and len(found_chunks(job, scheduler.names, ran_by_job.get(job.id, []))) < nchunks(job)]
     if late:
         for job_id, seen in scheduler.history(late).items():
-            for idx, obs in seen.items():
-                observed.setdefault(job_id, {}).setdefault(idx, obs)
+            observed[job_id] = as_seen(observed.get(job_id)).merged(seen, keep=True)
     changed = False
     if recorded:
         adopted, settled = reconcile(store, recorded, scheduler.names, records, now, grace, dpu.name)
         changed = settled > 0
         if adopted:
             for job_id, seen in scheduler.reparse(adopted, got).items():
-                observed.setdefault(job_id, {}).update(seen)
+                observed[job_id] = as_seen(observed.get(job_id)).merged(seen)
             for job in adopted:
-                open_procs[job.id] = store.procs(job.id, open_only=True)
+                open_procs[job.id] = candidates(store, job.id, store.open_indices(job.id),
+                                                observed.get(job.id), ran_by_job.get(job.id, []))
             jobs += adopted
     for job in jobs:
         seen = observed.get(job.id, {})
@@ -139,6 +143,23 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
         record_usage(store, scheduler, ended, {k: r.usage for k, r in records.items() if r and r.usage})
     _backoff(store, dpu, changed, now)
     return True
+
+
+def candidates(store: Store, job_id: int, opened: List[int], seen: Optional[Dict[int, Observation]],
+               ran: List[int]) -> List[Proc]:
+    """The open processes whose state may have changed: all but those stored as plainly queued
+    that the scheduler still lists in a queued range (they stay queued whatever else is true:
+    no record was found for them). What the poll costs grows with what changed, not with the job."""
+    busy = store.busy_rows(job_id)
+    listed = as_seen(seen)
+    picked = set(listed.unranged(opened)).union(busy, ran)
+    picked.update(i for i in listed if _holds(opened, i))  # single entries inside a range
+    return [Proc(*busy[i]) if i in busy else Proc(i, QUEUED, "", "", None) for i in sorted(picked)]
+
+
+def _holds(ordered: List[int], value: int) -> bool:
+    at = bisect.bisect_left(ordered, value)
+    return at < len(ordered) and ordered[at] == value
 
 
 def _parse(raw: Optional[bytes]) -> Optional[Record]:

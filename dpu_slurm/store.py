@@ -1,6 +1,6 @@
 """The sqlite job store: one private file per user, WAL (DELETE on network file systems), a busy
-timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is the
-store layer with its mixins (store_extra, store_attempts, store_usage): all SQL of dpu_slurm.
+timeout and a schema version; every sqlite failure is a StoreError saying what to do. This is
+the store layer with its store_*.py mixins: all SQL of dpu_slurm is in these modules.
 
 A job is recorded (phase 'recorded') before it is submitted, then marked 'submitted' with its
 native ids or 'not_submitted' with the scheduler's error: never lost, never half-recorded.
@@ -24,6 +24,9 @@ from .states import Phase
 from .store_attempts import ATTEMPT_TABLES, AttemptTables
 from .store_extra import TABLES, SideTables
 from .store_retries import RETRY_TABLES, RetryTables
+from .store_scale import LETTERS as LETTERS  # Counts, LETTERS: store API
+from .store_scale import Counts as Counts
+from .store_scale import ScaleReads
 from .store_usage import USAGE_TABLES, UsageTables
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,6 @@ _V4 = ["ALTER TABLE procs ADD COLUMN missing REAL"]  # v4: when first missing (g
 _V5 = ["ALTER TABLE procs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1", *ATTEMPT_TABLES]
 MIGRATIONS = {1: ["ALTER TABLE jobs ADD COLUMN cancelled REAL"], 2: _V3, 3: _V4, 4: _V5,  # from -> next
               5: RETRY_TABLES, 6: USAGE_TABLES}  # v6 retry claims, v7 usage figures
-LETTERS = "NEASU"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,22 +107,8 @@ class Proc:
     missing: Optional[float] = None  # first time no one knew the process; None while known
 
 
-@dataclass
-class Counts:
-    """How many of a job's processes are queued, running, done, and the NEASU letter counts."""
-
-    queued: int = 0
-    running: int = 0
-    done: int = 0
-    letters: Tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
-
-    def line(self) -> str:
-        """The letter counts as ``N/E/A/S/U``."""
-        return "/".join(str(n) for n in self.letters)
-
-
-class Store(SideTables, AttemptTables, RetryTables, UsageTables):
-    """A user's jobs and processes (mixins: bulk entries, tokens, reruns, retry claims, usage)."""
+class Store(SideTables, AttemptTables, RetryTables, UsageTables, ScaleReads):
+    """A user's jobs and processes (store_*.py: bulk, tokens, reruns, retries, usage, polls)."""
 
     def __init__(self, path: Path, journal: str = "auto") -> None:
         """Open (creating when missing) the store; `journal` is auto, wal or delete (journal.py)."""
@@ -229,8 +217,7 @@ class Store(SideTables, AttemptTables, RetryTables, UsageTables):
                 (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), nproc, ntasks,
                  time.time()))
             job_id = int(cur.lastrowid or 0)
-            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
-                           ((job_id, i) for i in range(nproc)))
+            self.insert_procs(db, job_id, nproc)
         return job_id
 
     def record_mirrored(self, dpu: str, user: str, sequence: str, options: Dict[str, Any],
@@ -246,8 +233,7 @@ class Store(SideTables, AttemptTables, RetryTables, UsageTables):
                 (dpu, user, sequence, json.dumps(options), json.dumps(dpu_options), int(nproc),
                  int(ntasks), json.dumps(list(native_ids)), jobdir, float(created), float(submitted)))
             job_id = int(cur.lastrowid or 0)
-            db.executemany("INSERT INTO procs (job_id, idx) VALUES (?, ?)",
-                           ((job_id, i) for i in range(int(nproc))))
+            self.insert_procs(db, job_id, int(nproc))
         return job_id
 
     def set_jobdir(self, job_id: int, jobdir: str, bundle: str) -> None:
@@ -375,21 +361,6 @@ class Store(SideTables, AttemptTables, RetryTables, UsageTables):
         if open_only:
             sql += " AND state!='DONE'"
         return [Proc(*row) for row in self.db.execute(sql + " ORDER BY idx", (job_id,)).fetchall()]
-
-    def counts(self, job_ids: Sequence[int]) -> Dict[int, Counts]:
-        """Per job: processes queued/running/done and the N/E/A/S/U counters over task runs."""
-        out = {int(j): Counts() for j in job_ids}
-        if not out:
-            return out
-        letters = ", ".join(f"SUM(length(outcome) - length(replace(outcome, '{x}', '')))"
-                            for x in LETTERS)
-        marks = ",".join("?" * len(out))
-        sql = (f"SELECT job_id, SUM(state='QUEUED'), SUM(state='RUNNING'), SUM(state='DONE'), "  # noqa: S608
-               f"{letters} FROM procs WHERE job_id IN ({marks}) GROUP BY job_id")  # only ? vary
-        for row in self.db.execute(sql, list(out)).fetchall():  # one call, not one per row
-            out[row[0]] = Counts(row[1] or 0, row[2] or 0, row[3] or 0,
-                                 tuple(int(x or 0) for x in row[4:9]))  # type: ignore[arg-type]
-        return out
 
 
 def _job(row: Sequence[Any]) -> Job:

@@ -8,6 +8,7 @@ process its tasks left running (it is their child subreaper on Linux, so setsid 
 """
 from __future__ import annotations
 
+import bisect
 import importlib
 import json
 import os
@@ -140,6 +141,22 @@ class Context:
         self.log = log
 
 
+def own_options(processes: Any, index: int) -> Dict[str, Any]:
+    """One process's options over the shared ones. job.json's "processes" is a list with one
+    dict per process (format 1), or {"format": 2, "count": N, "base": {...}, "runs": [[first,
+    last, {...}], ...]}: sorted runs over the optional base (processes.py writes it)."""
+    if isinstance(processes, list):
+        return dict(processes[index])
+    if not isinstance(processes, dict) or processes.get("format") != 2:
+        raise ValueError("job.json: unknown processes format; this worker reads formats 1 and 2")
+    if not 0 <= index < int(processes["count"]):
+        raise IndexError(f"process {index} is not in this job of {processes['count']}")
+    runs = processes["runs"]
+    at = bisect.bisect_right([r[0] for r in runs], index) - 1
+    own = runs[at][2] if at >= 0 and runs[at][0] <= index <= runs[at][1] else {}
+    return {**processes.get("base", {}), **own}
+
+
 class _Killed(BaseException):
     """Raised in the task by SIGTERM: the scheduler is ending this process."""
 
@@ -176,8 +193,7 @@ class Worker:
 
     def options(self) -> Dict[str, Any]:
         """The job's shared options with this process's own values over them."""
-        overrides = self.job["processes"][self.index]
-        return {**self.job["options"], **overrides}
+        return {**self.job["options"], **own_options(self.job["processes"], self.index)}
 
     def run(self) -> int:
         """Run the sequence's tasks in order, stop at the first that fails; the exit status (0: all N)."""

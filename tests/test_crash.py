@@ -396,7 +396,7 @@ def test_a_partly_submitted_job_is_adopted_with_what_is_found(
 def test_slurm_poll_carries_job_names() -> None:
     cfg = DPUConfig(name="s", scheduler="slurm", path=None)  # type: ignore[arg-type]
     sched = SlurmScheduler(cfg, LocalTransport())
-    assert sched.poll_request([]).argv == ["squeue", "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"]
+    assert sched.poll_request([]).argv == ["squeue", "--me", "-h", "-o", "%F|%K|%T|%r|%j"]
     out = "801|0|PENDING|None|dpu.alice.7.s1.0\n802|0|RUNNING|None|a|name with | bars\n"
     sched.parse_poll([], Gathered(Completed(["squeue"], 0, out, ""), {}, {}))
     assert sched.names == {"dpu.alice.7.s1.0": "801"}

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dpu_slurm"
 # The store layer: the only modules that talk SQL (sqlite_errors.py wraps the connection the
 # store opens, so its own execute() methods are the store's).
 STORE_LAYER = {"store.py", "store_extra.py", "store_attempts.py", "store_retries.py", "store_usage.py",
-               "sqlite_errors.py"}
+               "store_scale.py", "sqlite_errors.py"}
 # The faces: what a user drives. The core below them imports none of them.
 FACES = ("cli.py", "shell.py", "web/")
 MAX_LINES = 400

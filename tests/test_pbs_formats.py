@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dpu_slurm.config import DPUConfig
 from dpu_slurm.schedulers.pbs import PBSScheduler, parse_any
+from dpu_slurm.schedulers.ranges import as_seen
 from dpu_slurm.store import Job
 from dpu_slurm.transport.base import Completed, Gathered
 from dpu_slurm.transport.local import LocalTransport
@@ -31,7 +32,9 @@ def polled(text, code=0):
 
 
 def states(result, job_id):
-    return {i: (o.state, o.letter) for i, o in sorted(result.get(job_id, {}).items())}
+    """Every process's (state, letter); queued ranges (ranges.Seen) written out."""
+    seen = as_seen(result.get(job_id))
+    return {i: (o.state, o.letter) for i, o in sorted(seen.expanded().items())}
 
 
 def test_pbspro_is_polled_with_json_and_its_history_with_x():

@@ -11,6 +11,7 @@ from dpu_slurm.errors import ConfigError
 from dpu_slurm.schedulers import REGISTRY, SubmitRequest
 from dpu_slurm.schedulers import drmaa as drmaa_mod
 from dpu_slurm.schedulers.pbs import PBSScheduler, parse_alt, parse_full, split_id, walltime
+from dpu_slurm.schedulers.ranges import as_seen
 from dpu_slurm.schedulers.sge import SGEScheduler, parse_qacct, parse_xml, task_ids
 from dpu_slurm.store import Job
 from dpu_slurm.transport.local import LocalTransport
@@ -30,7 +31,9 @@ def cfg(scheduler="pbs", **kw):
 
 
 def states(result, job_id):
-    return {i: (o.state, o.letter) for i, o in sorted(result.get(job_id, {}).items())}
+    """Every process's (state, letter); queued ranges (ranges.Seen) written out."""
+    seen = as_seen(result.get(job_id))
+    return {i: (o.state, o.letter) for i, o in sorted(seen.expanded().items())}
 
 
 # -- PBS ------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def test_wfi_splits_into_its_eight_ccds(catalog: Catalog) -> None:
     assert [p["chip"] for p in plan.processes] == [f"ccd{n}" for n in range(50, 58)]
     assert all(p["date"] == "2000-04-28" for p in plan.processes)
     # job.json carries only what differs per process.
-    assert plan.overrides() == [{"chip": p["chip"]} for p in plan.processes]
+    assert plan.overrides() == {"format": 2, "count": 8,
+                                "runs": [[i, i, {"chip": p["chip"]}] for i, p in enumerate(plan.processes)]}
 
 
 def test_omegacam_splits_into_32_processes(catalog: Catalog) -> None:

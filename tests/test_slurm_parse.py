@@ -107,7 +107,7 @@ def test_on_the_queue_page_a_card_claiming_another_users_slurm_job_neither_shows
     alice, mallory = _of(1, "alice", ["100"], 2), _of(2, "mallory", ["100"], 2)
     s = sched()
     s.all_users = True
-    assert s.poll_request([]).argv == ["squeue", "-h", "-r", "-o", "%F|%K|%T|%r|%u|%j"]
+    assert s.poll_request([]).argv == ["squeue", "-h", "-o", "%F|%K|%T|%r|%u|%j"]
     got = Gathered(Completed(["squeue"], 0, "100|0|PENDING|Priority|alice|dpu.alice.1.cafe0001.0\n"
                                             "100|1|RUNNING|None|alice|dpu.alice.1.cafe0001.0\n", ""), {}, {})
     for jobs in ([alice, mallory], [mallory, alice]):

@@ -11,6 +11,7 @@ from typing import Any, Dict, Sequence
 
 from ..store import Job
 from .helpers import layout
+from .ranges import Seen
 
 
 def positions(offset: int, ids: Sequence[int]) -> Dict[str, Any]:
@@ -26,7 +27,8 @@ def remap(jobs: Sequence[Job], seen: Dict[int, Dict[int, Any]]) -> Dict[int, Dic
             continue
         out: Dict[int, Any] = {}
         parts = layout(job)
-        for key, obs in seen[job.id].items():
+        got = seen[job.id]
+        for key, obs in (got.expanded() if isinstance(got, Seen) else got).items():
             for offset, ids in parts:
                 if offset <= key < offset + len(ids):
                     out[ids[key - offset]] = obs

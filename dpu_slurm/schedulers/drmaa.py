@@ -48,6 +48,7 @@ from .base import (
     number_owners,
 )
 from .bulk_map import positions, remap
+from .ranges import as_seen
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ class DRMAAScheduler(Scheduler):
         seen = self.cli.parse_poll(jobs, got)
         self.names = self.cli.names  # the DRM's listing carries the job names (tags) too
         shift = self.cli.DRMAA_INDEX_SHIFT
-        return remap(jobs, {j: {i - shift: o for i, o in procs.items()} for j, procs in seen.items()})
+        return remap(jobs, {j: as_seen(procs).shifted(-shift) for j, procs in seen.items()})
 
     def history(self, jobs: Sequence[Job]) -> Dict[int, Dict[int, Observation]]:
         """How processes ended: this session's wait() data, then the DRM's accounting."""

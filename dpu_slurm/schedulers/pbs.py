@@ -45,6 +45,7 @@ from .base import (
     walltime,
 )
 from .helpers import layout, runs
+from .ranges import as_seen
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +287,11 @@ class PBSScheduler(Scheduler):
                 exact.setdefault(job.id, {})[indices[0]] = obs
             elif obs.state != ENDED or obs.letter == "U":
                 agg = obs if obs.state == ENDED else _aggregate(state, obs)
-                seen = alive.setdefault(job.id, {})
-                for idx in indices:
-                    seen.setdefault(idx, agg)
+                # An array's summary row: its queued subjobs stay one range (not one entry each).
+                alive[job.id] = as_seen(alive.get(job.id))
+                alive[job.id].add((indices[0], indices[-1], 1), agg)  # type: ignore[attr-defined]
         for job_id, seen in exact.items():
-            alive.setdefault(job_id, {}).update(seen)
+            alive[job_id] = as_seen(alive.get(job_id)).merged(seen)
         return alive
 
     # -- history --------------------------------------------------------------------------

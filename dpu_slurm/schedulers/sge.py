@@ -33,6 +33,7 @@ from .base import (
     walltime,
 )
 from .helpers import layout, runs
+from .ranges import Seen, clip, parse_ranges
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +170,13 @@ class SGEScheduler(Scheduler):
             obs = self.observe(state)
             if obs.state == ENDED and obs.letter == "E":
                 obs.reason = f"{state}: Grid Engine cannot start it (qstat -j {number} says why)"
-            for task in task_ids(tasks) if tasks else [1]:
-                if 1 <= task <= count:
-                    out.setdefault(job.id, {})[offset + task - 1] = obs
+            seen = out.setdefault(job.id, Seen())
+            assert isinstance(seen, Seen)
+            # A pending array's tasks come as one range ('2-100:1'): kept as a range, not expanded.
+            for span in parse_ranges(tasks) if tasks else [(1, 1, 1)]:
+                kept = clip(span, 1, count)
+                if kept is not None:
+                    seen.add((offset + kept[0] - 1, offset + kept[1] - 1, kept[2]), obs)
         return out
 
     # -- history --------------------------------------------------------------------------

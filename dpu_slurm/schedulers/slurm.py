@@ -5,9 +5,11 @@ https://slurm.schedmd.com/sacct.html#SECTION_JOB-STATE-CODES
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config import DPUConfig
+from ..errors import SchedulerError
 from ..store import Job
 from ..transport.base import Completed, Gathered
 from .accounting import Usage, parse_sacct
@@ -23,6 +25,9 @@ from .base import (
     minutes,
     since,
 )
+from .ranges import Seen, clip, parse_ranges
+
+log = logging.getLogger(__name__)
 
 # native state -> (state, letter). A process cancelled or past a deadline before it started is
 # S; status.decide turns S into A when the worker's record shows it had started.
@@ -129,12 +134,13 @@ class SlurmScheduler(Scheduler):
     # -- poll -----------------------------------------------------------------------------
     def poll_request(self, jobs: Sequence[Job]) -> PollRequest:
         """One squeue: --me and a fixed format, the same command line whatever the number of jobs.
+        Without -r: an array's pending elements come as one line with a range (`5-99999%50`),
+        so the answer grows with what started, not with the job's size.
         The job name (last: any text) finds jobs whose submitter died before storing the ids;
         every user's jobs (the queue page) come with the user, as a card's native ids are a claim."""
         if self.all_users:
-            return PollRequest([self.cmd("squeue"), *self.clusters(), "-h", "-r", "-o",
-                                "%F|%K|%T|%r|%u|%j"])
-        return PollRequest([self.cmd("squeue"), *self.clusters(), "--me", "-h", "-r", "-o", "%F|%K|%T|%r|%j"])
+            return PollRequest([self.cmd("squeue"), *self.clusters(), "-h", "-o", "%F|%K|%T|%r|%u|%j"])
+        return PollRequest([self.cmd("squeue"), *self.clusters(), "--me", "-h", "-o", "%F|%K|%T|%r|%j"])
 
     def parse_poll(self, jobs: Sequence[Job], got: Gathered) -> Observed:
         """squeue's lines -> observations; remembers DPU job names."""
@@ -155,14 +161,28 @@ class SlurmScheduler(Scheduler):
                 if len(parts) > 4:
                     self.remember(parts[4], parts[0])
                 found = owners.get(parts[0])
-            if len(parts) < 3 or found is None or not parts[1].isdigit():
+            if len(parts) < 3 or found is None:
                 continue
-            job, offset, _ = found
+            job, offset, span = found
             reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
             obs = self.observe(parts[2])
             if reason and obs.state == QUEUED:
                 obs.reason = f"{parts[2]} ({reason})"
-            out.setdefault(job.id, {})[offset + int(parts[1])] = obs
+            seen = out.setdefault(job.id, Seen())
+            assert isinstance(seen, Seen)
+            if parts[1].isdigit():
+                seen[offset + int(parts[1])] = obs
+                continue
+            try:
+                ranges = parse_ranges(parts[1])
+            except SchedulerError:
+                log.warning("squeue: unreadable array index %r of job %s; skipping the line",
+                            parts[1], parts[0])
+                continue
+            for part in ranges:
+                kept = clip(part, 0, span - 1)
+                if kept is not None:
+                    seen.add((kept[0] + offset, kept[1] + offset, kept[2]), obs)
         return out
 
     # -- history --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..errors import DPUError, Unreachable
 from ..index import CARD_CAP, BadCard, Card, index_dir, max_nproc
 from ..report import job_report
 from ..session import DPUSession, JobView
-from ..states import JobStatus, ProcState
+from ..states import JobStatus
 from ..status import poll_settings
 from ..store import Job, Store
 from ..text import clean, printable
@@ -249,9 +249,9 @@ class Mirror:
             start, end = self.times.get(job.id, (None, None))
             if start is not None and job.finished is None:
                 continue
-            procs = [p for p in self.store.procs(job.id) if p.state != ProcState.QUEUED][:MAX_TIMED]
-            wanted[job.id] = [OwnedFile(job.jobdir, f"p/{p.idx}/{STATUS}", self.uids[job.id])
-                              for p in procs]
+            started = self.store.started_indices(job.id, MAX_TIMED)  # not a row per process
+            wanted[job.id] = [OwnedFile(job.jobdir, f"p/{i}/{STATUS}", self.uids[job.id])
+                              for i in started]
         items = [p for group in wanted.values() for p in group]
         raw = self.transport.read_owned(items, RECORD_CAP).data if items else {}
         jobs = {j.id: j for j in self.store.jobs(ids=list(wanted))} if wanted else {}

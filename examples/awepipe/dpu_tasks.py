@@ -5,6 +5,7 @@ Nothing here imports the task code; ``run`` names the function the job imports.
 from awepipe.instruments import INSTRUMENTS
 
 from dpu_slurm.catalog import Option, Task
+from dpu_slurm.processes import Processes
 
 INSTRUMENT = Option("i", "instrument", str, "", "instrument name: " + ", ".join(INSTRUMENTS))
 CHIP = Option("c", "chip", str, "", "one CCD; all CCDs of the instrument when empty")
@@ -29,6 +30,19 @@ def per_ccd(options):
     return [{"chip": ccd} for ccd in ccds]
 
 
+FIRST = {"fail_first": "", "slow_first": ""}
+
+
+def _first_attempt(options):
+    """Index -> its first-attempt marks (fail_first, slow_first) for the processes named."""
+    out = {}
+    for name in FIRST:
+        for i in options[name].split(","):
+            if i.strip().isdigit() and int(i) < options["count"]:
+                out.setdefault(int(i), dict(FIRST))[name] = "yes"
+    return out
+
+
 def _count(options):
     if not 1 <= options["count"] <= 100_000:
         raise ValueError(f"count must be at least 1 and at most 100000, got {options['count']}")
@@ -48,11 +62,10 @@ TASKS = [
                     "first attempt only, to try dpu.rerun"),
              Option("sf", "slow_first", str, "", "process indices (e.g. 2,6) sleeping 150 s on "
                     "their first attempt only (past a short time limit), to try dpu.rerun --more-time"),
+             Option("xo", "fail_odd", bool, False, "processes with an odd index fail"),
              COMMIT,
          ),
-         split=lambda o: [{"fail_first": "yes" if str(i) in o["fail_first"].split(",") else "",
-                           "slow_first": "yes" if str(i) in o["slow_first"].split(",") else ""}
-                          for i in range(_count(o))]),
+         split=lambda o: Processes.indexed(_count(o), _first_attempt(o), base=dict(FIRST))),
     Task("ReadNoise", run="awepipe.calib:read_noise", options=CALIB, split=per_ccd, estimate=10,
          doc="Read noise of each CCD from the difference of two bias frames."),
     Task("Bias", run="awepipe.calib:master_bias", options=CALIB, split=per_ccd, estimate=20,

@@ -19,5 +19,7 @@ def null(ctx):
         raise RuntimeError(f"Null task: process {ctx.index} fails on its first attempt (fail_first)")
     if opts["fail"]:
         raise RuntimeError("Null task asked to fail (fail=True)")
+    if opts.get("fail_odd") and ctx.index % 2 == 1:
+        raise RuntimeError(f"Null task: process {ctx.index} is odd and fail_odd is set")
     ctx.log(f"Null done (process {ctx.index}, {len(ballast)} bytes held)")
     return [{"class": "Null", "process": ctx.index, "message": opts["message"]}]
