@@ -21,6 +21,7 @@ from .config import (
 from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
 from .futures import DPUJob, as_completed, as_completed_async
+from .graph import AfterIds, after_lines, parse_after
 from .index import own_job_ids
 from .plan import make_plan
 from .rerun import history_lines
@@ -167,18 +168,19 @@ class Processor:
     def run(self, sequence: str, dpu_time: Optional[float] = None, dpu_mem: Optional[int] = None,
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
             return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
-            **options: Any) -> Optional[int]:
+            after: AfterIds = None, after_mode: str = "ok", **options: Any) -> Optional[int]:
         """Submit `sequence` with its options (short or long names) as one job.
 
         dpu_time: expected seconds per process (overrides the tasks' estimate);
         dpu_mem: MB per process; dpu_aweversion: installed version to use on the DPU;
         send_code: ship your AWEPIPE code (default) or use the installed version;
         return_jobid: return the job identifier; retries: this run's retry policy, a number
-        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries").
+        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries");
+        after: job id(s) this one waits for, after_mode: ok|any|each (README "Pipelines of jobs").
         """
-        policy = run_policy(retries)
+        policy, edges = run_policy(retries), parse_after(after, after_mode)
         extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
-                 "retries": retries}
+                 "retries": retries, "after": after, "after_mode": after_mode if edges else None}
         given = {**options, **{k: v for k, v in extra.items() if v is not None}}
         if not send_code:
             given["send_code"] = False
@@ -186,7 +188,7 @@ class Processor:
         self._say(f"Calling: dpu.run({args})")
         plan = make_plan(self.catalog, self._session.dpu, sequence, options, dpu_time, dpu_mem,
                          dpu_aweversion, send_code)
-        plan.dpu_options["retries"] = policy
+        plan.dpu_options.update(retries=policy, after=edges)
         self._say(f"Estimated process time : {plan.estimate:.0f} seconds")
         job_id = self._session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
@@ -296,7 +298,7 @@ class Processor:
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
-            for line in retry_lines(self._store, view.job):
+            for line in after_lines(view.job) + retry_lines(self._store, view.job):
                 self._say(line)
         return StatusViews(views)
 

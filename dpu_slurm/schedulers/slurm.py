@@ -22,6 +22,8 @@ from .base import (
     minutes,
     since,
 )
+from .depend import slurm_args
+from .helpers import layout
 
 # native state -> (state, letter). A process cancelled or past a deadline before it started is
 # S; status.decide turns S into A when the worker's record shows it had started.
@@ -113,7 +115,8 @@ class SlurmScheduler(Scheduler):
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """sbatch --parsable of the chunk's script in the job folder."""
-        return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", f"{req.jobdir}/{name}"]
+        return [self.cmd("sbatch"), "--parsable", f"--chdir={req.jobdir}", *slurm_args(req.after, name),
+                f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
         """The job id sbatch --parsable printed ('' when none)."""
@@ -135,7 +138,7 @@ class SlurmScheduler(Scheduler):
         owners = chunk_owners(jobs)
         claims = _claims(jobs) if self.all_users else {}
         out: Observed = {}
-        self.names = {}
+        self.names, self.never = {}, {}
         for line in res.stdout.splitlines():
             if self.all_users:   # ...|user|name: a job counts only for a job of the same user
                 parts = line.split(_SEP, 5)
@@ -155,6 +158,8 @@ class SlurmScheduler(Scheduler):
             obs = self.observe(parts[2])
             if reason and obs.state == QUEUED:
                 obs.reason = f"{parts[2]} ({reason})"
+                if reason == "DependencyNeverSatisfied":  # graph.settle ends it S
+                    self.never.setdefault(job.id, set()).add(offset + int(parts[1]))
             out.setdefault(job.id, {})[offset + int(parts[1])] = obs
         return out
 
@@ -206,6 +211,14 @@ class SlurmScheduler(Scheduler):
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """scancel of the job's arrays; only their pending tasks unless force."""
         return [[self.cmd("scancel"), *([] if force else ["--state=PENDING"]), *natives]]
+
+    def cancel_indices(self, job: Job, indices: Sequence[int]) -> None:
+        """scancel --state=PENDING of these array tasks (ARRAY_TASK per process)."""
+        tasks = [f"{native}_{i - offset}" for native, (offset, ids) in zip(job.native_ids, layout(job),
+                                                                           strict=False)
+                 for i in indices if i in ids and native]
+        if tasks:
+            self.check_cancel(self.transport.run([self.cmd("scancel"), "--state=PENDING", *tasks]))
 
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod
