@@ -109,11 +109,16 @@ def job_json(edges: Optional[Dict[str, Any]], prereqs: List[Dict[str, Any]], che
                                for p in prereqs]}}
 
 
-def for_submit(store: Store, dpu: Any, edges: Optional[Dict[str, Any]],
+def for_submit(session: DPUSession, edges: Optional[Dict[str, Any]],
                nproc: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Check the edges; (what job.json adds for the worker, the SubmitRequest's ``after``).
     The worker checks its prerequisites where the scheduler's dependency does not (SGE's
     -hold_jid waits for the end whatever it was; the local runner; 'each' everywhere)."""
+    store, dpu = session.store, session.dpu
+    if edges and any(j.finished is None for j in store.jobs(ids=edges["jobs"])):
+        # A scheduler forgets ended jobs (SLURM after MinJobAge) and refuses a dependency on
+        # one it no longer knows: what has ended is left out, so the store must know it now.
+        session.refresh(force=True)
     check_after(store, dpu, edges, nproc)
     if not edges:
         return {}, {}

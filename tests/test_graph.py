@@ -156,3 +156,67 @@ def test_the_worker_skips_a_process_whose_prerequisite_did_not_end_n(tmp_path: P
     assert failed_prerequisite(job, 0, process_dir, STATUS) == "prerequisite job 4 process 1 ended E"
     job["after"]["check"] = False
     assert failed_prerequisite(job, 0, process_dir, STATUS) == ""
+
+
+# -- settling after a poll (no cluster) ---------------------------------------------------------
+class FakeScheduler:
+    all_users = False
+
+    def __init__(self) -> None:
+        self.never: Dict[int, Any] = {}
+        self.cancelled: List[Any] = []
+
+    def cancel_indices(self, job: Any, indices: List[int]) -> None:
+        self.cancelled.append((job.id, sorted(indices)))
+
+
+class FakeSession:
+    def __init__(self, store: Any) -> None:
+        from types import SimpleNamespace
+        self.store, self.dpu, self.scheduler = store, SimpleNamespace(name="s"), FakeScheduler()
+
+
+def test_settle_ends_s_what_squeue_says_can_never_run_and_what_waits_for_a_failed_process(
+        tmp_path: Path) -> None:
+    from dpu_slurm.graph import settle
+    from dpu_slurm.store import Store
+    store = Store(tmp_path / "jobs.sqlite")
+    pre = store.record("s", "u", "Null", {}, {"chunk": 1000}, 3, 1)
+    store.submitted(pre, ["100"])
+    dep = store.record("s", "u", "Null", {}, {"chunk": 1000, "after": {"jobs": [pre], "mode": "each"}}, 3, 1)
+    store.submitted(dep, ["101"])
+    session = FakeSession(store)
+    session.scheduler.never = {dep: {2}}       # squeue: DependencyNeverSatisfied, store not told yet
+    store.update(pre, [(1, "DONE", "E", "exit code 1", None)])
+    assert settle(session) == 2  # type: ignore[arg-type]
+    assert session.scheduler.cancelled == [(dep, [1, 2])]
+    got = {p.idx: (p.state, p.outcome, p.reason) for p in store.procs(dep)}
+    assert got[0] == ("QUEUED", "", "")
+    assert got[1] == ("DONE", "S", f"prerequisite job {pre} process 1 ended E")
+    assert got[2] == ("DONE", "S", "a prerequisite did not end as required (SLURM: DependencyNeverSatisfied)")
+    store.close()
+
+
+def test_squeue_dependency_never_satisfied_is_noted_and_scancel_names_the_array_tasks() -> None:
+    from dpu_slurm.config import DPUConfig
+    from dpu_slurm.schedulers.slurm import SlurmScheduler
+    from dpu_slurm.store import Job
+    from dpu_slurm.transport.base import Completed, Gathered
+
+    class Transport:
+        calls: List[List[str]] = []
+
+        def run(self, argv: List[str], *a: Any, **k: Any) -> Completed:
+            self.calls.append(list(argv))
+            return Completed(argv, 0, "", "")
+
+    job = Job(7, "s", "u", "Null", {}, {"chunk": 2}, 3, 1, "submitted", ["100", "101"], "/j", "", "",
+              0.0, 1.0, None)
+    sched = SlurmScheduler(DPUConfig(name="s", scheduler="slurm", path=None),  # type: ignore[arg-type]
+                           Transport())  # type: ignore[arg-type]
+    got = Gathered(Completed(["squeue"], 0, "100|1|PENDING|DependencyNeverSatisfied|n\n"
+                                            "101|0|PENDING|Dependency|n\n", ""), {}, {})
+    sched.parse_poll([job], got)
+    assert sched.never == {7: {1}}
+    sched.cancel_indices(job, [1, 2])
+    assert Transport.calls == [["scancel", "--state=PENDING", "100_1", "101_0"]]
