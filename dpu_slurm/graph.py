@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from .errors import DPUError, OptionError
@@ -168,8 +169,12 @@ def settle(session: DPUSession) -> int:
         procs = {p.idx: p for p in store.procs(job.id)}
         queued = [i for i in why if procs[i].state == ProcState.QUEUED]
         if queued:
-            try:
-                session.scheduler.cancel_indices(job, queued)
+            whole = len(queued) == sum(p.state != ProcState.DONE for p in procs.values())
+            try:  # all that is left of it: the whole job (PBS, the local runner cancel no less)
+                if whole:
+                    session.scheduler.cancel(replace(job, native_ids=[n for n in job.native_ids if n]), False)
+                else:
+                    session.scheduler.cancel_indices(job, queued)
             except DPUError as exc:  # the worker skips them anyway when they start
                 log.warning("job %s: cancelling processes whose prerequisite failed: %s", job.id, exc)
         fix = [i for i in why if i in queued or (procs[i].state == ProcState.DONE

@@ -143,6 +143,16 @@ if set_attrs "$TMP/global" min_uid 0 min_gid 0; then
     qconf -Mconf "$TMP/global" >/dev/null && ACTIONS+=("lowered min_uid/min_gid")
 fi
 
+# Accounting on (qacct: how killed processes ended, their figures for dpu report). The
+# value spans continuation lines, so only its accounting= word is rewritten, and only when off.
+qconf -sconf global >"$TMP/global"
+if ! grep -A4 '^reporting_params' "$TMP/global" | grep -q 'accounting=true'; then
+    sed -i -E 's/accounting=(false|0)/accounting=true/' "$TMP/global"
+    grep -A4 '^reporting_params' "$TMP/global" | grep -q 'accounting=true' \
+        || sed -i -E 's/^(reporting_params[[:space:]]+)/\1accounting=true /' "$TMP/global"
+    qconf -Mconf "$TMP/global" >/dev/null && ACTIONS+=("turned accounting on")
+fi
+
 # A 1 s scheduling interval, and a run right after each submit or job end.
 qconf -ssconf >"$TMP/sched"
 if set_attrs "$TMP/sched" schedule_interval 0:0:1 flush_submit_sec 1 flush_finish_sec 1; then

@@ -155,7 +155,10 @@ AuthType=auth/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# Per-step usage (MaxRSS, TotalCPU) for sacct and dpu report, sampled each second so a
+# short job's peak is seen. A changed line restarts the daemons once (the config hash below).
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
 $ACCT_LINES
 MailProg=/bin/true
 

@@ -169,6 +169,9 @@ class FakeScheduler:
     def cancel_indices(self, job: Any, indices: List[int]) -> None:
         self.cancelled.append((job.id, sorted(indices)))
 
+    def cancel(self, job: Any, force: bool) -> None:
+        self.cancelled.append((job.id, "all", force))
+
 
 class FakeSession:
     def __init__(self, store: Any) -> None:
@@ -194,6 +197,9 @@ def test_settle_ends_s_what_squeue_says_can_never_run_and_what_waits_for_a_faile
     assert got[0] == ("QUEUED", "", "")
     assert got[1] == ("DONE", "S", f"prerequisite job {pre} process 1 ended E")
     assert got[2] == ("DONE", "S", "a prerequisite did not end as required (SLURM: DependencyNeverSatisfied)")
+    store.update(pre, [(0, "DONE", "A", "TIMEOUT", None)])
+    assert settle(session) == 1  # type: ignore[arg-type]
+    assert session.scheduler.cancelled[-1] == (dep, "all", False)  # nothing else is left of it
     store.close()
 
 
