@@ -8,9 +8,8 @@ process i with process i of each prerequisite (two arrays of the same size and c
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import DPUError, OptionError
 from .states import Phase, ProcState
@@ -23,7 +22,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("ok", "any", "each")
 AfterIds = Union[int, Iterable[int], str, None]
-RECENT = 3600.0   # finished dependents whose S reasons are still put right
 
 
 def parse_after(after: AfterIds, mode: str = "ok") -> Optional[Dict[str, Any]]:
@@ -150,16 +148,16 @@ def blocked(store: Store, job: Job) -> Dict[int, str]:
     return out
 
 
-def settle(session: DPUSession) -> int:
-    """After a poll: end S the queued processes of this DPU's dependents that can never run
-    (cancelled at the scheduler), and give those the scheduler already ended the reason;
-    the number of processes changed."""
-    store, now, changed = session.store, time.time(), 0
-    if session.scheduler.all_users:  # the queue page's copy of other users' jobs: theirs to settle
+def settle(session: DPUSession, polled: Sequence[int]) -> int:
+    """After a poll of the jobs `polled` (those active before it): end S the queued processes of
+    dependents that can never run (cancelled at the scheduler), and give those the scheduler
+    ended itself (SLURM's kill-on-invalid-dep) the reason; the number of processes changed."""
+    store, changed = session.store, 0
+    if session.scheduler.all_users or not polled:  # the queue page's copy of other users' jobs
         return 0
     never = session.scheduler.never
-    for job in store.jobs(dpu=session.dpu.name):
-        if not job.dpu_options.get("after") or (job.finished is not None and now - job.finished > RECENT):
+    for job in store.jobs(ids=polled):
+        if not job.dpu_options.get("after"):
             continue
         why = blocked(store, job)
         for idx in never.get(job.id, set()) - set(why):

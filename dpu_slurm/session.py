@@ -274,7 +274,7 @@ class DPUSession:
             self.unreachable = str(exc)
             return False
         self.unreachable = ""
-        graph.settle(self)  # dependents of a failed prerequisite end S (never hang queued)
+        graph.settle(self, [j.id for j in active])  # dependents of a failed prerequisite end S
         for job in self.store.jobs(ids=settling) if settling and polled else []:
             if job.phase == Phase.SUBMITTED:  # adopted: its submitter died before writing the card
                 write_card(self.transport, self.dpu, job, store_id(self.store))

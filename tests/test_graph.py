@@ -191,14 +191,14 @@ def test_settle_ends_s_what_squeue_says_can_never_run_and_what_waits_for_a_faile
     session = FakeSession(store)
     session.scheduler.never = {dep: {2}}       # squeue: DependencyNeverSatisfied, store not told yet
     store.update(pre, [(1, "DONE", "E", "exit code 1", None)])
-    assert settle(session) == 2  # type: ignore[arg-type]
+    assert settle(session, [pre, dep]) == 2  # type: ignore[arg-type]
     assert session.scheduler.cancelled == [(dep, [1, 2])]
     got = {p.idx: (p.state, p.outcome, p.reason) for p in store.procs(dep)}
     assert got[0] == ("QUEUED", "", "")
     assert got[1] == ("DONE", "S", f"prerequisite job {pre} process 1 ended E")
     assert got[2] == ("DONE", "S", "a prerequisite did not end as required (SLURM: DependencyNeverSatisfied)")
     store.update(pre, [(0, "DONE", "A", "TIMEOUT", None)])
-    assert settle(session) == 1  # type: ignore[arg-type]
+    assert settle(session, [dep]) == 1  # type: ignore[arg-type]
     assert session.scheduler.cancelled[-1] == (dep, "all", False)  # nothing else is left of it
     store.close()
 
