@@ -38,7 +38,7 @@ def _options(pairs: Sequence[str]) -> Dict[str, str]:
 def _view(v: JobView) -> Dict[str, Any]:
     return {"jobid": v.job.id, "dpu": v.job.dpu, "sequence": v.job.sequence, "status": v.status,
             "counters": dict(zip("NEASU", v.counts.letters, strict=True)), "processes": v.job.nproc,
-            "ok": v.ok, "error": v.job.error or None}
+            "ok": v.ok, "error": v.job.error or None, "after": v.job.dpu_options.get("after")}
 
 
 def _failed(views: List[JobView]) -> bool:

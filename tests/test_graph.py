@@ -226,3 +226,20 @@ def test_squeue_dependency_never_satisfied_is_noted_and_scancel_names_the_array_
     assert sched.never == {7: {1}}
     sched.cancel_indices(job, [1, 2])
     assert Transport.calls == [["scancel", "--state=PENDING", "100_1", "101_0"]]
+
+
+def test_dpu_run_after_on_the_command_line(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from dpu_slurm import cli
+    env.write_dpu()
+
+    def run_json(argv: List[str], code: int = 0) -> Any:
+        assert cli.main([*argv, "--json"]) == code
+        return json.loads(capsys.readouterr().out)
+
+    first = run_json(["run", "--dpu", "testlocal", "Null", "n=2", "ff=1"])["jobid"]
+    [view] = run_json(["run", "--dpu", "testlocal", "--wait", "--after", str(first), "--after-mode", "each",
+                       "Null", "n=2"], code=1)
+    assert view["counters"] == {"N": 1, "E": 0, "A": 0, "S": 1, "U": 0}
+    assert view["after"] == {"jobs": [first], "mode": "each"}
+    assert cli.main(["run", "--dpu", "testlocal", "--after", "99", "Null"]) == 2
+    assert "after=99: no job with that identifier" in capsys.readouterr().err
