@@ -205,7 +205,7 @@ class Runner:
         self.pid, self.pstart = os.getpid(), _proc_start(os.getpid())
         self.procs: Dict[str, List[Any]] = {}  # index -> [pid, start time] once started
         self.prctl = prctl_function()
-        self.gate = Gate(jobdir)  # processes that wait for other jobs' processes (after=)
+        self.gate = Gate(jobdir, {k for k, (s, _) in STATE_MAP.items() if s != ENDED})  # after=
 
     def _on_cancel(self, signum: int, frame: Any) -> None:
         self.cancel_queued = True

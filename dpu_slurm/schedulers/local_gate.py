@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Set
 
 RUNNER_FILE = "runner.json"
-OPEN = ("PENDING", "RUNNING")
 EVERY = 0.25  # seconds between reads of the prerequisites' runner files
 
 
@@ -25,7 +24,7 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def ended(jobdir: Path, nproc: int) -> Set[int]:
+def ended(jobdir: Path, nproc: int, open_states: Set[str]) -> Set[int]:
     """The processes of a local job that have ended (all of them once its runner is gone)."""
     try:
         data = json.loads((jobdir / RUNNER_FILE).read_text(encoding="utf-8"))
@@ -34,13 +33,14 @@ def ended(jobdir: Path, nproc: int) -> Set[int]:
         return set()
     if data.get("pid") and not _alive(data["pid"]):  # its runner died: nothing more will end
         return set(range(nproc))
-    return {i for i, (state, _) in enumerate(states) if state not in OPEN and i not in live}
+    return {i for i, (state, _) in enumerate(states) if state not in open_states and i not in live}
 
 
 class Gate:
     """Which pending processes of a job may start now, after its job.json's ``after``."""
 
-    def __init__(self, jobdir: Path) -> None:
+    def __init__(self, jobdir: Path, open_states: Set[str]) -> None:
+        self.open = open_states  # the runner's states of a process not ended yet
         try:
             after = json.loads((jobdir / "job.json").read_text(encoding="utf-8")).get("after") or {}
         except (OSError, ValueError):
@@ -56,7 +56,7 @@ class Gate:
             return list(pending)
         now = time.monotonic()
         if now - self.read >= EVERY:
-            self.seen = {d: ended(d, n) for d, n in self.jobs}
+            self.seen = {d: ended(d, n, self.open) for d, n in self.jobs}
             self.read = now
         if self.each:
             return [i for i in pending if all(i in self.seen.get(d, ()) for d, _ in self.jobs)]
