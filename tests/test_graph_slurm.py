@@ -57,11 +57,14 @@ def dependency(native: str) -> str:
 
 
 def test_each_process_waits_for_its_own_and_the_one_whose_prerequisite_failed_ends_s(
-        dpu: Processor) -> None:
+        dpu: Processor, commands: List[List[str]]) -> None:
     first = run(dpu, n=3, ff="1", s=4)
     second = run(dpu, n=3, after=first, after_mode="each")
     native = dpu._store.job(first).native_ids[0]
     held = dependency(dpu._store.job(second).native_ids[0])
+    commands.clear()
+    dpu.get_status([first, second])   # the edges cost a poll no scheduler call of its own
+    assert [Path(c[0]).name for c in commands] == ["squeue"], commands
     views = dpu.wait([first, second], timeout=240, interval=0.5)
     assert held.startswith(f"Dependency=aftercorr:{native}_*"), held
     assert [v.counts.line() for v in views] == ["2/1/0/0/0", "2/0/0/1/0"], views
