@@ -39,7 +39,7 @@ def _options(pairs: Sequence[str]) -> Dict[str, str]:
 def _view(v: JobView) -> Dict[str, Any]:
     return {"jobid": v.job.id, "dpu": v.job.dpu, "sequence": v.job.sequence, "status": v.status,
             "counters": dict(zip("NEASU", v.counts.letters, strict=True)), "processes": v.job.nproc,
-            "ok": v.ok, "error": v.job.error or None}
+            "ok": v.ok, "error": v.job.error or None, "after": v.job.dpu_options.get("after")}
 
 
 def _failed(views: List[JobView]) -> bool:
@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-on", dest="on", metavar="LETTERS", help="which outcomes (default AU)")
     r.add_argument("--grow-time", type=float, dest="grow_time", metavar="F", help="time x F each retry")
     r.add_argument("--grow-mem", type=float, dest="grow_mem", metavar="F", help="memory x F each retry")
+    r.add_argument("--after", metavar="ID[,ID]", help="start after these jobs (README 'Pipelines of jobs')")
+    r.add_argument("--after-mode", dest="after_mode", choices=("ok", "any", "each"), default="ok",
+                   help="ok: after they end N; any: after they end; each: process i after process i")
     r.add_argument("--wait", action="store_true", help="wait until the job finishes")
     r.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
@@ -193,8 +196,9 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
                   if getattr(args, k) is not None}
         job_id = dpu.run(args.sequence, dpu_time=args.dpu_time, dpu_mem=args.dpu_mem,
                          dpu_aweversion=args.dpu_aweversion, send_code=args.send_code,
-                         return_jobid=True, retries=policy or None,
-                         dpu="auto" if args.dpu == "auto" else None, **_options(args.options))
+                         return_jobid=True, retries=policy or None, after=args.after,
+                         after_mode=args.after_mode, dpu="auto" if args.dpu == "auto" else None,
+                         **_options(args.options))
         assert job_id is not None
         if not args.wait:
             _emit(args, {"jobid": job_id})

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .catalog import Catalog
+from .config import DPUConfig
 from .errors import OptionError
+from .plan import Plan, make_plan
 from .store import Store
 
 MIN_RUNS = 3
@@ -112,3 +114,22 @@ def estimate_lines(estimate: float, learned: Optional[Learned], note: str,
     return [f"Estimated process time : {learned.time_s:.0f} seconds ({learned.source()})",
             f"Suggested: dpu_time={learned.time_s:.0f}{mem} (dpu_time='auto' uses them; "
             f"this run asks for the tasks' estimate, {estimate:.0f} seconds)"]
+
+
+Planner = Callable[[DPUConfig], Plan]
+
+
+def planner(store: Store, catalog: Catalog, sequence: str, options: Mapping[str, Any],
+            dpu_time: Amount, dpu_mem: Amount, aweversion: Optional[str],
+            send_code: bool) -> Tuple[Planner, Dict[str, Tuple[Optional[Learned], str]]]:
+    """A run's plan for any DPU (routing may weigh several), each from that DPU's own history;
+    and, per DPU planned, what was learned there and the note saying so."""
+    learned: Dict[str, Tuple[Optional[Learned], str]] = {}
+
+    def planned(cfg: DPUConfig) -> Plan:
+        history = learn_for(store, catalog, cfg.name, sequence, dict(options))
+        asked_time, asked_mem, note = resolve(history, dpu_time, dpu_mem)
+        learned[cfg.name] = (history, note)
+        return make_plan(catalog, cfg, sequence, dict(options), asked_time, asked_mem, aweversion,
+                         send_code)
+    return planned, learned

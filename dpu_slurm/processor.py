@@ -21,10 +21,10 @@ from .config import (
 )
 from .environment import Environment
 from .errors import ConfigError, DPUError, JobNotFound
-from .estimates import Amount, estimate_lines, learn_for, resolve
+from .estimates import Amount, estimate_lines, planner
 from .futures import DPUJob, as_completed, as_completed_async
+from .graph import AfterIds, after_lines, parse_after
 from .index import own_job_ids
-from .plan import Plan, make_plan
 from .report import report_lines
 from .rerun import history_lines
 from .retries import retry_lines
@@ -170,7 +170,8 @@ class Processor:
     def run(self, sequence: str, dpu_time: Amount = None, dpu_mem: Amount = None,
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
             return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
-            dpu: Optional[str] = None, **options: Any) -> Optional[int]:
+            dpu: Optional[str] = None, after: AfterIds = None, after_mode: str = "ok",
+            **options: Any) -> Optional[int]:
         """Submit `sequence` with its options (short or long names) as one job.
 
         dpu_time: expected seconds per process (overrides the tasks' estimate; 'auto': learned
@@ -179,26 +180,21 @@ class Processor:
         return_jobid: return the job identifier; retries: this run's retry policy, a number
         (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries");
         dpu: another DPU for this run, or "auto": the one expected to start it first (routing.py).
+        after: job id(s) this one waits for, after_mode: ok|any|each (README "Pipelines of jobs").
         """
-        policy = run_policy(retries)
+        policy, edges = run_policy(retries), parse_after(after, after_mode)
         extra = {"dpu_time": dpu_time, "dpu_mem": dpu_mem, "dpu_aweversion": dpu_aweversion,
-                 "retries": retries, "dpu": dpu}
+                 "retries": retries, "dpu": dpu, "after": after,
+                 "after_mode": after_mode if edges else None}
         given = {**options, **{k: v for k, v in extra.items() if v is not None}}
         if not send_code:
             given["send_code"] = False
         args = ", ".join([repr(sequence)] + [f"{k}={v!r}" for k, v in given.items()])
         self._say(f"Calling: dpu.run({args})")
-        learned: Dict[str, Any] = {}   # DPU -> (its history's estimate, where it came from)
-
-        def planned(cfg: DPUConfig) -> Plan:  # a DPU's plan for this run, with its own history
-            history = learn_for(self._store, self.catalog, cfg.name, sequence, options)
-            asked_time, asked_mem, note = resolve(history, dpu_time, dpu_mem)
-            learned[cfg.name] = (history, note)
-            return make_plan(self.catalog, cfg, sequence, options, asked_time, asked_mem,
-                             dpu_aweversion, send_code)
-
+        planned, learned = planner(self._store, self.catalog, sequence, options, dpu_time, dpu_mem,
+                                   dpu_aweversion, send_code)
         session, plan = routing.where(dpu, self._session, self._session_named, planned, self._say)
-        plan.dpu_options["retries"] = policy
+        plan.dpu_options.update(retries=policy, after=edges)
         history, note = learned[session.dpu.name]
         for line in estimate_lines(plan.estimate, history, note, extra):
             self._say(line)
@@ -322,7 +318,7 @@ class Processor:
                 self._say(f"  {view.job.error}")  # why not, or why it is still being settled
             for reason, count in self._session_for(view.job).reasons(view.job).items():
                 self._say(f"  {count} process(es): {reason}")
-            for line in retry_lines(self._store, view.job):
+            for line in after_lines(view.job) + retry_lines(self._store, view.job):
                 self._say(line)
         return StatusViews(views)
 

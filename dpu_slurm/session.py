@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import bundle as bundles
-from . import journal, trial
+from . import graph, journal, trial
 from .config import DPUConfig, current_user, dpu_home, packaged
 from .errors import CatalogError, ConfigError, DPUError, SubmitError, Unreachable
 from .files import private_dir
@@ -191,6 +191,7 @@ class DPUSession:
             if self.freeze_code:
                 self._built[code] = bundle
         sid = store_id(self.store)
+        waits, after = graph.for_submit(self, plan.dpu_options.get("after"), plan.nproc)
         # Processes per array job; the local runner takes a whole job at once (one "chunk").
         chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,
@@ -221,7 +222,7 @@ class DPUSession:
                                             "setup": list(version.get("setup", []))})
             job_json = {"job_id": job_id, "user": self.user, "dpu": self.dpu.name,
                         "sequence": plan.sequence, "tasks": plan.tasks, "options": plan.options,
-                        "processes": plan.overrides(), "created": time.time()}
+                        "processes": plan.overrides(), "created": time.time(), **waits}
             self.transport.write_files({f"{jobdir}/job.json": json.dumps(job_json).encode()})
             fault("shipped")
 
@@ -232,6 +233,7 @@ class DPUSession:
 
             req = submit_request(self.dpu, plan, job_id, self.user, jobdir, ":".join(paths), sid,
                                  accepted)
+            req.after = after
             scheduler = self.scheduler
             calling = True
             native = scheduler.submit(req)
@@ -274,6 +276,7 @@ class DPUSession:
             self.unreachable = str(exc)
             return False
         self.unreachable = ""
+        graph.settle(self, [j.id for j in active])  # dependents of a failed prerequisite end S
         for job in self.store.jobs(ids=settling) if settling and polled else []:
             if job.phase == Phase.SUBMITTED:  # adopted: its submitter died before writing the card
                 write_card(self.transport, self.dpu, job, store_id(self.store))

@@ -22,6 +22,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .prereq import failed_prerequisite
+
 STATUS = "status.json"
 RESULT = "result.json"
 LOG = "log"
@@ -199,6 +201,12 @@ class Worker:
         """Run the sequence's tasks in order, stop at the first that fails; the exit status (0: all N)."""
         signal.signal(signal.SIGTERM, _on_term)
         set_subreaper()
+        skip = failed_prerequisite(self.job, self.index, process_dir, STATUS)
+        if skip:  # never run: a process of a job this one waits for did not end N
+            self.tasks, self.reason = ["S"] * len(self.tasks), skip
+            self.log(f"Process skipped: {skip}")
+            self.status("DONE")
+            return 0
         self.status("RUNNING")
         options = self.options()
         results: List[Any] = []

@@ -15,7 +15,7 @@ import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
 from ..config import DPUConfig, current_user
 from ..errors import SchedulerError, SubmitError, Unreachable
@@ -88,6 +88,7 @@ class SubmitRequest:
     accepted: Optional[Callable[[List[str]], None]] = None
     indices: Optional[List[int]] = None  # a rerun: only these processes (None: all nproc)
     rerun: int = 1                       # which submission of the job this is (1: the first)
+    after: Dict[str, Any] = field(default_factory=dict)  # prerequisite jobs (schedulers/depend.py)
 
     @property
     def tag(self) -> str:
@@ -157,6 +158,7 @@ class Scheduler(ABC):
         # Job name -> native id of the DPU jobs the last poll listed: how a job whose submitter
         # died before recording its ids is found (status.reconcile); filled by each poll.
         self.names: Dict[str, str] = {}
+        self.never: Dict[int, Set[int]] = {}  # job id -> processes whose dependency cannot be met
         self._polled: Optional[Gathered] = None
 
     @classmethod
@@ -342,6 +344,11 @@ class Scheduler(ABC):
             return False
         self.cancel(job, False)
         return True
+
+    def cancel_indices(self, job: Job, indices: Sequence[int]) -> None:
+        """Cancel these queued processes whose prerequisite failed (default: none; the worker
+        skips them when they start)."""
+        return None
 
     # -- plumbing -------------------------------------------------------------------------
     def cmd(self, name: str) -> str:

@@ -38,6 +38,8 @@ from .base import (
     chunk_tag,
     tag_of,
 )
+from .local_gate import Gate
+from .local_kill import kill_worker_session
 
 log = logging.getLogger(__name__)
 RUNNER_FILE = "runner.json"
@@ -203,6 +205,7 @@ class Runner:
         self.pid, self.pstart = os.getpid(), _proc_start(os.getpid())
         self.procs: Dict[str, List[Any]] = {}  # index -> [pid, start time] once started
         self.prctl = prctl_function()
+        self.gate = Gate(jobdir, {k for k, (s, _) in STATE_MAP.items() if s != ENDED})  # after=
 
     def _on_cancel(self, signum: int, frame: Any) -> None:
         self.cancel_queued = True
@@ -329,11 +332,13 @@ class Runner:
                 for idx in list(self.running):
                     self.stop(idx, "KILLED", "cancelled while running")
             started = False
-            while self.pending and len(self.running) < len(self.slots):
+            ready = deque(self.gate.ready(self.pending))
+            while ready and len(self.running) < len(self.slots):
                 slot = self.take_slot()
                 if slot is None:
                     break
-                self.start(self.pending.popleft(), slot)
+                self.pending.remove(ready[0])
+                self.start(ready.popleft(), slot)
                 started = True
             self.reap()
             self.save(force=started)  # a poll after this runner's death must know who ran
@@ -351,24 +356,6 @@ def _kill(pid: int, sig: int, how: Any = os.kill) -> None:
         how(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def kill_worker_session(pid: int, pstart: str, jobdir: Path) -> None:
-    """SIGKILL the session of worker `pid` of `jobdir` if it is still that worker and ours:
-    runner.json may be another user's (the queue page reads them), so /proc is checked first."""
-    table = proc_table()
-    if pid not in table or table[pid][4] != pstart or table[pid][3] != pid:
-        return
-    try:
-        mine = os.stat(f"/proc/{pid}").st_uid == os.getuid()
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if not mine or b"dpu_slurm.worker" not in argv or os.fsencode(str(jobdir)) not in argv:
-        return
-    for other, row in table.items():
-        if row[3] == pid:  # its session: pid numbers are not reused while it has members
-            _kill(other, signal.SIGKILL)
 
 
 def _hms(seconds: int) -> str:

@@ -44,6 +44,7 @@ from .base import (
     tag_of,
     walltime,
 )
+from .depend import pbs_args
 from .helpers import layout, runs
 from .ranges import as_seen
 
@@ -220,7 +221,8 @@ class PBSScheduler(Scheduler):
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """qsub with the script's #PBS options on the command line too."""
-        return [self.cmd("qsub"), *self.directive_args(text), f"{req.jobdir}/{name}"]
+        return [self.cmd("qsub"), *self.directive_args(text), *pbs_args(req.after, name, self.dpu.flavor),
+                f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
         """The job id qsub printed last ('' when it printed none)."""

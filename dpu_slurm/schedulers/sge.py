@@ -32,6 +32,7 @@ from .base import (
     since,
     walltime,
 )
+from .depend import sge_args
 from .helpers import layout, runs
 from .ranges import Seen, clip, parse_ranges
 
@@ -135,7 +136,7 @@ class SGEScheduler(Scheduler):
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """qsub -terse of the chunk's script (it prints only the id)."""
-        return [self.cmd("qsub"), "-terse", f"{req.jobdir}/{name}"]
+        return [self.cmd("qsub"), "-terse", *sge_args(req.after, name), f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
         """The job number qsub -terse printed ('' when none)."""
@@ -223,6 +224,10 @@ class SGEScheduler(Scheduler):
             for first, last in runs(tasks):
                 self.check_cancel(self.transport.run([self.cmd("qdel"), native, "-t", f"{first}-{last}"]))
         return True
+
+    def cancel_indices(self, job: Job, indices: Sequence[int]) -> None:
+        """qdel of these queued tasks (their prerequisite failed)."""
+        self.cancel_queued(job, indices)
 
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """qdel of the job's arrays: the session has checked nothing runs unless force is given."""

@@ -25,6 +25,8 @@ from .base import (
     minutes,
     since,
 )
+from .depend import slurm_args
+from .helpers import layout
 from .ranges import Seen, clip, parse_ranges
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ class SlurmScheduler(Scheduler):
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """sbatch --parsable of the chunk's script in the job folder."""
         return [self.cmd("sbatch"), *self.clusters(), "--parsable", f"--chdir={req.jobdir}",
+                *slurm_args(req.after, name),
                 f"{req.jobdir}/{name}"]
 
     def parse_id(self, out: str) -> str:
@@ -148,7 +151,7 @@ class SlurmScheduler(Scheduler):
         owners = chunk_owners(jobs)
         claims = _claims(jobs) if self.all_users else {}
         out: Observed = {}
-        self.names = {}
+        self.names, self.never = {}, {}
         for line in res.stdout.splitlines():
             if self.all_users:   # ...|user|name: a job counts only for a job of the same user
                 parts = line.split(_SEP, 5)
@@ -170,8 +173,13 @@ class SlurmScheduler(Scheduler):
                 obs.reason = f"{parts[2]} ({reason})"
             seen = out.setdefault(job.id, Seen())
             assert isinstance(seen, Seen)
+            # A dependency that can never be met: graph.settle cancels those processes and ends them S.
+            never = self.never.setdefault(job.id, set()) if reason == "DependencyNeverSatisfied" \
+                and obs.state == QUEUED else None
             if parts[1].isdigit():
                 seen[offset + int(parts[1])] = obs
+                if never is not None:
+                    never.add(offset + int(parts[1]))
                 continue
             try:
                 ranges = parse_ranges(parts[1])
@@ -183,6 +191,8 @@ class SlurmScheduler(Scheduler):
                 kept = clip(part, 0, span - 1)
                 if kept is not None:
                     seen.add((kept[0] + offset, kept[1] + offset, kept[2]), obs)
+                    if never is not None:
+                        never.update(range(kept[0] + offset, kept[1] + offset + 1, kept[2]))
         return out
 
     # -- history --------------------------------------------------------------------------
@@ -249,6 +259,15 @@ class SlurmScheduler(Scheduler):
     def cancel_argv(self, job: Optional[Job], force: bool, natives: Sequence[str]) -> List[List[str]]:
         """scancel of the job's arrays; only their pending tasks unless force."""
         return [[self.cmd("scancel"), *self.clusters(), *([] if force else ["--state=PENDING"]), *natives]]
+
+    def cancel_indices(self, job: Job, indices: Sequence[int]) -> None:
+        """scancel --state=PENDING of these array tasks (ARRAY_TASK per process)."""
+        tasks = [f"{native}_{i - offset}" for native, (offset, ids) in zip(job.native_ids, layout(job),
+                                                                           strict=False)
+                 for i in indices if i in ids and native]
+        if tasks:
+            self.check_cancel(self.transport.run([self.cmd("scancel"), *self.clusters(), "--state=PENDING",
+                                                  *tasks]))
 
     # -- DRMAA ----------------------------------------------------------------------------
     @classmethod
