@@ -258,12 +258,10 @@ class DPUSession:
 
     def _ship(self, bundle: bundles.Bundle, root: str) -> str:
         """The bundle unpacked on the target (sent once per session when the code is frozen)."""
-        unpacked = self._shipped.get((bundle.digest, root)) if self.freeze_code else None
-        if unpacked is None:
-            unpacked = self.transport.ensure_bundle(bundle, root)
-            if self.freeze_code:
-                self._shipped[(bundle.digest, root)] = unpacked
-        return unpacked
+        key = (bundle.digest, root)
+        if not self.freeze_code or key not in self._shipped:
+            self._shipped[key] = self.transport.ensure_bundle(bundle, root)
+        return self._shipped[key]
 
     # -- status ---------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:

@@ -69,7 +69,7 @@ def job() -> Job:
 
 def test_clusters_put_dash_M_on_sbatch_squeue_sacct_scancel() -> None:
     sched = SlurmScheduler(slurm_cfg(clusters="north,south"), Recorder())  # type: ignore[arg-type]
-    req = SimpleNamespace(jobdir="/w/jobs/1")
+    req = SimpleNamespace(jobdir="/w/jobs/1", after={})
     assert sched.submit_argv(req, "job-0.sh", "") == [  # type: ignore[arg-type]
         "sbatch", "-M", "north,south", "--parsable", "--chdir=/w/jobs/1", "/w/jobs/1/job-0.sh"]
     assert sched.poll_request([job()]).argv[:4] == ["squeue", "-M", "north,south", "--me"]
