@@ -193,6 +193,31 @@ def test_job_page_has_the_processes_and_their_logs(session: Session) -> None:
     assert any("Message: hello page" in line for line in detail["processes"][1]["log"])
 
 
+def test_job_page_follows_a_rerun_and_shows_the_earlier_attempts(session: Session, env: Env) -> None:
+    jid = session.dpu.run("Null", n=4, ff="1,3", return_jobid=True)
+    assert session.dpu.wait(jid, timeout=60, interval=0.05)[0].counts.letters == (2, 2, 0, 0, 0)
+    with serving() as (url, _):
+        row = next(j for j in get_json(url + "/api/queue")["jobs"] if j["jobid"] == jid)
+        first = get_json(url + "/api" + row["url"])   # the first attempt, settled on the page
+        session.dpu.rerun(jid)
+        assert session.dpu.wait(jid, timeout=60, interval=0.05)[0].counts.letters == (4, 0, 0, 0, 0)
+
+        def rerun_shown() -> bool:
+            detail = get_json(url + "/api" + row["url"])
+            return detail["job"]["status"] == "FINISHED" and \
+                [p["outcome"] for p in detail["processes"]] == ["N"] * 4
+        wait_until(rerun_shown)
+        detail = get_json(url + "/api" + row["url"])
+        html = http(url + row["url"])[2].decode()
+        queue = next(j for j in get_json(url + "/api/queue")["jobs"] if j["jobid"] == jid)
+    assert [p["outcome"] for p in first["processes"]] == ["N", "E", "N", "E"] and first["earlier"] == []
+    assert [p["attempt"] for p in detail["processes"]] == [1, 2, 1, 2]
+    assert [(a["index"], a["attempt"], a["outcome"]) for a in detail["earlier"]] == [(1, 1, "E"), (3, 1, "E")]
+    assert all(a["reason"] for a in detail["earlier"]) and str(env.work) not in json.dumps(detail["earlier"])
+    assert queue["counters"]["N"] == 4 and queue["counters"]["E"] == 0
+    assert "<h2>Earlier attempts</h2>" in html and "<th>Attempt</th>" in html
+
+
 def test_job_page_shows_the_usage_the_workers_measured(session: Session) -> None:
     jid = finished(session, "Null", n=2, mb=30)
     with serving() as (url, _):

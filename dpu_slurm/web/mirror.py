@@ -29,7 +29,7 @@ from ..transport.base import RECORD_CAP, job_file_cap
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
 from .guard import OwnersOnly
-from .rows import Row, masked, masker
+from .rows import Row, masked, masker, process_rows
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,27 @@ class Mirror:
             [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
             CARD_CAP, private=True)
         accepted: List[Tuple[Listed, Card]] = []
+        # A known card that changed (a rerun rewrote it) updates its job in place; others are read anew.
+        changed = {c.path: self.ids[self.paths[c.path]] for c in new if self.paths.get(c.path) in self.ids}
         for item in new:
-            self._drop_card(item.path)
-        claimed = {c.jobdir: c.key for c in self.cards.values()}   # job folder -> its job's key
+            if item.path not in changed:
+                self._drop_card(item.path)
+        claimed = {c.jobdir: c.key for j, c in self.cards.items() if j not in changed.values()}
         procs: Dict[str, int] = {}   # per user: processes of their cards on the page
         for c in self.cards.values():
             procs[c.user] = procs.get(c.user, 0) + c.nproc
         for item in new:
-            self.read[item.path] = item.mtime
             why = self._check_card(item, got.data.get(item.path), got.refused.get(item.path), claimed)
+            jid = changed.get(item.path)
+            if jid is not None:
+                why = self._same_job(jid, item, why)
+                if isinstance(why, Card):
+                    self.read[item.path] = item.mtime
+                    accepted.append((item, why))
+                    continue
+                self._drop_card(item.path)   # now refused: its job leaves the page
+                changed.pop(item.path)
+            self.read[item.path] = item.mtime
             if isinstance(why, Card) and procs.get(why.user, 0) + why.nproc > USER_PROCS:
                 why = f"the cards of {why.user} claim more than {USER_PROCS} processes in all"
             if isinstance(why, Card):
@@ -158,7 +170,12 @@ class Mirror:
         dirs = self.transport.read_owned([OwnedFile(c.jobdir, "", i.uid) for i, c in accepted], 1)
         for item, card in accepted:
             if dirs.data.get(card.jobdir) is None:
+                if item.path in changed:
+                    self._drop_card(item.path)
+                    self.read[item.path] = item.mtime
                 self.bad[item.path] = f"its job folder {dirs.refused.get(card.jobdir, 'does not exist')}"
+            elif item.path in changed:
+                self._follow(changed[item.path], card)
             elif self._add(card, item.uid):
                 self.paths[item.path] = card.key
         refused += [printable(f"{p[len(root) + 1:]}: {why}") for p, why in sorted(self.bad.items())]
@@ -188,6 +205,22 @@ class Mirror:
             return "" if claimed[card.jobdir] == card.key else "names the job folder of another job"
         return card
 
+    def _same_job(self, jid: int, item: Listed, why: Card | str) -> Card | str:
+        """A changed card may only move its job on (a rerun): same user, uid, folder and size."""
+        old = self.cards[jid]
+        if isinstance(why, Card) and (why.key, why.jobdir, why.nproc, why.ntasks, item.uid) != \
+                (old.key, old.jobdir, old.nproc, old.ntasks, self.uids[jid]):
+            return "changed its job, job folder, owner or number of processes; a card may only follow a rerun"
+        return why
+
+    def _follow(self, jid: int, card: Card) -> None:
+        """A rerun's card: its processes queued again at their new attempt, their rows read anew."""
+        self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier)
+        self.store.set_options(jid, {"time_limit": card.time_limit})
+        self.cards[jid] = card
+        self.settled.pop(jid, None)   # its row and times change: no longer settled
+        self.times.pop(jid, None)
+
     def _drop_card(self, path: str) -> None:
         """Forget what a card added, so it is read again (or its job leaves the page)."""
         self.read.pop(path, None)
@@ -198,6 +231,7 @@ class Mirror:
             card = self.cards.pop(jid)
             self.uids.pop(jid, None)
             self.times.pop(jid, None)
+            self.settled.pop(jid, None)   # ids of the page's store may be given again
             self.transport.owners.pop(card.jobdir, None)
             self.transport.caps.pop(card.jobdir, None)
             self.store.forget([jid])
@@ -328,13 +362,13 @@ class Mirror:
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}
             got = self.transport.read_owned(list(items.values()), LOG_CAP, tail=True)  # SSH: not thread-safe
+            current, history = self.store.attempt_numbers(jid), self.store.attempts(jid)
         mask = masker(self.cards[jid].jobdir)
         logs = {idx: [clean(mask(line)) for line in _tail(got.data.get(item.path))]
                 for idx, item in items.items()}
-        return {"job": row, "processes": [
-            {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": clean(mask(p.reason)),
-             "log": logs.get(p.idx)} for p in procs],
-            "logs_cut": max(0, len(procs) - len(items)), "usage": usage}
+        processes, earlier = process_rows(procs, logs, current, history, mask)
+        return {"job": row, "processes": processes, "earlier": earlier,
+                "logs_cut": max(0, len(procs) - len(items)), "usage": usage}
 
 
 def _newest(row: Row) -> Tuple[float, str]:
