@@ -137,6 +137,11 @@ class Card:
         _int("time_limit", self.time_limit, 0, 10**9)
         _earlier(self.earlier, self.nproc, self.ntasks)
 
+    def follows(self, old: Card) -> bool:
+        """Whether this card may replace `old` (a rerun rewrote it): the same job, job folder
+        and size; only its ids, times, limits and attempts may change."""
+        return all(getattr(self, k) == getattr(old, k) for k in ("key", "jobdir", "nproc", "ntasks"))
+
     def current_attempts(self) -> Dict[int, int]:
         """Process index -> its current attempt, for the processes that were rerun."""
         out: Dict[int, int] = {}

@@ -251,6 +251,6 @@ def test_a_rewritten_card_that_moves_its_job_folder_takes_the_job_off_the_page(s
         os.utime(path, (time.time() + 5, time.time() + 5))
         m.refresh(force=True)
         assert m.rows() == []
-        assert "changed its job, job folder, owner or number of processes" in m.warnings[0]
+        assert "changed its job, job folder, owner or size" in m.warnings[0]
     finally:
         m.close()

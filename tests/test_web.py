@@ -231,6 +231,24 @@ def test_job_page_follows_a_rerun_and_shows_the_earlier_attempts(session: Sessio
     assert "<h2>Earlier attempts</h2>" in html and "<th>Attempt</th>" in html
 
 
+def test_earlier_attempts_of_another_users_card_are_escaped_and_masked(session: Session, env: Env) -> None:
+    """A card read for the first time after its job was rerun: attempts and history from the card,
+    its reasons (another user's text) escaped and without their paths."""
+    jobdir = other_users_job(env)
+    card = env.work / "testlocal" / "index" / "nobody" / "7.feedbeef.json"
+    data = json.loads(card.read_text())
+    card.write_text(json.dumps({**data, "earlier": [[0, 1, "E", f"{HOSTILE} in {jobdir}/p/0/log"]]}))
+    with serving() as (url, _):
+        wait_until(lambda: listed(url, 7))
+        detail = get_json(url + "/api/job/nobody/7.feedbeef")
+        html = http(url + "/job/nobody/7.feedbeef")[2].decode()
+    assert [(p["attempt"], p["outcome"]) for p in detail["processes"]] == [(2, "N")]
+    assert detail["earlier"] == [{"index": 0, "attempt": 1, "outcome": "E",
+                                  "reason": f"{HOSTILE} in $JOBDIR/p/0/log"}]
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html and "<img" not in html
+    assert str(env.root) not in html and "$JOBDIR/p/0/log" in html
+
+
 def test_job_page_shows_the_usage_the_workers_measured(session: Session) -> None:
     jid = finished(session, "Null", n=2, mb=30)
     with serving() as (url, _):

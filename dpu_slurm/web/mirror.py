@@ -150,7 +150,9 @@ class Mirror:
             why = self._check_card(item, got.data.get(item.path), got.refused.get(item.path), claimed)
             jid = changed.get(item.path)
             if jid is not None:
-                why = self._same_job(jid, item, why)
+                if isinstance(why, Card) and not (why.follows(self.cards[jid])
+                                                  and item.uid == self.uids[jid]):
+                    why = "changed its job, job folder, owner or size (it may only follow a rerun)"
                 if isinstance(why, Card):
                     self.read[item.path] = item.mtime
                     accepted.append((item, why))
@@ -204,14 +206,6 @@ class Mirror:
         if card.jobdir in claimed:   # the same job from our own store is shown already
             return "" if claimed[card.jobdir] == card.key else "names the job folder of another job"
         return card
-
-    def _same_job(self, jid: int, item: Listed, why: Card | str) -> Card | str:
-        """A changed card may only move its job on (a rerun): same user, uid, folder and size."""
-        old = self.cards[jid]
-        if isinstance(why, Card) and (why.key, why.jobdir, why.nproc, why.ntasks, item.uid) != \
-                (old.key, old.jobdir, old.nproc, old.ntasks, self.uids[jid]):
-            return "changed its job, job folder, owner or number of processes; a card may only follow a rerun"
-        return why
 
     def _follow(self, jid: int, card: Card) -> None:
         """A rerun's card: its processes queued again at their new attempt, their rows read anew."""
@@ -268,6 +262,8 @@ class Mirror:
                             type(exc).__name__, printable(str(exc)))
             return False
         self.broken.discard(card.key)
+        if card.earlier:   # a card of a job rerun before the page first saw it
+            self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier)
         self.cards[jid] = card
         self.uids[jid] = uid
         self.ids[card.key] = jid
