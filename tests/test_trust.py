@@ -254,3 +254,25 @@ def test_a_rewritten_card_that_moves_its_job_folder_takes_the_job_off_the_page(s
         assert "changed its job, job folder, owner or size" in m.warnings[0]
     finally:
         m.close()
+
+
+def test_the_first_card_of_a_job_shown_from_our_own_store_brings_its_attempts(session: Session) -> None:
+    """The page may list our own job before its card is written; the card that comes later (here
+    one a rerun wrote) still updates the job: its attempts and history show."""
+    jid = session.dpu.run("Null", n=2, return_jobid=True)
+    session.dpu.wait(jid, timeout=60, interval=0.05)
+    [path] = (Path(session.dpu._session.workdir()) / "index").glob("*/*.json")
+    data = json.loads(path.read_bytes())
+    m = Mirror(get_dpu("testlocal"), session.dpu._store)
+    try:
+        path.unlink()
+        m.refresh(force=True)                 # the job shows from our own store
+        path.write_text(json.dumps({**data, "earlier": [[1, 1, "E", "boom"]]}))
+        m.refresh(force=True)
+        key = next(iter(m.ids))
+        detail = m.job(key)
+        assert detail is not None and m.warnings == []
+        assert [p["attempt"] for p in detail["processes"]] == [1, 2]
+        assert detail["earlier"] == [{"index": 1, "attempt": 1, "outcome": "E", "reason": "boom"}]
+    finally:
+        m.close()

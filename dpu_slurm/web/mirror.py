@@ -137,8 +137,12 @@ class Mirror:
             [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
             CARD_CAP, private=True)
         accepted: List[Tuple[Listed, Card]] = []
-        # A known card that changed (a rerun rewrote it) updates its job in place; others are read anew.
-        changed = {c.path: self.ids[self.paths[c.path]] for c in new if self.paths.get(c.path) in self.ids}
+        # A changed card (a rerun rewrote it) updates its job in place, as does the first card of
+        # a job shown from our own store till then; others are read anew.
+        keys = {c.path: self.paths.get(c.path) or c.path[len(root) + 1:-len(".json")] for c in new}
+        carded = set(self.paths.values())
+        changed = {p: self.ids[k] for p, k in keys.items()
+                   if k in self.ids and (p in self.paths or k not in carded)}
         for item in new:
             if item.path not in changed:
                 self._drop_card(item.path)
@@ -178,6 +182,7 @@ class Mirror:
                 self.bad[item.path] = f"its job folder {dirs.refused.get(card.jobdir, 'does not exist')}"
             elif item.path in changed:
                 self._follow(changed[item.path], card)
+                self.paths[item.path] = card.key
             elif self._add(card, item.uid):
                 self.paths[item.path] = card.key
         refused += [printable(f"{p[len(root) + 1:]}: {why}") for p, why in sorted(self.bad.items())]
@@ -209,8 +214,7 @@ class Mirror:
 
     def _follow(self, jid: int, card: Card) -> None:
         """A rerun's card: its processes queued again at their new attempt, their rows read anew."""
-        self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier)
-        self.store.set_options(jid, {"time_limit": card.time_limit})
+        self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier, card.time_limit)
         self.cards[jid] = card
         self.settled.pop(jid, None)   # its row and times change: no longer settled
         self.times.pop(jid, None)
