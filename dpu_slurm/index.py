@@ -21,8 +21,8 @@ import logging
 import math
 import posixpath
 import re
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .config import DPUConfig, dpu_home, fill
 from .errors import ConfigError
@@ -39,6 +39,11 @@ MAX_VALUE = 32768            # characters of one option value (the whole card: C
 MAX_OPTIONS = 200            # options of one card
 MAX_LIST = 1000              # items of one option value that is a list
 MAX_NATIVE = 10_000          # native scheduler ids of one card
+MAX_EARLIER = 1000           # earlier attempts of one card (the newest are kept)
+MAX_REASON = 300             # characters of the reason of one earlier attempt (cut on write)
+MAX_ATTEMPT = 10**6
+OUTCOME_LETTERS = frozenset("NEASU")
+OPTIONAL = ("earlier",)      # fields older cards do not have
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,255}")   # user names, also of SSSD/LDAP
 
 
@@ -64,6 +69,8 @@ class Card:
     native_ids: List[str]
     chunk: int
     time_limit: int
+    # Each process's earlier attempts of a rerun: [index, attempt, outcome letters, reason].
+    earlier: List[List[Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -92,8 +99,8 @@ class Card:
             raise BadCard(f"card version {_short(data.get('v'))}, this dpu_slurm reads {CARD_VERSION}")
         fields = {k: v for k, v in data.items() if k != "v"}
         wanted = set(cls.__dataclass_fields__)
-        if set(fields) != wanted:
-            odd = sorted(set(fields) ^ wanted)
+        if not set(wanted) - set(OPTIONAL) <= set(fields) <= wanted:
+            odd = sorted((set(fields) ^ wanted) - (set(OPTIONAL) - set(fields)))
             raise BadCard(f"fields missing or unknown: {', '.join(map(str, odd))[:80]}")
         card = cls(**fields)
         card.check(max_nproc)
@@ -128,10 +135,45 @@ class Card:
                 _text("native id", native, 200)
         _int("chunk", self.chunk, 0, 10**9)
         _int("time_limit", self.time_limit, 0, 10**9)
+        _earlier(self.earlier, self.nproc, self.ntasks)
+
+    def follows(self, old: Card) -> bool:
+        """Whether this card may replace `old` (a rerun rewrote it): the same job, job folder
+        and size; only its ids, times, limits and attempts may change."""
+        return all(getattr(self, k) == getattr(old, k) for k in ("key", "jobdir", "nproc", "ntasks"))
+
+    def current_attempts(self) -> Dict[int, int]:
+        """Process index -> its current attempt, for the processes that were rerun."""
+        out: Dict[int, int] = {}
+        for idx, attempt, _, _ in self.earlier:
+            out[idx] = max(out.get(idx, 1), attempt + 1)
+        return out
 
     def dump(self) -> bytes:
-        """The card as JSON bytes with its format version."""
-        return json.dumps({"v": CARD_VERSION, **vars(self)}).encode()
+        """The card as JSON bytes with its format version (no `earlier` when there is none, so
+        a page of an older dpu_slurm still reads it)."""
+        data = {"v": CARD_VERSION, **vars(self)}
+        if not self.earlier:
+            del data["earlier"]
+        return json.dumps(data).encode()
+
+
+def earlier_of(rows: Sequence[Tuple[Any, ...]]) -> List[List[Any]]:
+    """A card's `earlier` from store.attempts() rows: every attempt but each process's latest,
+    reasons cut to MAX_REASON; the newest MAX_EARLIER of them."""
+    latest: Dict[int, int] = {}
+    for row in rows:
+        latest[row[0]] = max(latest.get(row[0], 0), row[1])
+    out = [[int(i), int(a), str(o), str(r or "")[:MAX_REASON]] for i, a, o, r, *_ in rows
+           if a < latest[i] and o]
+    return _newest(out, MAX_EARLIER) if len(out) > MAX_EARLIER else out
+
+
+def _newest(entries: List[List[Any]], keep: int) -> List[List[Any]]:
+    """The `keep` latest attempts, in (index, attempt) order: the oldest go first, so each
+    process keeps its last ones (and the page still knows its current attempt)."""
+    kept = sorted(entries, key=lambda e: e[1])[len(entries) - keep:] if keep > 0 else []
+    return sorted(kept, key=lambda e: (e[0], e[1]))
 
 
 def index_dir(dpu: DPUConfig, transport: Transport) -> str:
@@ -152,14 +194,20 @@ def card_path(root: str, user: str, job_id: int, store: str) -> str:
     return f"{root}/{user}/{job_id}.{store}.json"
 
 
-def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str) -> Optional[str]:
-    """Drop the job's card; a failure is logged, never raised (the job is already queued)."""
+def write_card(transport: Transport, dpu: DPUConfig, job: Job, store: str,
+               earlier: Optional[List[List[Any]]] = None) -> Optional[str]:
+    """Drop the job's card (with the processes' `earlier` attempts, see earlier_of); a failure
+    is logged, never raised (the job is already queued)."""
     try:
         root = index_dir(dpu, transport)
         card = Card.from_job(job, store)
+        card.earlier = list(earlier or [])
         card.user = transport.account()[0]   # the folder is the target account's (SSH: its login)
         card.check(max_nproc(dpu))           # what the page would refuse is not written
         data = card.dump()
+        while len(data) > CARD_CAP and card.earlier:   # history is the part a page can do without
+            card.earlier = _newest(card.earlier, len(card.earlier) // 2)
+            data = card.dump()
         if len(data) > CARD_CAP:
             raise BadCard(f"the card would have {len(data)} bytes, more than the {CARD_CAP} a page reads")
         transport.write_own(root, card.user, f"{job.id}.{store}.json", data)
@@ -213,6 +261,29 @@ def _encodable(name: str, value: str) -> None:
 def _int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadCard(f"{name} must be an integer from {low} to {high}, not {_short(value)}")
+
+
+def _earlier(earlier: Any, nproc: int, ntasks: int) -> None:
+    if not isinstance(earlier, list) or len(earlier) > MAX_EARLIER:
+        raise BadCard(f"earlier must be a list of at most {MAX_EARLIER} attempts, not {_short(earlier)}")
+    seen = set()
+    for entry in earlier:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise BadCard(f"earlier holds {_short(entry)}; each attempt is [index, attempt, outcome, reason]")
+        idx, attempt, outcome, reason = entry
+        _int("earlier index", idx, 0, nproc - 1)
+        _int("earlier attempt", attempt, 1, MAX_ATTEMPT)
+        if (idx, attempt) in seen:
+            raise BadCard(f"earlier lists attempt {attempt} of process {idx} twice")
+        seen.add((idx, attempt))
+        if not isinstance(outcome, str) or not 1 <= len(outcome) <= ntasks \
+                or not set(outcome) <= OUTCOME_LETTERS:
+            raise BadCard(f"earlier outcome {_short(outcome)} of process {idx} must be 1 to {ntasks} "
+                          "letters among N, E, A, S, U")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise BadCard(f"earlier reason of process {idx} must be a text of at most {MAX_REASON} "
+                          f"characters, not {_short(reason)}")
+        _encodable("earlier reason", reason)
 
 
 def _scalar(name: str, value: Any) -> None:

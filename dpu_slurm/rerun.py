@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Collection, List, Optional, Tuple
 
 from . import regrow
 from .errors import ConfigError, DPUError, RerunRefused, SubmitError
-from .index import write_card
+from .index import earlier_of, write_card
 from .reconcile import fault, submitter_note
 from .schedulers import SubmitRequest
 from .schedulers.helpers import chunk_size
@@ -160,7 +160,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
         for place, native_id in zip(places, native, strict=False):
             spots[place] = native_id
         write_card(session.transport, session.dpu, replace(now, native_ids=spots),
-                   str(old.get("store") or ""))
+                   str(old.get("store") or ""), earlier_of(session.store.attempts(job.id)))
     return number, indices
 
 

@@ -84,3 +84,27 @@ class AttemptTables:
             " SELECT p.idx, p.attempt, p.outcome, p.reason, j.finished FROM procs p JOIN jobs j"
             " ON j.id=p.job_id WHERE p.job_id=? ORDER BY 1, 2", (job_id, job_id))
         return [tuple(r) for r in rows]
+
+    def follow_rerun(self, job_id: int, native_ids: Sequence[str], current: Dict[int, int],
+                     earlier: Sequence[Sequence[Any]], time_limit: Optional[int] = None) -> int:
+        """The queue page's copy of a job that was rerun elsewhere (its card changed), in one
+        transaction: the `earlier` attempts [idx, attempt, outcome, reason] go to the history,
+        each process behind its `current` attempt is queued again at that attempt, and the job
+        takes the new native ids and time limit (unfinished when a process went back). Returns
+        how many processes went back."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, NULL)",
+                           ((job_id, int(i), int(a), str(o), str(r)) for i, a, o, r in earlier))
+            back = 0
+            for idx, attempt in current.items():
+                back += db.execute("UPDATE procs SET attempt=?, state='QUEUED', outcome='', reason='',"
+                                   " missing=NULL WHERE job_id=? AND idx=? AND attempt<?",
+                                   (attempt, job_id, idx, attempt)).rowcount
+            db.execute("UPDATE jobs SET native_ids=? WHERE id=?", (json.dumps(list(native_ids)), job_id))
+            if time_limit is not None:
+                db.execute("UPDATE jobs SET dpu_options=json_set(dpu_options, '$.time_limit', ?) WHERE id=?",
+                           (int(time_limit), job_id))
+            if back:
+                db.execute("UPDATE jobs SET phase='submitted', finished=NULL, cancelled=NULL WHERE id=?",
+                           (job_id,))
+        return back

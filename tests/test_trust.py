@@ -13,7 +13,7 @@ import pytest
 
 from dpu_slurm import cli
 from dpu_slurm.config import get_dpu
-from dpu_slurm.index import CARD_VERSION, BadCard, Card, max_nproc
+from dpu_slurm.index import CARD_VERSION, MAX_EARLIER, MAX_REASON, BadCard, Card, earlier_of, max_nproc
 from dpu_slurm.transport.local import LocalTransport
 from dpu_slurm.web.mirror import Mirror
 from dpu_slurm.worker import write_json
@@ -65,11 +65,41 @@ def test_a_parameter_set_option_is_kept_on_the_card() -> None:
     (b"[" * 100000 + b"]" * 100000, "not a JSON card"),
     (b"\xff\xfe", "not a JSON card"),
     (b"[]", "not a JSON object"),
+    (card(earlier="E"), "earlier must be a list of at most 1000 attempts"),
+    (card(earlier=[[1, 1, "E", ""]] * 1001), "earlier must be a list of at most 1000 attempts"),
+    (card(earlier=[[1, 1, "E"]]), "each attempt is [index, attempt, outcome, reason]"),
+    (card(earlier=[[4, 1, "E", ""]]), "earlier index must be an integer from 0 to 3, not 4"),
+    (card(earlier=[[1, 0, "E", ""]]), "earlier attempt must be an integer from 1 to 1000000, not 0"),
+    (card(earlier=[[1, True, "E", ""]]), "earlier attempt must be an integer"),
+    (card(earlier=[[1, 1, "E", ""], [1, 1, "N", ""]]), "earlier lists attempt 1 of process 1 twice"),
+    (card(earlier=[[1, 1, "X", ""]]), "earlier outcome 'X' of process 1 must be 1 to 1 letters among N"),
+    (card(earlier=[[1, 1, "EE", ""]]), "earlier outcome 'EE' of process 1 must be 1 to 1 letters"),
+    (card(earlier=[[1, 1, "", ""]]), "earlier outcome '' of process 1"),
+    (card(earlier=[[1, 1, "E", "r" * 301]]), "earlier reason of process 1 must be a text of at most 300"),
+    (card(earlier=[[1, 1, "E", 5]]), "earlier reason of process 1 must be a text"),
 ])
 def test_a_bad_card_says_what_is_wrong(raw: bytes, message: str) -> None:
     with pytest.raises(BadCard) as caught:
         Card.parse(raw)
     assert message in str(caught.value)
+
+
+def test_a_card_may_carry_earlier_attempts_and_older_cards_still_parse() -> None:
+    old = Card.parse(card())   # written before cards had `earlier`
+    assert old.earlier == [] and old.current_attempts() == {}
+    assert b"earlier" not in old.dump()   # an older page still reads a card without history
+    new = Card.parse(card(earlier=[[1, 1, "E", "boom"], [1, 2, "A", ""], [3, 1, "E", ""]]))
+    assert new.current_attempts() == {1: 3, 3: 2}
+    assert Card.parse(new.dump()).earlier == new.earlier
+
+
+def test_earlier_of_keeps_all_but_each_latest_attempt_with_reasons_cut() -> None:
+    rows = [(1, 1, "E", "x" * 500, 1.0), (1, 2, "N", "", None), (2, 1, "N", "", None),
+            (3, 1, "E", "", 1.0), (3, 2, "A", "late", 2.0), (3, 3, "", "", None)]
+    assert earlier_of(rows) == [[1, 1, "E", "x" * MAX_REASON], [3, 1, "E", ""], [3, 2, "A", "late"]]
+    many = [(i, a, "E", "", 1.0) for i in range(600) for a in (1, 2, 3)]
+    kept = earlier_of(many)   # 1200 earlier attempts: the newest 1000, so each index's attempt 2 stays
+    assert len(kept) == MAX_EARLIER and all([i, 2, "E", ""] in kept for i in range(600))
 
 
 def test_max_nproc_comes_from_the_config(env: Env) -> None:
@@ -202,3 +232,47 @@ def test_a_card_the_page_would_refuse_is_not_written_and_the_submit_succeeds(
     assert not list((Path(s.dpu._session.workdir()) / "index").glob("*/*.json"))
     assert "nproc must be an integer from 1 to 2, not 3" in caplog.text
     assert "the job is submitted, but the queue page will not list it" in caplog.text
+
+
+def test_a_rewritten_card_that_moves_its_job_folder_takes_the_job_off_the_page(session: Session) -> None:
+    """A changed card updates its job only when it is still the same job: same user, uid, job
+    folder and size (a rerun); anything else is refused, saying why."""
+    jid = session.dpu.run("Null", return_jobid=True)
+    session.dpu.wait(jid, timeout=60, interval=0.05)
+    [path] = (Path(session.dpu._session.workdir()) / "index").glob("*/*.json")
+    m = Mirror(get_dpu("testlocal"))   # no own store: only the card shows the job
+    try:
+        m.refresh(force=True)
+        assert [r.job_id for r in m.rows()] == [jid]
+        data = json.loads(path.read_bytes())
+        moved = Path(data["jobdir"]).parent / "elsewhere"
+        moved.mkdir()
+        path.write_text(json.dumps({**data, "jobdir": str(moved)}))
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        m.refresh(force=True)
+        assert m.rows() == []
+        assert "changed its job, job folder, owner or size" in m.warnings[0]
+    finally:
+        m.close()
+
+
+def test_the_first_card_of_a_job_shown_from_our_own_store_brings_its_attempts(session: Session) -> None:
+    """The page may list our own job before its card is written; the card that comes later (here
+    one a rerun wrote) still updates the job: its attempts and history show."""
+    jid = session.dpu.run("Null", n=2, return_jobid=True)
+    session.dpu.wait(jid, timeout=60, interval=0.05)
+    [path] = (Path(session.dpu._session.workdir()) / "index").glob("*/*.json")
+    data = json.loads(path.read_bytes())
+    m = Mirror(get_dpu("testlocal"), session.dpu._store)
+    try:
+        path.unlink()
+        m.refresh(force=True)                 # the job shows from our own store
+        path.write_text(json.dumps({**data, "earlier": [[1, 1, "E", "boom"]]}))
+        m.refresh(force=True)
+        key = next(iter(m.ids))
+        detail = m.job(key)
+        assert detail is not None and m.warnings == []
+        assert [p["attempt"] for p in detail["processes"]] == [1, 2]
+        assert detail["earlier"] == [{"index": 1, "attempt": 1, "outcome": "E", "reason": "boom"}]
+    finally:
+        m.close()

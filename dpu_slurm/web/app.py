@@ -103,8 +103,8 @@ class App:
             return None
         now = time.time()
         return json_safe({"dpu": self.dpu.name, "now": now, "job": found["job"].to_json(now),
-                      "processes": found["processes"], "logs_cut": found["logs_cut"],
-                      "usage": found["usage"]})
+                          "processes": found["processes"], "earlier": found["earlier"],
+                          "logs_cut": found["logs_cut"], "usage": found["usage"]})
 
 
 # -- responses ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ..transport.base import RECORD_CAP, job_file_cap
 from ..transport.owned import Listed, OwnedFile
 from ..worker import LOG, STATUS
 from .guard import OwnersOnly
-from .rows import Row, masked, masker
+from .rows import Row, masked, masker, process_rows
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,33 @@ class Mirror:
             [OwnedFile(posixpath.dirname(c.path), posixpath.basename(c.path), c.uid) for c in new],
             CARD_CAP, private=True)
         accepted: List[Tuple[Listed, Card]] = []
+        # A changed card (a rerun rewrote it) updates its job in place, as does the first card of
+        # a job shown from our own store till then; others are read anew.
+        keys = {c.path: self.paths.get(c.path) or c.path[len(root) + 1:-len(".json")] for c in new}
+        carded = set(self.paths.values())
+        changed = {p: self.ids[k] for p, k in keys.items()
+                   if k in self.ids and (p in self.paths or k not in carded)}
         for item in new:
-            self._drop_card(item.path)
-        claimed = {c.jobdir: c.key for c in self.cards.values()}   # job folder -> its job's key
+            if item.path not in changed:
+                self._drop_card(item.path)
+        claimed = {c.jobdir: c.key for j, c in self.cards.items() if j not in changed.values()}
         procs: Dict[str, int] = {}   # per user: processes of their cards on the page
         for c in self.cards.values():
             procs[c.user] = procs.get(c.user, 0) + c.nproc
         for item in new:
-            self.read[item.path] = item.mtime
             why = self._check_card(item, got.data.get(item.path), got.refused.get(item.path), claimed)
+            jid = changed.get(item.path)
+            if jid is not None:
+                if isinstance(why, Card) and not (why.follows(self.cards[jid])
+                                                  and item.uid == self.uids[jid]):
+                    why = "changed its job, job folder, owner or size (it may only follow a rerun)"
+                if isinstance(why, Card):
+                    self.read[item.path] = item.mtime
+                    accepted.append((item, why))
+                    continue
+                self._drop_card(item.path)   # now refused: its job leaves the page
+                changed.pop(item.path)
+            self.read[item.path] = item.mtime
             if isinstance(why, Card) and procs.get(why.user, 0) + why.nproc > USER_PROCS:
                 why = f"the cards of {why.user} claim more than {USER_PROCS} processes in all"
             if isinstance(why, Card):
@@ -158,7 +176,13 @@ class Mirror:
         dirs = self.transport.read_owned([OwnedFile(c.jobdir, "", i.uid) for i, c in accepted], 1)
         for item, card in accepted:
             if dirs.data.get(card.jobdir) is None:
+                if item.path in changed:
+                    self._drop_card(item.path)
+                    self.read[item.path] = item.mtime
                 self.bad[item.path] = f"its job folder {dirs.refused.get(card.jobdir, 'does not exist')}"
+            elif item.path in changed:
+                self._follow(changed[item.path], card)
+                self.paths[item.path] = card.key
             elif self._add(card, item.uid):
                 self.paths[item.path] = card.key
         refused += [printable(f"{p[len(root) + 1:]}: {why}") for p, why in sorted(self.bad.items())]
@@ -188,6 +212,13 @@ class Mirror:
             return "" if claimed[card.jobdir] == card.key else "names the job folder of another job"
         return card
 
+    def _follow(self, jid: int, card: Card) -> None:
+        """A rerun's card: its processes queued again at their new attempt, their rows read anew."""
+        self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier, card.time_limit)
+        self.cards[jid] = card
+        self.settled.pop(jid, None)   # its row and times change: no longer settled
+        self.times.pop(jid, None)
+
     def _drop_card(self, path: str) -> None:
         """Forget what a card added, so it is read again (or its job leaves the page)."""
         self.read.pop(path, None)
@@ -198,6 +229,7 @@ class Mirror:
             card = self.cards.pop(jid)
             self.uids.pop(jid, None)
             self.times.pop(jid, None)
+            self.settled.pop(jid, None)   # ids of the page's store may be given again
             self.transport.owners.pop(card.jobdir, None)
             self.transport.caps.pop(card.jobdir, None)
             self.store.forget([jid])
@@ -234,6 +266,8 @@ class Mirror:
                             type(exc).__name__, printable(str(exc)))
             return False
         self.broken.discard(card.key)
+        if card.earlier:   # a card of a job rerun before the page first saw it
+            self.store.follow_rerun(jid, card.native_ids, card.current_attempts(), card.earlier)
         self.cards[jid] = card
         self.uids[jid] = uid
         self.ids[card.key] = jid
@@ -328,13 +362,13 @@ class Mirror:
             items = {p.idx: OwnedFile(job.jobdir, f"p/{p.idx}/{LOG}", self.uids[jid])
                      for p in procs[:LOG_PROCESSES]}
             got = self.transport.read_owned(list(items.values()), LOG_CAP, tail=True)  # SSH: not thread-safe
+            current, history = self.store.attempt_numbers(jid), self.store.attempts(jid)
         mask = masker(self.cards[jid].jobdir)
         logs = {idx: [clean(mask(line)) for line in _tail(got.data.get(item.path))]
                 for idx, item in items.items()}
-        return {"job": row, "processes": [
-            {"index": p.idx, "state": p.state, "outcome": p.outcome, "reason": clean(mask(p.reason)),
-             "log": logs.get(p.idx)} for p in procs],
-            "logs_cut": max(0, len(procs) - len(items)), "usage": usage}
+        processes, earlier = process_rows(procs, logs, current, history, mask)
+        return {"job": row, "processes": processes, "earlier": earlier,
+                "logs_cut": max(0, len(procs) - len(items)), "usage": usage}
 
 
 def _newest(row: Row) -> Tuple[float, str]:

@@ -1,11 +1,14 @@
-"""What the page shows of one job: a Row (no paths) and the masking of paths in texts."""
+"""What the page shows of one job: a Row (no paths), its processes' attempts, and the masking
+of paths in texts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
-from ..store import LETTERS
+from ..store import LETTERS, Proc
+from ..store_attempts import Attempt
+from ..text import clean
 
 
 @dataclass
@@ -71,3 +74,15 @@ def masker(jobdir: str) -> Callable[[str], str]:
     def mask(text: str) -> str:
         return text.replace(jobdir, "$JOBDIR").replace(workdir, "$WORKDIR") if workdir else text
     return mask
+
+
+def process_rows(procs: Sequence[Proc], logs: Dict[int, List[str]], current: Dict[int, int],
+                 history: Sequence[Attempt], mask: Callable[[str], str]
+                 ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """The job page's processes (with their current attempt) and their earlier attempts, the
+    reasons masked like every text of the page."""
+    rows = [{"index": p.idx, "attempt": current.get(p.idx, 1), "state": p.state, "outcome": p.outcome,
+             "reason": clean(mask(p.reason)), "log": logs.get(p.idx)} for p in procs]
+    earlier = [{"index": i, "attempt": a, "outcome": o, "reason": clean(mask(r or ""))}
+               for i, a, o, r, _ in history if a < current.get(i, 1)]
+    return rows, earlier
