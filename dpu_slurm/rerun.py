@@ -108,6 +108,7 @@ def rerun(session: DPUSession, job: Job, only: str = "EAU", time_factor: Optiona
            "layout": [[o, ids] for o, ids in parts], "rerun_at": time.time(),
            "natives": natives, "previous": {k: v for k, v in old.items() if k != "previous"}}
     attempts = session.store.attempt_numbers(job.id)
+    session.scheduler.before_rerun(job)   # e.g. the local runner of the last run has exited
     # First the old records aside (a kill here loses nothing: the store still has the outcome):
     # the processes' and the scheduler's own job files (a local runner's states) of the last run.
     moves = [["sh", "-c", _MOVE_JOB, "sh", job.jobdir, f"run-{number - 1}", *session.scheduler.RERUN_STALE]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Tuple
@@ -167,3 +169,26 @@ def test_a_dead_runner_is_accounted_and_slots_still_hold(runner: Callable[..., P
         running += 1 if word == "start" else -1
         most = max(most, running)
     assert most <= 2, events
+
+
+def test_a_rerun_waits_for_the_last_runs_runner_to_exit(tmp_path: Path) -> None:
+    """A rerun moves the last run's runner files to run-N while that runner may still be saving
+    its final states into the job folder: the rerun waits until it is gone first (else a poll
+    would read the old runner's file as the rerun's and end it E)."""
+    from dpu_slurm.schedulers.local_kill import runner_alive, wait_for_runner
+
+    jobdir = tmp_path / "jobs" / "1.s"
+    jobdir.mkdir(parents=True)
+    old = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))",
+                            "1.5", "dpu_slurm.schedulers.local", str(jobdir)])
+    try:
+        (jobdir / "runner.pid").write_text(f"{old.pid}\n")
+        assert runner_alive(old.pid, jobdir)
+        assert not runner_alive(old.pid, tmp_path / "other")      # not that job's runner
+        assert wait_for_runner(jobdir / "runner.pid", jobdir, timeout=0.1) is False
+        assert wait_for_runner(jobdir / "runner.pid", jobdir, timeout=30) is True
+        assert old.poll() is not None or not runner_alive(old.pid, jobdir)
+    finally:
+        old.kill()
+        old.wait()
+    assert wait_for_runner(jobdir / "run-2" / "runner.pid", jobdir) is True   # no such run

@@ -125,6 +125,10 @@ class Scheduler(ABC):
             return [(0, sorted(set(indices)))]
         return index_chunks(indices, self.dpu.max_array_size)
 
+    def before_rerun(self, job: Job) -> None:
+        """Called before a rerun moves the last run's files aside (default: nothing to wait for)."""
+        return None
+
     def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
         """What a rerun chunk's template needs for these array indices (RERUN schedulers)."""
         raise NotImplementedError

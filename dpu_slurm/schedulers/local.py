@@ -39,7 +39,7 @@ from .base import (
     tag_of,
 )
 from .local_gate import Gate
-from .local_kill import kill_worker_session
+from .local_kill import kill_worker_session, wait_for_runner
 
 log = logging.getLogger(__name__)
 RUNNER_FILE = "runner.json"
@@ -92,6 +92,12 @@ class LocalScheduler(Scheduler):
         if req.accepted is not None:
             req.accepted(native)
         return native
+
+    def before_rerun(self, job: Job) -> None:
+        """The last run's runner may still be saving its final states: wait until it exits (a
+        poll would otherwise read them as the rerun's, once its files are moved aside)."""
+        if not wait_for_runner(Path(job.jobdir) / PID_FILE, Path(job.jobdir)):
+            raise SubmitError(f"the runner of job {job.id}'s last run still runs; rerun it again soon")
 
     def slot_dir(self) -> Path:
         """The folder of the slot lock files every job of this DPU shares."""
