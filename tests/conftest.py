@@ -147,3 +147,35 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> List[List[str]]:
 
     monkeypatch.setattr(LocalTransport, "run", spy)
     return calls
+
+
+# One headless Chromium for the whole run (Debian's, installed by harness/chromium-up.sh): the
+# browser tests of every module share it, since two sync Playwright instances cannot be open at
+# once in one thread ("Sync API inside the asyncio loop").
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """The shared headless Chromium (playwright is imported here: the browser extra)."""
+    from playwright.sync_api import sync_playwright
+
+    subprocess.run(["bash", str(REPO / "harness" / "chromium-up.sh")], check=True, timeout=900)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh tab in its own context; the test fails if the page raised a script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    tab = context.new_page()
+    errors: List[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert errors == [], f"the page raised: {errors}"

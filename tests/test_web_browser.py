@@ -14,41 +14,18 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from dpu_slurm.session import store_id
 from tests.conftest import REPO, Env, Session
 from tests.test_web import HOSTILE, finished, get_json, other_users_job, serving
 
 pytestmark = pytest.mark.chromium
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 ME = pwd.getpwuid(os.getuid()).pw_name
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    subprocess.run(["bash", str(REPO / "harness" / "chromium-up.sh")], check=True, timeout=900)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    tab = context.new_page()
-    errors: List[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert errors == [], f"the page raised: {errors}"
 
 
 def open_queue(page: Page, url: str) -> None:

@@ -14,10 +14,9 @@ from playwright.sync_api import Page, expect
 from tests.conftest import Env
 from tests.test_sge import SGE_ENV
 from tests.test_web import finished
-from tests.test_web_browser import browser, page, screenshot
+from tests.test_web_browser import screenshot
 from tests.test_web_hub import closed_port, hub, polled
 
-__all__ = ["browser", "page"]   # the fixtures, imported for the test below
 pytestmark = [pytest.mark.chromium, pytest.mark.slurm, pytest.mark.sge]
 
 
