@@ -173,7 +173,7 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
                 or not all(t is None or isinstance(t, str) for t in tasks) or not isinstance(reason, str):
             raise TypeError("a field of the wrong type")
         return Record(data["state"], list(tasks), reason[:2000], worker_figures(data.get("usage")))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         log.warning("unreadable worker status record; ignoring it")
         return None
 

@@ -32,8 +32,9 @@ def worker_figures(raw: Any) -> Optional[Figures]:
     values: Dict[str, Optional[float]] = {}
     for key, bound in _MAX.items():
         value = raw.get(key)
+        # The bound first: a 400-digit int compares fine but cannot become a float (isfinite).
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value) and 0 <= value <= bound
+            and 0 <= value <= bound and math.isfinite(value)
         values[key] = float(value) if ok and value is not None else None
     rss = values["max_rss_kb"]
     figures = Figures(values["wall_s"], values["cpu_s"], None if rss is None else int(rss))
