@@ -172,6 +172,9 @@ SlurmctldDebug=info
 SlurmdDebug=info
 
 SchedulerType=sched/backfill
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1,default_queue_depth=1000
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -188,8 +191,14 @@ MessageTimeout=10
 CompleteWait=0
 
 NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:16
-PartitionName=long Nodes=$HOST Default=NO MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:16 PreemptMode=OFF
+PartitionName=long Nodes=$HOST Default=NO MaxTime=INFINITE State=UP PreemptMode=OFF
+# Preemption for real (issue 13): a job in "urgent" (higher tier) requeues a job of
+# "scavenger" that holds the cores it needs; the victim first gets its --signal at once
+# (preempt_send_user_signal) and GraceTime seconds to checkpoint. debug and long are never
+# preempted, so other tests are not disturbed.
+PartitionName=scavenger Nodes=$HOST Default=NO MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10 OverSubscribe=NO
+PartitionName=urgent Nodes=$HOST Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF OverSubscribe=NO
 EOF
 }
 
@@ -454,7 +463,7 @@ done
 elapsed_ms=$(( ($(date +%s%N) - START_NS) / 1000000 ))
 did=$(IFS=';'; echo "${ACTIONS[*]:-nothing to do}")
 acct=off; [[ $ACCOUNTING == 1 ]] && acct=on
-printf 'slurm-up: OK host=%s state=%s cpus=%s mem=%sMiB partitions=debug*,long MinJobAge=%s accounting=%s slurmctld=%s slurmd=%s munged=%s in %d.%03ds [%s]\n' \
+printf 'slurm-up: OK host=%s state=%s cpus=%s mem=%sMiB partitions=debug*,long,scavenger,urgent MinJobAge=%s accounting=%s slurmctld=%s slurmd=%s munged=%s in %d.%03ds [%s]\n' \
     "$HOST" "$(node_state)" "$CPUS" "$REAL_MEM" "$MIN_JOB_AGE" "$acct" \
     "$(pidfile_pid "$CTLD_PID")" "$(pidfile_pid "$SLURMD_PID")" "$(pidfile_pid "$MUNGE_PID")" \
     $((elapsed_ms / 1000)) $((elapsed_ms % 1000)) "$did"
