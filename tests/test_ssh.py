@@ -192,22 +192,36 @@ def test_ssh_config_alias_and_proxy_jump(remote, tmp_path, sshd):
 
 
 def _sshd_children(master_pid):
-    """The per-connection sshd processes (what a network drop would take away)."""
-    kids = []
+    """The per-connection sshd processes (what a network drop would take away): every sshd
+    below the listener, the privileged monitor AND its unprivileged child that holds the
+    socket (killing the monitor alone can leave the connection serving for a while)."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:
             continue
-        if int(fields[1]) == master_pid:
-            kids.append(int(stat.parent.name))
+        name = text[text.index("(") + 1:text.rindex(")")]
+        if name == "sshd":
+            parents[int(stat.parent.name)] = int(text.rsplit(")", 1)[1].split()[1])
+    kids, frontier = [], {master_pid}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        kids.extend(sorted(frontier))
     return kids
+
+
+def _kill(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # went with its parent
+            pass
 
 
 def _drop_connections(sshd):
     master = int(Path(sshd["SSHD_PIDFILE"]).read_text().split()[0])
-    for pid in _sshd_children(master):
-        os.kill(pid, signal.SIGKILL)
+    _kill(_sshd_children(master))
 
 
 def test_connection_killed_mid_upload_retries_to_one_correct_bundle(remote, tmp_path, sshd):
@@ -283,8 +297,7 @@ def test_sshd_down_during_polling_marks_nothing_failed_and_recovers(remote, sshd
     master = int(Path(sshd["SSHD_PIDFILE"]).read_text().split()[0])
     sessions = _sshd_children(master)
     subprocess.run(["bash", str(HARNESS / "sshd-down.sh")], check=True)
-    for pid in sessions:  # the server's end of our connection goes with it
-        os.kill(pid, signal.SIGKILL)
+    _kill(sessions)  # the server's end of our connection goes with it
     try:
         view = remote.get_status(job_id)[0]
         assert "unreachable" in remote.out.getvalue()
