@@ -86,8 +86,8 @@ def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: E
         said.index("Initializing Distributed Processing Unit...") < said.index("Current profile:")
     assert f"- username : {current_user()}" in said
     assert f"awe> {SEED_HOTPIXELS!r}" in out  # get_sequence_options echoes the HOW-TO's list
-    assert "awe> ['Null', 'ReadNoise', 'Bias', 'HotPixels', 'Null>Null', 'Bias>HotPixels', " \
-           "'Bias>ReadNoise']" in out
+    assert "awe> ['Null', 'ReadNoise', 'Bias', 'HotPixels', 'DomeFlat', 'Reduce', 'Null>Null', " \
+           "'Bias>HotPixels', 'Bias>ReadNoise']" in out
     assert "awe> ['local', 'testlocal']" in out
     assert out.count("awe> ") >= 17  # every line typed at the HOW-TO's prompt
     start = said.index("Recognized options for the OptionsParser are:")
