@@ -65,6 +65,8 @@ def the_howto_at_the_prompt(awe: AwePrompt, dpu: str, wait: float) -> None:
     assert ast.literal_eval(awe.type(OPTIONS).strip()) == SEED_HOTPIXELS
     assert said(awe.type(SHOW_OPTIONS)) == ["Recognized options for the OptionsParser are:", *SEED_SHOW]
     assert ast.literal_eval(awe.type("dpu.get_dpu_identifiers()").strip()) == ["local", dpu]
+    listed = said(awe.type("dpu.show_dpu_identifiers()"))
+    assert [line.split()[:2] for line in listed] == [["local", "local"], ["*", dpu]]  # * the one in use
     shown = said(awe.type("dpu.show_sequence_identifiers('HotPixels')"))
     assert [s.split()[0] for s in shown[:2]] == ["HotPixels", "Bias>HotPixels"]  # by a part of the name
     assert shown[2:] == ["Recognized options for the OptionsParser are:", *SEED_SHOW]  # a whole name
