@@ -103,7 +103,9 @@ def the_howto_at_the_prompt(awe: AwePrompt, dpu: str, wait: float) -> None:
     # "Jobids of jobs you submitted can be requested with this command"
     assert ast.literal_eval(awe.type(JOBIDS).strip()) == [1, 2, 3, 4, 5, 6]
     # "A concise status overview": FINISHED with the counters, 75/0/0/0/0 in the HOW-TO
-    status = said(awe.type(STATUS, timeout=120))
+    raw = awe.type(STATUS, timeout=120)
+    assert re.search(rf"^\[{re.escape(current_user())}\] {STAMP} - Jobid 1 has status FINISHED ", raw, re.M)
+    status = said(raw)
     for jid, (_, nproc) in enumerate(RUNS, start=1):
         assert f"Jobid {jid} has status FINISHED N/E/A/S/U {nproc}/0/0/0/0" in status, status
     assert "Jobid 5 has status RUNNING N/E/A/S/U 0/0/0/0/0" in status
