@@ -198,8 +198,8 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
                          dpu_aweversion=args.dpu_aweversion, send_code=args.send_code,
                          return_jobid=True, retries=policy or None, after=args.after,
                          after_mode=args.after_mode, dpu="auto" if args.dpu == "auto" else None,
-                         **_options(args.options))
-        assert job_id is not None
+                         return_job=False, **_options(args.options))
+        assert isinstance(job_id, int)
         if not args.wait:
             _emit(args, {"jobid": job_id})
             return OK

@@ -171,14 +171,14 @@ class Processor:
             dpu_aweversion: Optional[str] = None, send_code: bool = True,
             return_jobid: bool = False, retries: Union[int, Dict[str, Any], None] = None,
             dpu: Optional[str] = None, after: AfterIds = None, after_mode: str = "ok",
-            **options: Any) -> Optional[int]:
+            return_job: bool = False, **options: Any) -> Union[int, DPUJob, None]:
         """Submit `sequence` with its options (short or long names) as one job.
 
         dpu_time: expected seconds per process (overrides the tasks' estimate; 'auto': learned
         from past runs); dpu_mem: MB per process (or 'auto'); dpu_aweversion: installed version
         to use on the DPU; send_code: ship your AWEPIPE code (default) or use the installed version;
-        return_jobid: return the job identifier; retries: this run's retry policy, a number
-        (max) or {max, on, grow_time, grow_mem}, over the DPU's (README "Retries");
+        return_jobid: return the job identifier (return_job: a job handle, as submit); retries:
+        this run's retry policy, a number (max) or {max, on, grow_time, grow_mem}, over the DPU's;
         dpu: another DPU for this run, or "auto": the one expected to start it first (routing.py).
         after: job id(s) this one waits for, after_mode: ok|any|each (README "Pipelines of jobs").
         """
@@ -201,12 +201,12 @@ class Processor:
         job_id = session.submit(plan, self._awepipe)
         suffix = f" ({plan.nproc} processes)" if plan.nproc > 1 else ""
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
-        return job_id if return_jobid else None
+        return DPUJob(self, job_id) if return_job else job_id if return_jobid else None
 
     def submit(self, sequence: str, **options: Any) -> DPUJob:
         """``run`` returning a job handle (futures.py): ``.status()``, ``.wait(timeout)``,
         ``.result()``, ``.logs()``, ``await job``; a notebook shows it as a N/E/A/S/U bar."""
-        return DPUJob(self, cast(int, self.run(sequence, return_jobid=True, **options)))
+        return cast(DPUJob, self.run(sequence, return_job=True, **options))
 
     def as_completed(self, jobs: Iterable[DPUJob], timeout: Optional[float] = None,
                      interval: float = 1.0) -> Iterator[DPUJob]:

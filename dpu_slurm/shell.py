@@ -1,9 +1,10 @@
 """``dpu shell``: the AWE prompt, with the HOW-TO's banner, ``awe>`` and ``dpu``/``Env`` ready."""
 from __future__ import annotations
 
+import ast
 import code
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from .config import dpu_home, get_dpu
 from .errors import DPUError
@@ -49,17 +50,62 @@ def interact(dpu: Processor) -> None:
                 setattr(sys, name, value)
 
 
+def run_hint(source: str) -> Optional[str]:
+    """What a user meant by a HOW-TO line pasted as it stands there, as a hint: a run line that
+    lost its ``dpu.run(`` (``'DomeFlat', i='WFI')``), or a line with the ``awe>`` prompt in it;
+    None for any other syntax error."""
+    text = source.strip()
+    prompt = text.startswith("awe>")
+    text = text[4:].strip() if prompt else text
+    if "\n" in text or not text:
+        return None
+    if text.startswith(("'", '"')):
+        try:
+            call = ast.parse("dpu.run(" + text, mode="eval").body
+        except SyntaxError:
+            return None
+        if isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Constant) \
+                and isinstance(call.args[0].value, str):
+            # unparsed: without the trailing comment, as it would be typed
+            return f"did you mean {ast.unparse(call)}? (the HOW-TO's run lines lost their 'dpu.run(')"
+        return None
+    try:
+        compile(text, "<input>", "single")
+    except SyntaxError:
+        return None
+    return f"did you mean {text}? (type the line without the awe> prompt)" if prompt else None
+
+
 class Console(code.InteractiveConsole):
     """The prompt: a DPUError (a bad option, an unknown job...) is one line saying what to do,
-    as in the seed's session, not a traceback."""
+    as in the seed's session, not a traceback; a HOW-TO run line pasted without its
+    ``dpu.run(`` gets the line it meant."""
+
+    source = ""
+
+    def runsource(self, source: str, filename: str = "<input>", symbol: str = "single") -> bool:
+        """Compile and run one input, remembering its text for showsyntaxerror."""
+        self.source = source
+        return super().runsource(source, filename, symbol)
+
+    def showsyntaxerror(self, filename: Optional[str] = None, **kwargs: Any) -> None:
+        """The usual SyntaxError, then the run line meant when it is a HOW-TO run line."""
+        super().showsyntaxerror(filename, **kwargs)
+        hint = run_hint(self.source)
+        if hint:
+            self.write(hint + "\n")
 
     def showtraceback(self) -> None:
-        """One line for a DPUError, the usual traceback for anything else."""
+        """One line for a DPUError, the usual traceback for anything else (and the hint for a
+        line typed with the ``awe>`` prompt in it)."""
         exc = sys.exc_info()[1]
         if isinstance(exc, DPUError):
             self.write(f"{type(exc).__name__}: {exc}\n")
-        else:
-            super().showtraceback()
+            return
+        super().showtraceback()
+        hint = run_hint(self.source) if isinstance(exc, NameError) else None
+        if hint and getattr(exc, "name", None) == "awe":  # `awe> dpu.x()` parses as a comparison
+            self.write(hint + "\n")
 
 
-__all__ = ["Console", "PROMPT", "banner", "interact"]
+__all__ = ["Console", "PROMPT", "banner", "interact", "run_hint"]

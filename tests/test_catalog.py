@@ -39,7 +39,8 @@ def write_tree(root: Path, body: str) -> Path:
 
 def test_identifiers_hold_the_issue_tasks_and_declared_chains(catalog: Catalog) -> None:
     idents = catalog.identifiers()
-    for name in ("Null", "ReadNoise", "Bias", "HotPixels", "Null>Null", "Bias>HotPixels"):
+    for name in ("Null", "ReadNoise", "Bias", "HotPixels", "DomeFlat", "Reduce", "Null>Null",
+                 "Bias>HotPixels"):
         assert name in idents
     assert len(idents) == len(set(idents))
 

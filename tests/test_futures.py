@@ -28,6 +28,17 @@ def test_submit_returns_a_handle_whose_result_is_the_committed_objects(session: 
     assert "Sending job with identifier 1 to DPU" in printed  # submitting prints as run() does
 
 
+def test_run_with_return_job_gives_the_handle_submit_gives(session: Session) -> None:
+    job = session.dpu.run("DomeFlat", i="WFI", d="2000-04-28", f="#842", c="ccd50", C=1,
+                          return_job=True)
+    assert isinstance(job, DPUJob) and job.id == 1
+    assert [(o["class"], o["chip"], o["filter"]) for o in job.result(timeout=60, interval=0.05)] == \
+        [("DomeFlatFrame", "ccd50", "#842")]
+    assert session.dpu.run("Null", return_job=True, return_jobid=True).id == 2  # the handle wins
+    assert "Calling: dpu.run('DomeFlat', i='WFI', d='2000-04-28', f='#842', c='ccd50', C=1)" in \
+        session.out.getvalue()  # return_job is no task option and not echoed as one
+
+
 def test_result_of_a_failed_job_raises_and_says_what_to_do(session: Session) -> None:
     job = session.dpu.submit("Null", x=True)
     with pytest.raises(JobFailed, match=r"job 1 finished with N/E/A/S/U 0/1/0/0/0; job.logs\(\)"):

@@ -6,6 +6,7 @@ harness's slurmdbd is more than this 2-core machine can carry next to the other 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -196,6 +197,34 @@ def test_the_harness_slurm_answers_sbatch_test_only(slurm_cluster: None, env: En
         store.close()
     assert got.why.startswith("sbatch --test-only: starts at "), got.why
     assert 0 <= got.wait < 86400 and got.plan is not None
+
+
+@pytest.mark.slurm
+def test_auto_picks_the_harness_slurm_when_the_local_dpu_is_full(
+        slurm_cluster: None, make_session: Callable[..., Session], env: Env) -> None:
+    """Issue 14's test with a real cluster on one side: the local DPU full, the SLURM one free."""
+    env.write_dpu("testslurm", scheduler="slurm", min_time=60, awe_versions=NIGHT,
+                  poll={"min_interval": 0, "max_interval": 0, "grace": 3},
+                  partitions=[{"name": "debug", "max_time": 86400, "max_mem": 4000}])
+    s = make_session("busy", slots=1, awe_versions=NIGHT)
+    full = s.dpu.run("Null", n=2, s=300, return_jobid=True)
+    routed = None
+    try:
+        wait_until(lambda: s.dpu.get_status(full)[0].status == "RUNNING", timeout=30, step=0.2)
+        routed = s.dpu.run("Null", m="routed", dpu="auto", dpu_aweversion="night", dpu_mem=100,
+                           return_jobid=True)
+        assert routed is not None and s.dpu._store.job(routed).dpu == "testslurm"
+        lines = "\n".join(s.printed())
+        assert "DPU auto: chose testslurm (sbatch --test-only: starts at " in lines
+        assert "not busy (backlog: 1 queued + 1 running on 1 slot, starts in about" in lines
+        view = s.dpu.wait(routed, timeout=180, interval=0.5)[0]
+        assert view.ok and "Message: routed" in "\n".join(s.dpu.get_logs(routed, echo=False))
+    finally:
+        s.dpu.cancel_job(full, force=True)
+        if routed is not None:
+            natives = s.dpu.poll(routed)[0].job.native_ids
+            if natives:  # leave the shared cluster as it was
+                subprocess.run(["scancel", *natives], check=False)
 
 
 def test_choice_lines_list_every_dpu() -> None:

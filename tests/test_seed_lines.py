@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import time
@@ -16,25 +14,22 @@ import yaml
 
 import dpu_slurm.processor as processor_module
 from dpu_slurm import cli
-from dpu_slurm.config import current_user, environment_file
+from dpu_slurm.config import environment_file
 from dpu_slurm.errors import ConfigError, OptionError, SequenceError
 from dpu_slurm.processor import Processor
+from tests.awe_prompt import AwePrompt
 from tests.conftest import REPO, Env, Session
-from tests.test_catalog import SEED_HOTPIXELS, SEED_SHOW
+from tests.test_catalog import SEED_HOTPIXELS
 
 STAMP = r"\d\d:\d\d:\d\d"
 PREFIX = re.compile(rf"^\[[^\]]+\] {STAMP} - ")
 RULE = "+" * 44
 
-# Lines copied from the HOW-TO as they stand there (after its "awe> " prompt).
-SEED_IDENTIFIERS = "dpu.get_sequence_identifiers()"
+# Lines copied from the HOW-TO as they stand there (after its "awe> " prompt); the whole HOW-TO
+# is typed at a terminal in test_howto_pty.py.
 SEED_OPTIONS = "dpu.get_sequence_options('HotPixels')"
-SEED_SHOW_OPTIONS = "dpu.show_sequence_options('HotPixels')"
-SEED_JOBIDS = "dpu.get_jobids()"
-SEED_CANCEL_LOOP = "for jobid in dpu.get_jobids(): dpu.cancel_job(jobid)"  # the issue's completion
-SEED_LOGS = "dpu.get_logs()"
 SEED_CANCEL = "dpu.cancel_job(313)"
-SEED_STATUS = "dpu.get_status()"
+SEED_RUN_AS_WRITTEN = "'DomeFlat', i='WFI', d='2000-04-28', f='#842') # all CCDs"  # lost "dpu.run("
 
 
 def shell(env: Env, lines: List[str], timeout: float = 120,
@@ -53,106 +48,32 @@ def messages(text: str) -> List[str]:
     return [PREFIX.sub("", re.sub(r"^(awe> |\.\.\.  )+", "", line)) for line in text.splitlines()]
 
 
-def test_the_seeds_lines_typed_at_the_awe_prompt_behave_as_the_howto_says(env: Env) -> None:
-    env.write_dpu(slots=1)
-    proc = shell(env, [
-        SEED_IDENTIFIERS,
-        "dpu.get_dpu_identifiers()",
-        SEED_OPTIONS,
-        SEED_SHOW_OPTIONS,
-        "dpu.show_sequence_identifiers('HotPixels')",  # the HOW-TO's (sequence identifier)
-        "import time",
-        "done = dpu.run('Null', m='first', return_jobid=True)",
-        "_ = dpu.wait(done, timeout=60, interval=0.05)",
-        "blocker = dpu.run('Null', s=60, return_jobid=True)",
-        "queued = dpu.run('Null', n=2, return_jobid=True)",
-        "while dpu.wait(blocker, timeout=0)[0].counts.running == 0: time.sleep(0.05)",
-        "",
-        SEED_JOBIDS,
-        SEED_CANCEL_LOOP,
-        "",
-        SEED_LOGS,
-        SEED_STATUS,
-        "Env['dpu_name']",
-        SEED_CANCEL,
-        "print('STILL HERE')",
-        "dpu.cancel_job(blocker, force=True)",
-    ])
-    out = proc.stdout
-    said = messages(out)
-    # the banner, then the awe> prompt of the HOW-TO
-    assert "               Welcome to the Astro-WISE Environment" in said
-    assert said.index("Importing Astro-WISE packages. Please wait...") < \
-        said.index("Initializing Distributed Processing Unit...") < said.index("Current profile:")
-    assert f"- username : {current_user()}" in said
-    assert f"awe> {SEED_HOTPIXELS!r}" in out  # get_sequence_options echoes the HOW-TO's list
-    assert "awe> ['Null', 'ReadNoise', 'Bias', 'HotPixels', 'Null>Null', 'Bias>HotPixels', " \
-           "'Bias>ReadNoise']" in out
-    assert "awe> ['local', 'testlocal']" in out
-    assert out.count("awe> ") >= 17  # every line typed at the HOW-TO's prompt
-    start = said.index("Recognized options for the OptionsParser are:")
-    assert said[start + 1:start + 1 + len(SEED_SHOW)] == SEED_SHOW
-    hot = [m for m in said if re.match(r"HotPixels\s", m)]
-    assert len(hot) == 1 and "Bias" not in hot[0]  # the filter kept HotPixels alone...
-    assert said.count(SEED_SHOW[0]) == 2          # ...and printed its options as well
-    assert "awe> [1, 2, 3]" in out
-    # the cancel loop went through all three jobs: finished, running, queued
-    assert any("Job 1 is finished (status FINISHED N/E/A/S/U 1/0/0/0/0); nothing to cancel" in m
-               for m in said)
-    assert any("Job 2 has 1 running process(es) and none queued; nothing cancelled" in m for m in said)
-    assert any(m.startswith("Cancelled job 3: status ") for m in said)
-    # get_logs() with no ids: the seed's header for the finished job
-    logs = "\n".join(said)
-    assert re.search(rf"{STAMP} - {re.escape(RULE)}\n{STAMP} - job_status = 0\n{STAMP} - "
-                     rf"{re.escape(RULE)}\n(.*\n)*?{STAMP} - Message: first", logs)
-    # get_status(): the lines once each, then an echo that is no second copy of them
-    assert sum(f"Jobid {jid} has status " in out for jid in (1, 2, 3)) == 3
-    assert said.count("Jobid 1 has status FINISHED N/E/A/S/U 1/0/0/0/0") == 1
-    assert re.search(r"^<status of 3 job\(s\): \d FINISHED(, 1 RUNNING)?>$", "\n".join(said), re.M)
-    assert "awe> 'local'" in out           # Env['dpu_name']: the default DPU (nothing saved)
-    assert "JobNotFound: no job with identifier 313" in proc.stderr
-    assert "Traceback" not in proc.stderr and "STILL HERE" in out
-
-
 def test_the_awe_prompt_in_a_terminal(env: Env) -> None:
-    """The same prompt on a real terminal (a pty), where the console reads with line editing."""
+    """The prompt on a real terminal (a pty): select_dpu() asks which DPU (it needs a terminal)."""
     env.write_dpu()
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "dpu_slurm.cli", "shell", "--dpu", "testlocal"],
-                            stdin=slave, stdout=slave, stderr=slave, cwd=env.cwd,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "dumb"})
-    os.close(slave)
-    seen = b""
-
-    def upto(marker: bytes) -> str:
-        nonlocal seen
-        end = time.monotonic() + 60
-        while marker not in seen:
-            assert time.monotonic() < end, seen.decode(errors="replace")
-            if select.select([master], [], [], 1)[0]:
-                seen += os.read(master, 65536)
-        text, _, seen = seen.partition(marker)
-        return text.decode(errors="replace").replace("\r\n", "\n")
-
-    try:
-        banner = upto(b"awe> ")
+    with AwePrompt(env.cwd, "testlocal") as awe:
+        banner = awe.upto()
         assert "Welcome to the Astro-WISE Environment" in banner and "Current profile:" in banner
-        os.write(master, (SEED_OPTIONS + "\n").encode())
-        assert repr(SEED_HOTPIXELS) in upto(b"awe> ")
-        os.write(master, (SEED_CANCEL + "\n").encode())
-        assert "JobNotFound: no job with identifier 313" in upto(b"awe> ")
-        os.write(master, b"dpu.select_dpu()\n")  # the HOW-TO's line: it asks which DPU
-        listing = upto(b"DPU name: ")
+        assert repr(SEED_HOTPIXELS) in awe.type(SEED_OPTIONS)
+        assert "JobNotFound: no job with identifier 313" in awe.type(SEED_CANCEL)
+        os.write(awe.master, b"dpu.select_dpu()\n")  # the HOW-TO's line: it asks which DPU
+        listing = awe.upto("DPU name: ")
         assert re.search(r"\* testlocal\s+local\s+this machine", listing) and " local " in listing
-        os.write(master, b"local\n")
-        assert re.search(r"Selected DPU local\s+'local'", upto(b"awe> "))
-        os.write(master, b"\x04")  # end of input, as a user's Ctrl-D
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
+        assert re.search(r"Selected DPU local\s+'local'", awe.type("local"))
+        assert awe.close() == 0  # end of input, as a user's Ctrl-D
+
+
+def test_a_howto_line_pasted_as_it_stands_gets_the_line_it_meant(env: Env) -> None:
+    env.write_dpu()
+    proc = shell(env, [SEED_RUN_AS_WRITTEN, "awe> dpu.get_jobids()", "'Null', m=)", "print('ALIVE')"])
+    err = proc.stderr.splitlines()
+    at = err.index("SyntaxError: unmatched ')'")
+    assert err[at + 1] == ("did you mean dpu.run('DomeFlat', i='WFI', d='2000-04-28', f='#842')? "
+                           "(the HOW-TO's run lines lost their 'dpu.run(')")
+    assert "NameError: name 'awe' is not defined" in err
+    assert "did you mean dpu.get_jobids()? (type the line without the awe> prompt)" in err
+    assert sum("did you mean" in line for line in err) == 2  # no hint for a line that is wrong anyway
+    assert "ALIVE" in proc.stdout and "Sending job" not in proc.stdout  # nothing submitted
 
 
 def test_show_sequence_identifiers_filters_by_name(session: Session) -> None:
@@ -252,44 +173,6 @@ def test_env_in_the_shell_sets_the_default_for_the_next_session(env: Env) -> Non
     assert "awe> 'testlocal'" in proc.stdout
     assert "ConfigError: unknown DPU 'nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert yaml.safe_load(environment_file().read_text()) == {"dpu_name": "testlocal"}
-
-
-@pytest.mark.slurm
-def test_the_seeds_lines_at_the_awe_prompt_on_the_slurm_dpu(env: Env, slurm_cluster: None) -> None:
-    (env.config / "testslurm.yaml").write_text(yaml.safe_dump({
-        "name": "testslurm", "scheduler": "slurm", "workdir": str(env.work / "slurm"), "time_factor": 1,
-        "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-        "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}))
-    try:
-        proc = shell(env, [
-            "done = dpu.run('Null', m='on slurm', dpu_mem=100, return_jobid=True)",
-            "_ = dpu.wait(done, timeout=120, interval=0.5)",
-            "long = dpu.run('Null', s=300, dpu_mem=100, return_jobid=True)",
-            SEED_JOBIDS,
-            SEED_STATUS,
-            SEED_CANCEL_LOOP,
-            "",
-            SEED_LOGS,
-            SEED_CANCEL,
-            "dpu.cancel_job(long, force=True)",
-        ], timeout=300, dpu="testslurm")
-    finally:
-        store = Processor("testslurm", out=io.StringIO(), session_log=False)
-        for job_id in store.get_jobids():  # leave the shared cluster empty
-            natives = store.poll(job_id)[0].job.native_ids
-            if natives:
-                subprocess.run(["scancel", *natives], check=False)
-        store.close()
-    said = messages(proc.stdout)
-    assert "awe> [1, 2]" in proc.stdout
-    assert "Jobid 1 has status FINISHED N/E/A/S/U 1/0/0/0/0" in said
-    assert any("Job 1 is finished (status FINISHED N/E/A/S/U 1/0/0/0/0); nothing to cancel" in m
-               for m in said)
-    assert any(m.startswith(("Cancelled job 2", "Job 2 has 1 running process(es)")) for m in said)
-    logs = "\n".join(said)
-    assert re.search(rf"{STAMP} - {re.escape(RULE)}\n{STAMP} - job_status = 0\n{STAMP} - "
-                     rf"{re.escape(RULE)}\n(.*\n)*?{STAMP} - Message: on slurm", logs)
-    assert "JobNotFound: no job with identifier 313" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_get_jobids_everywhere_lists_the_jobs_of_your_other_stores_from_the_job_index(

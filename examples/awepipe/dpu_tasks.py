@@ -2,6 +2,7 @@
 
 Nothing here imports the task code; ``run`` names the function the job imports.
 """
+from awepipe import archive
 from awepipe.instruments import INSTRUMENTS
 
 from dpu_slurm.catalog import Option, Task
@@ -28,6 +29,23 @@ def per_ccd(options):
             raise ValueError(f"{name} has no CCD {options['chip']!r}; its CCDs: {', '.join(ccds)}")
         return [{}]
     return [{"chip": ccd} for ccd in ccds]
+
+
+FILTER = Option("f", "filter", str, "", "filter name, e.g. '#842'; WFI: " + ", ".join(archive.FILTERS["WFI"]))
+OBJECT = Option("o", "object", str, "", "field name, a pattern: ? is one character, e.g. 'CDF4_B_?'")
+
+
+def per_ccd_at_night(options):
+    """per_ccd, after checking the filter and the night (DomeFlat, Reduce)."""
+    processes = per_ccd(options)
+    archive.check_night(options)
+    return processes
+
+
+def per_ccd_of_fields(options):
+    """per_ccd_at_night, after checking that the field pattern names observed fields (Reduce)."""
+    archive.check_fields(options["object"])
+    return per_ccd_at_night(options)
 
 
 FIRST = {"fail_first": "", "slow_first": ""}
@@ -72,6 +90,13 @@ TASKS = [
          doc="Master bias: the median of the night's bias frames."),
     Task("HotPixels", run="awepipe.calib:hot_pixels", options=CALIB, split=per_ccd, estimate=15,
          doc="Hot pixel map from the master bias."),
+    Task("DomeFlat", run="awepipe.imaging:dome_flat", split=per_ccd_at_night, estimate=10,
+         options=(INSTRUMENT, CHIP, DATE, FILTER, TEMPLATE, PARS, COMMIT),
+         doc="Master dome flat of each CCD in one filter: the night's dome flats, de-biased, stacked."),
+    Task("Reduce", run="awepipe.imaging:reduce", split=per_ccd_of_fields,
+         estimate=lambda o: 5 + 5 * len(archive.fields(o["object"])),
+         options=(INSTRUMENT, CHIP, OBJECT, DATE, FILTER, TEMPLATE, PARS, COMMIT),
+         doc="Science frames of the fields named, per CCD: de-biased and flat-fielded."),
 ]
 
 SEQUENCES = ["Null>Null", "Bias>HotPixels", "Bias>ReadNoise"]
