@@ -213,7 +213,7 @@ def dpu_home() -> Path:
     return Path(base) / "dpu_slurm"
 
 
-@functools.lru_cache(maxsize=None)  # the package does not move while it runs (resolve is slow)
+@functools.cache  # the package does not move while it runs (resolve is slow)
 def packaged(name: str) -> Path:
     """A data folder shipped with the package (templates, cluster_configs, examples)."""
     here = Path(__file__).resolve().parent
