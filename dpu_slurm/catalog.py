@@ -130,6 +130,8 @@ class Task:
     split: SplitFn | None = None
     estimate: Estimate = 10.0
     doc: str = ""
+    requires: Tuple[str, ...] = ()   # tasks whose committed results this one reads (target.py)
+    makes: str = ""                  # what it makes, e.g. "BiasFrame" (shown by dpu sequences)
 
     def seconds(self, values: Mapping[str, Any]) -> float:
         """Expected seconds per process for these option values (the estimate, called if callable)."""
@@ -163,6 +165,7 @@ class Catalog:
                                    f"got {task.run!r}")
             _merge_options(task.name, [task], source)
             self.tasks[task.name] = task
+        _check_requires(self.tasks, source)
         self.sequences: Dict[str, Sequence_] = {}
         for name, task in self.tasks.items():
             self.sequences[name] = Sequence_(name, (task,), task.options)
@@ -279,6 +282,29 @@ class Catalog:
             raise OptionError(f"{seq.identifier}: the tasks' time estimate for these options is "
                               f"{total} s; give dpu_time (shell: --time) or other option values")
         return total
+
+
+def _check_requires(tasks: Mapping[str, Task], source: str) -> None:
+    """Every task a task requires is declared, and no task requires itself through others."""
+    for task in tasks.values():
+        if isinstance(task.requires, str) or not all(isinstance(r, str) for r in task.requires):
+            raise CatalogError(f"{source}: task {task.name!r}: requires must be a tuple of task "
+                               f"names, e.g. requires=(\"Bias\",), got {task.requires!r}")
+        unknown = [r for r in task.requires if r not in tasks]
+        if unknown:
+            raise CatalogError(f"{source}: task {task.name!r} requires unknown task(s) "
+                               f"{', '.join(unknown)}; declared tasks: {', '.join(tasks)}")
+
+    def visit(name: str, path: Tuple[str, ...]) -> None:
+        if name in path:
+            loop = " -> ".join((*path[path.index(name):], name))
+            raise CatalogError(f"{source}: requires makes a cycle: {loop}; a task cannot need "
+                               "its own result, remove one of these requires")
+        for req in tasks[name].requires:
+            visit(req, (*path, name))
+
+    for name in tasks:
+        visit(name, ())
 
 
 def _merge_options(ident: str, tasks: Sequence[Task], source: str) -> Tuple[Option, ...]:

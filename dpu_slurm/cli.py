@@ -79,6 +79,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--wait", action="store_true", help="wait until the job finishes")
     r.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
+    t = sub.add_parser("target", parents=[common], help="run a task and the tasks it requires, "
+                       "skipping committed processes (README 'Pipelines of jobs')")
+    t.add_argument("task", help="e.g. HotPixels")
+    t.add_argument("options", nargs="*", metavar="KEY=VALUE", help="task options, short or long names")
+    t.add_argument("--force", action="store_true", help="run every process again, committed or not")
+    t.add_argument("--dry-run", action="store_true", help="say what would run, submit nothing")
+    t.add_argument("--wait", action="store_true", help="wait until the jobs finish")
+    t.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+
     for name, text in (("status", "status and N/E/A/S/U counters"), ("logs", "the jobs' log lines")):
         s = sub.add_parser(name, parents=[common], help=text)
         s.add_argument("jobids", nargs="*", type=int, help="default: active and recent jobs"
@@ -205,6 +214,16 @@ def _command(dpu: Processor, args: argparse.Namespace) -> int:
             return OK
         views = dpu.wait(job_id, timeout=args.timeout)
         views = dpu.get_status(job_id)
+        _emit(args, [_view(v) for v in views])
+        return OK if all(v.ok for v in views) else FAILED
+    if cmd == "target":
+        jobs = dpu.run_target(args.task, force=args.force, dry_run=args.dry_run, **_options(args.options))
+        ids = [j for j in jobs.values() if j is not None]
+        if not (args.wait and ids):
+            _emit(args, jobs)
+            return OK
+        dpu.wait(ids, timeout=args.timeout)
+        views = dpu.get_status(ids)
         _emit(args, [_view(v) for v in views])
         return OK if all(v.ok for v in views) else FAILED
     if cmd in ("status", "wait"):

@@ -108,11 +108,20 @@ def job_json(edges: Optional[Dict[str, Any]], prereqs: List[Dict[str, Any]], che
                                for p in prereqs]}}
 
 
-def for_submit(session: DPUSession, edges: Optional[Dict[str, Any]],
-               nproc: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def for_submit(session: DPUSession, edges: Optional[Dict[str, Any]], nproc: int,
+               options: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Check the edges; (what job.json adds for the worker, the SubmitRequest's ``after``).
     The worker checks its prerequisites where the scheduler's dependency does not (SGE's
-    -hold_jid waits for the end whatever it was; the local runner; 'each' everywhere)."""
+    -hold_jid waits for the end whatever it was; the local runner; 'each' everywhere).
+    A target run's (target.py) dpu `options` hold each process's required work folders
+    ("inputs"): taken out for job.json, so the store does not keep them."""
+    inputs = options.pop("inputs", None) if options is not None else None
+    waits, after = _for_submit(session, edges, nproc)
+    return ({**waits, "inputs": inputs} if inputs else waits), after
+
+
+def _for_submit(session: DPUSession, edges: Optional[Dict[str, Any]],
+                nproc: int) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     store, dpu = session.store, session.dpu
     if edges and any(j.finished is None for j in store.jobs(ids=edges["jobs"])):
         # A scheduler forgets ended jobs (SLURM after MinJobAge) and refuses a dependency on
@@ -127,9 +136,11 @@ def for_submit(session: DPUSession, edges: Optional[Dict[str, Any]],
 
 
 def after_lines(job: Job) -> List[str]:
-    """The status lines of a job's edges: ``after job N (ok)``."""
-    edges = job.dpu_options.get("after") or {}
-    return [f"  after job {jid} ({edges['mode']})" for jid in edges.get("jobs", [])]
+    """The status lines of a job's edges: ``after job N (ok)``; a target run's job also
+    names the earlier jobs whose committed results it reuses (target.py)."""
+    edges, uses = job.dpu_options.get("after") or {}, job.dpu_options.get("uses") or []
+    return [f"  after job {jid} ({edges['mode']})" for jid in edges.get("jobs", [])] + (
+        [f"  reuses committed results of job {', '.join(map(str, uses))}"] if uses else [])
 
 
 def blocked(store: Store, job: Job) -> Dict[int, str]:

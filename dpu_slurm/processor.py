@@ -31,9 +31,10 @@ from .retries import retry_lines
 from .retry_policy import run_policy
 from .seed_lines import StatusViews, identifier_lines, job_logs, option_lines
 from .session import Cancelled, DPUSession, JobView, awepipe_path, open_store
-from .session_log import LogLines, SessionWriter
+from .session_log import LogLines, SessionWriter, quiet
 from .states import STATUS_TERMINAL, Phase
 from .store import Job
+from .target import run_target
 from .text import printable
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,12 @@ class Processor:
         self._say(f"Sending job with identifier {job_id} to DPU{suffix}")
         return DPUJob(self, job_id) if return_job else job_id if return_jobid else None
 
+    def run_target(self, target: str, force: bool = False, dry_run: bool = False,
+                   **options: Any) -> Dict[str, Optional[int]]:
+        """Run task `target` and the tasks it requires, skipping committed processes (target.py)."""
+        return run_target(self._session, self.catalog, self._awepipe, self._say, target, force, dry_run,
+                          **options)
+
     def submit(self, sequence: str, **options: Any) -> DPUJob:
         """``run`` returning a job handle (futures.py): ``.status()``, ``.wait(timeout)``,
         ``.result()``, ``.logs()``, ``await job``; a notebook shows it as a N/E/A/S/U bar."""
@@ -353,7 +360,7 @@ class Processor:
 
     def get_job_result(self, jobid: int, echo: bool = True) -> List[Any]:
         """The main objects a job created, if its results were committed (option C=1)."""
-        say = self._say if echo else _quiet
+        say = self._say if echo else quiet
         job = self._jobs(jobid)[0]
         session = self._session_for(job)
         session.refresh()
@@ -386,10 +393,6 @@ class Processor:
     def cleanup(self, older_than_days: float = 7.0) -> List[str]:
         """Remove the current DPU's code bundles no active job uses and none used lately."""
         return self._session.cleanup(older_than_days)
-
-
-def _quiet(line: str) -> None:
-    """A writer that prints nothing (for the job handles' calls)."""
 
 
 __all__ = ["Processor"]

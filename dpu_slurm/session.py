@@ -191,7 +191,7 @@ class DPUSession:
             if self.freeze_code:
                 self._built[code] = bundle
         sid = store_id(self.store)
-        waits, after = graph.for_submit(self, plan.dpu_options.get("after"), plan.nproc)
+        waits, after = graph.for_submit(self, plan.dpu_options.get("after"), plan.nproc, plan.dpu_options)
         # Processes per array job; the local runner takes a whole job at once (one "chunk").
         chunk = plan.nproc if self.dpu.scheduler == "local" else self.dpu.max_array_size
         resolved = {**plan.dpu_options, "time_limit": plan.time_limit, "mem": plan.mem,

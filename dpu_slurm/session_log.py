@@ -67,4 +67,8 @@ class SessionWriter:
             self._fh = None
 
 
-__all__ = ["LogLines", "SessionWriter", "open_log"]
+def quiet(line: str) -> None:
+    """A writer that prints nothing (for the job handles' calls)."""
+
+
+__all__ = ["LogLines", "SessionWriter", "open_log", "quiet"]

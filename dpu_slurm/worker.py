@@ -141,6 +141,7 @@ class Context:
         self.options = options
         self.workdir = workdir
         self.log = log
+        self.inputs: Dict[str, List[Path]] = {}   # required task -> its processes' work folders
 
 
 def own_options(processes: Any, index: int) -> Dict[str, Any]:
@@ -251,6 +252,8 @@ class Worker:
         try:
             func = getattr(importlib.import_module(module_name), func_name)
             ctx = Context(self.job["job_id"], self.index, spec["name"], dict(options), workdir, self.log)
+            needs = self.job.get("inputs")  # a target run's (target.py): per process, task -> folders
+            ctx.inputs = {k: [Path(d) for d in v] for k, v in needs[self.index].items()} if needs else {}
             objects = func(ctx)
         except MemoryError:
             self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"

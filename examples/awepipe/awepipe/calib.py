@@ -72,7 +72,13 @@ def master_bias(ctx):
 def hot_pixels(ctx):
     o = ctx.options
     path = ctx.workdir / f"MasterBias_{o['instrument']}_{o['chip']}_{o['date']}.json"
-    if path.exists():
+    made = [d / path.name for d in getattr(ctx, "inputs", {}).get("Bias", [])]
+    if made:  # dpu.run_target: the committed master bias of the Bias process for this CCD
+        path = made[0]
+        ctx.log(f"Using master bias {path.name} of {path.parent.parent.parent.parent.name} "
+                f"process {path.parent.parent.name}")
+        pixels = json.loads(path.read_text())
+    elif path.exists():
         ctx.log(f"Using master bias {path.name} made earlier in this process")
         pixels = json.loads(path.read_text())
     else:

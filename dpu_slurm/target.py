@@ -1,0 +1,223 @@
+"""Target processing: ``dpu.run_target("HotPixels", ...)`` runs a task and, before it, the tasks
+it requires (``Task(requires=...)``), as jobs joined by ``after`` edges, submitted in one go.
+
+A process is skipped when an earlier job on this DPU ran the same task with the same options
+(``commit`` aside) from the same code bundle (its tree hash, bundle.py), ended N and committed
+its result: its result.json says so. Skipped processes are in no new job, so the new jobs'
+N/E/A/S/U count only what runs; the jobs record which earlier jobs they reuse ("uses"). Each
+process of a dependent gets the work folders of the prerequisite processes it needs (those
+whose options agree with its own on the options both declare) as ``ctx.inputs[task]``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+from . import bundle as bundles
+from .catalog import Catalog
+from .errors import OptionError
+from .plan import Plan, make_plan
+from .processes import Processes
+from .session import DPUSession
+from .states import Phase, ProcState
+from .store import Job
+from .worker import RESULT, own_options, process_dir
+
+log = logging.getLogger(__name__)
+
+Where = Tuple[str, int]        # (job folder, process index) of a process's result
+Say = Callable[[str], None]
+
+
+@dataclass
+class Step:
+    """One task of a target run: every process it would have, and which of them must run."""
+
+    task: str
+    plan: Plan
+    every: Processes                                       # all its processes, done or not
+    keys: List[str]                                        # per process: its options as a key
+    done: Dict[int, Tuple[int, Where]] = field(default_factory=dict)   # index -> (job, where)
+    missing: List[int] = field(default_factory=list)
+    job_id: Optional[int] = None
+    jobdir: str = ""
+
+    def where(self, index: int) -> Where:
+        """Where process `index`'s result is (or will be, once its new job runs)."""
+        if index in self.done:
+            return self.done[index][1]
+        return self.jobdir, self.missing.index(index)
+
+
+def order(catalog: Catalog, target: str) -> List[str]:
+    """The target and every task it requires, each after what it requires."""
+    if not isinstance(target, str) or ">" in target:
+        raise OptionError(f"run_target takes one task name (its requires= say what runs first), "
+                          f"not {target!r}; a chain runs with dpu.run")
+    name = catalog.sequence(target).identifier   # unknown: SequenceError with close matches
+    out: List[str] = []
+
+    def visit(task: str) -> None:
+        for req in catalog.tasks[task].requires:   # no cycles: Catalog checked them at load
+            visit(req)
+        if task not in out:
+            out.append(task)
+    visit(name)
+    return out
+
+
+def key(options: Mapping[str, Any]) -> str:
+    """A process's options as a comparable text; commit is how it was kept, not what it made."""
+    return json.dumps({k: v for k, v in options.items() if k != "commit"}, sort_keys=True, default=str)
+
+
+def plan_steps(session: DPUSession, catalog: Catalog, target: str,
+               given: Mapping[str, Any]) -> List[Step]:
+    """Each task's plan: the target's options (short or long names) given to every task that
+    declares them, commit on (a target run keeps what it makes, so the next one can skip it)."""
+    names = order(catalog, target)
+    declared = {o.short for n in names for o in catalog.tasks[n].options} | \
+        {o.long for n in names for o in catalog.tasks[n].options}
+    unknown = [k for k in given if k not in declared]
+    if unknown:
+        raise OptionError(f"{target}: no task of this target has option(s) {', '.join(unknown)}; "
+                          f"dpu options {', '.join(names)} (shell: dpu options TASK) list theirs")
+    longs: Dict[str, Any] = {}
+    for name in names:
+        for opt in catalog.tasks[name].options:
+            for spelled in (opt.short, opt.long):
+                if spelled in given:
+                    longs[opt.long] = given[spelled]
+    steps = []
+    for name in names:
+        mine = {o.long: longs[o.long] for o in catalog.tasks[name].options if o.long in longs}
+        if any(o.long == "commit" for o in catalog.tasks[name].options):
+            mine["commit"] = True
+        plan = make_plan(catalog, session.dpu, name, mine)
+        steps.append(Step(name, plan, plan.processes, [key(p) for p in plan.processes]))
+    return steps
+
+
+def find_done(session: DPUSession, step: Step, digest: str) -> None:
+    """Fill step.done from earlier jobs of this task on this DPU: same code, committed, ended N,
+    same options; their job.json gives each process's options, result.json that it committed."""
+    wanted = {k: i for i, k in enumerate(step.keys)}
+    store = session.store
+    jobs = [j for j in store.jobs(dpu=session.dpu.name) if j.sequence == step.task and j.bundle == digest
+            and j.options.get("commit") and j.phase == Phase.SUBMITTED and j.jobdir]
+    good = {j.id: [p.idx for p in store.procs(j.id) if p.state == ProcState.DONE and set(p.outcome) == {"N"}]
+            for j in jobs}
+    jobs = [j for j in jobs if good[j.id]]
+    if not jobs:
+        return
+    raw = session.transport.read_files([f"{j.jobdir}/job.json" for j in jobs])
+    found: Dict[int, Tuple[Job, int]] = {}
+    for job in sorted(jobs, key=lambda j: -j.id):   # the newest result of each process wins
+        data = raw.get(f"{job.jobdir}/job.json")
+        try:
+            doc: Any = json.loads(data) if data else {}
+            for idx in good[job.id] if isinstance(doc, dict) and doc else []:
+                at = wanted.get(key({**doc["options"], **own_options(doc["processes"], idx)}))
+                if at is not None and at not in found:
+                    found[at] = (job, idx)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:  # not ours to trust: not reused
+            log.warning("job %s: its job.json cannot be read (%s); its results are not reused", job.id, exc)
+    paths = {at: str(process_dir(Path(job.jobdir), idx) / RESULT) for at, (job, idx) in found.items()}
+    results = session.transport.read_files(list(paths.values())) if paths else {}
+    for at, (job, idx) in found.items():
+        try:
+            committed = json.loads(results.get(paths[at]) or b"{}").get("committed") is True
+        except (ValueError, AttributeError):
+            committed = False
+        if committed:
+            step.done[at] = (job.id, (job.jobdir, idx))
+
+
+def inputs(steps: Dict[str, Step], step: Step, catalog: Catalog, index: int) -> Dict[str, List[str]]:
+    """The work folders of the required processes process `index` reads: those whose options
+    agree with its own on every option both tasks declare."""
+    mine = step.every[index]
+    out: Dict[str, List[str]] = {}
+    for req in catalog.tasks[step.task].requires:
+        other = steps[req]
+        common = {o.long for o in catalog.tasks[req].options} & set(mine) - {"commit"}
+        out[req] = [str(process_dir(Path(d), i) / "work") for j, opts in enumerate(other.every)
+                    if all(opts.get(k) == mine[k] for k in common) for d, i in [other.where(j)]]
+        if not out[req]:
+            raise OptionError(f"{step.task} process {index} ({key(mine)}) finds no process of {req} "
+                              "with the same option values; give options that select both")
+    return out
+
+
+def edges(steps: Dict[str, Step], step: Step, needs: List[Dict[str, List[str]]],
+          scheduler: str) -> Optional[Dict[str, Any]]:
+    """The after edges of a step's job: the new jobs whose processes it reads; 'each' when
+    process k reads exactly process k of each of them (and the scheduler has it), else 'ok'."""
+    new = {s.jobdir: s for s in steps.values() if s.job_id is not None}
+    used: Set[int] = set()
+    aligned = scheduler != "pbs"
+    for k, need in enumerate(needs):
+        for dirs in need.values():
+            fresh = [d for d in dirs if d.rsplit("/p/", 1)[0] in new]
+            used |= {new[d.rsplit("/p/", 1)[0]].job_id for d in fresh}  # type: ignore[misc]
+            if fresh and (len(dirs) != 1 or not dirs[0].endswith(f"/p/{k}/work")):
+                aligned = False
+    if not used:
+        return None
+    if aligned:
+        aligned = all(len(s.missing) == len(step.missing) for s in new.values() if s.job_id in used)
+    return {"jobs": sorted(used), "mode": "each" if aligned else "ok"}
+
+
+def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, target: str,
+               force: bool = False, dry_run: bool = False,
+               **given: Any) -> Dict[str, Optional[int]]:
+    """Plan the target's steps, skip what is committed (force: nothing), submit the rest as
+    jobs with after edges; each task's job id (None when nothing of it runs)."""
+    args = ", ".join([repr(target)] + [f"{k}={v!r}" for k, v in given.items()] +
+                     [f"{k}=True" for k, v in (("force", force), ("dry_run", dry_run)) if v])
+    say(f"Calling: dpu.run_target({args})")
+    steps = plan_steps(session, catalog, target, given)
+    digest = bundles.tree_hash(bundles.members(awepipe))
+    if not force:
+        session.refresh(force=True)   # what ended since the last poll counts as done
+    for step in steps:
+        if not force:
+            find_done(session, step, digest)
+        step.missing = [i for i in range(step.plan.nproc) if i not in step.done]
+        reused = sorted({jid for jid, _ in step.done.values()})
+        said = f" (job {', '.join(map(str, reused))})" if reused else ""
+        say(f"{step.task}: {len(step.done)} of {step.plan.nproc} process(es) committed earlier with "
+            f"these options and code{said}; {len(step.missing)} to run")
+    if dry_run:
+        return {s.task: None for s in steps}
+    by_name = {s.task: s for s in steps}
+    out: Dict[str, Optional[int]] = {}
+    for step in steps:
+        if not step.missing:
+            out[step.task] = None
+            continue
+        needs = [inputs(by_name, step, catalog, i) for i in step.missing]
+        after = edges(by_name, step, needs, session.dpu.scheduler)
+        plan = step.plan
+        plan.processes = Processes.of_list([step.every.own(i) for i in step.missing]).with_shared(
+            step.every.shared)
+        uses = sorted({jid for s in steps for jid, _ in s.done.values()
+                       if s.task in catalog.tasks[step.task].requires or s is step})
+        plan.dpu_options.update(after=after, inputs=needs, target=target, uses=uses)
+        step.job_id = session.submit(plan, awepipe)
+        step.jobdir = session.store.job(step.job_id).jobdir
+        out[step.task] = step.job_id
+        waits = f" after job {', '.join(map(str, after['jobs']))} ({after['mode']})" if after else ""
+        say(f"Sending job with identifier {step.job_id} to DPU ({plan.nproc} process"
+            f"{'es' if plan.nproc > 1 else ''} of {step.task}){waits}")
+    if not any(out.values()):
+        say(f"Nothing to run: every process of {target} and what it requires is committed "
+            "(force=True, shell: --force, redoes them)")
+    return out
+
+
+__all__ = ["Step", "edges", "find_done", "inputs", "key", "order", "plan_steps", "run_target"]
