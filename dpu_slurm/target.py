@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import bundle as bundles
 from .catalog import Catalog
-from .errors import OptionError
+from .errors import DPUError, OptionError
 from .plan import Plan, make_plan
 from .processes import Processes
 from .session import DPUSession
@@ -42,6 +42,8 @@ class Step:
     keys: List[str]                                        # per process: its options as a key
     done: Dict[int, Tuple[int, Where]] = field(default_factory=dict)   # index -> (job, where)
     missing: List[int] = field(default_factory=list)
+    position: Dict[int, int] = field(default_factory=dict)          # missing index -> in new job
+    needs: List[Dict[str, List[int]]] = field(default_factory=list)  # per missing: required indices
     job_id: Optional[int] = None
     jobdir: str = ""
 
@@ -49,7 +51,7 @@ class Step:
         """Where process `index`'s result is (or will be, once its new job runs)."""
         if index in self.done:
             return self.done[index][1]
-        return self.jobdir, self.missing.index(index)
+        return self.jobdir, self.position[index]
 
 
 def order(catalog: Catalog, target: str) -> List[str]:
@@ -136,39 +138,45 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
             step.done[at] = (job.id, (job.jobdir, idx))
 
 
-def inputs(steps: Dict[str, Step], step: Step, catalog: Catalog, index: int) -> Dict[str, List[str]]:
-    """The work folders of the required processes process `index` reads: those whose options
-    agree with its own on every option both tasks declare."""
-    mine = step.every[index]
-    out: Dict[str, List[str]] = {}
-    for req in catalog.tasks[step.task].requires:
-        other = steps[req]
-        common = {o.long for o in catalog.tasks[req].options} & set(mine) - {"commit"}
-        out[req] = [str(process_dir(Path(d), i) / "work") for j, opts in enumerate(other.every)
-                    if all(opts.get(k) == mine[k] for k in common) for d, i in [other.where(j)]]
-        if not out[req]:
-            raise OptionError(f"{step.task} process {index} ({key(mine)}) finds no process of {req} "
-                              "with the same option values; give options that select both")
+def matches(steps: Dict[str, Step], step: Step, catalog: Catalog) -> None:
+    """step.needs: for each process to run, the processes of each required task it reads (those
+    whose options agree with its own on every option both tasks declare); none is an error."""
+    step.needs = []
+    for index in step.missing:
+        mine, need = step.every[index], {}
+        for req in catalog.tasks[step.task].requires:
+            common = {o.long for o in catalog.tasks[req].options} & set(mine) - {"commit"}
+            need[req] = [j for j, opts in enumerate(steps[req].every)
+                         if all(opts.get(k) == mine[k] for k in common)]
+            if not need[req]:
+                raise OptionError(f"{step.task} process {index} ({key(mine)}) finds no process of "
+                                  f"{req} with the same option values; give options that select both")
+        step.needs.append(need)
+
+
+def inputs(steps: Dict[str, Step], step: Step) -> List[Dict[str, List[str]]]:
+    """Per process to run: the work folders of the required processes it reads (job.json)."""
+    out = []
+    for need in step.needs:
+        out.append({req: [str(process_dir(Path(d), i) / "work") for d, i in map(steps[req].where, js)]
+                    for req, js in need.items()})
     return out
 
 
-def edges(steps: Dict[str, Step], step: Step, needs: List[Dict[str, List[str]]],
-          scheduler: str) -> Optional[Dict[str, Any]]:
+def edges(steps: Dict[str, Step], step: Step, scheduler: str) -> Optional[Dict[str, Any]]:
     """The after edges of a step's job: the new jobs whose processes it reads; 'each' when
     process k reads exactly process k of each of them (and the scheduler has it), else 'ok'."""
-    new = {s.jobdir: s for s in steps.values() if s.job_id is not None}
     used: Set[int] = set()
     aligned = scheduler != "pbs"
-    for k, need in enumerate(needs):
-        for dirs in need.values():
-            fresh = [d for d in dirs if d.rsplit("/p/", 1)[0] in new]
-            used |= {new[d.rsplit("/p/", 1)[0]].job_id for d in fresh}  # type: ignore[misc]
-            if fresh and (len(dirs) != 1 or not dirs[0].endswith(f"/p/{k}/work")):
-                aligned = False
+    for k, need in enumerate(step.needs):
+        for req, js in need.items():
+            fresh = [steps[req].where(j)[1] for j in js if j not in steps[req].done]
+            if fresh:
+                used.add(steps[req].job_id)  # type: ignore[arg-type]  # submitted before this step
+                aligned = aligned and fresh == [k] and len(js) == 1
     if not used:
         return None
-    if aligned:
-        aligned = all(len(s.missing) == len(step.missing) for s in new.values() if s.job_id in used)
+    aligned = aligned and all(len(s.missing) == len(step.missing) for s in steps.values() if s.job_id in used)
     return {"jobs": sorted(used), "mode": "each" if aligned else "ok"}
 
 
@@ -181,6 +189,7 @@ def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, t
                      [f"{k}=True" for k, v in (("force", force), ("dry_run", dry_run)) if v])
     say(f"Calling: dpu.run_target({args})")
     steps = plan_steps(session, catalog, target, given)
+    by_name = {s.task: s for s in steps}
     digest = bundles.tree_hash(bundles.members(awepipe))
     if not force:
         session.refresh(force=True)   # what ended since the last poll counts as done
@@ -188,36 +197,48 @@ def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, t
         if not force:
             find_done(session, step, digest)
         step.missing = [i for i in range(step.plan.nproc) if i not in step.done]
+        step.position = {i: k for k, i in enumerate(step.missing)}
+        matches(by_name, step, catalog)   # before anything is submitted: a mismatch submits nothing
         reused = sorted({jid for jid, _ in step.done.values()})
         said = f" (job {', '.join(map(str, reused))})" if reused else ""
         say(f"{step.task}: {len(step.done)} of {step.plan.nproc} process(es) committed earlier with "
             f"these options and code{said}; {len(step.missing)} to run")
     if dry_run:
         return {s.task: None for s in steps}
-    by_name = {s.task: s for s in steps}
     out: Dict[str, Optional[int]] = {}
     for step in steps:
-        if not step.missing:
-            out[step.task] = None
-            continue
-        needs = [inputs(by_name, step, catalog, i) for i in step.missing]
-        after = edges(by_name, step, needs, session.dpu.scheduler)
-        plan = step.plan
-        plan.processes = Processes.of_list([step.every.own(i) for i in step.missing]).with_shared(
-            step.every.shared)
-        uses = sorted({jid for s in steps for jid, _ in s.done.values()
-                       if s.task in catalog.tasks[step.task].requires or s is step})
-        plan.dpu_options.update(after=after, inputs=needs, target=target, uses=uses)
-        step.job_id = session.submit(plan, awepipe)
-        step.jobdir = session.store.job(step.job_id).jobdir
-        out[step.task] = step.job_id
-        waits = f" after job {', '.join(map(str, after['jobs']))} ({after['mode']})" if after else ""
-        say(f"Sending job with identifier {step.job_id} to DPU ({plan.nproc} process"
-            f"{'es' if plan.nproc > 1 else ''} of {step.task}){waits}")
+        out[step.task] = None
+        if step.missing:
+            try:
+                out[step.task] = submit(session, catalog, awepipe, by_name, step, target, say)
+            except DPUError as exc:
+                sent = ", ".join(f"{t} job {j}" for t, j in out.items() if j is not None)
+                exc.args = (f"{step.task}: {exc}" + (f" (already submitted: {sent}; run_target again "
+                            "once they have run: it skips what they commit)" if sent else ""),)
+                raise
     if not any(out.values()):
         say(f"Nothing to run: every process of {target} and what it requires is committed "
             "(force=True, shell: --force, redoes them)")
     return out
 
 
-__all__ = ["Step", "edges", "find_done", "inputs", "key", "order", "plan_steps", "run_target"]
+def submit(session: DPUSession, catalog: Catalog, awepipe: Path, steps: Dict[str, Step], step: Step,
+           target: str, say: Say) -> int:
+    """Submit a step's missing processes as one job after the new jobs it reads; its id."""
+    after = edges(steps, step, session.dpu.scheduler)
+    plan = step.plan
+    plan.processes = Processes.of_list([step.every.own(i) for i in step.missing]).with_shared(
+        step.every.shared)
+    uses = sorted({jid for s in steps.values() for jid, _ in s.done.values()
+                   if s.task in catalog.tasks[step.task].requires or s is step})
+    plan.dpu_options.update(after=after, inputs=inputs(steps, step), target=target, uses=uses)
+    step.job_id = session.submit(plan, awepipe)
+    step.jobdir = session.store.job(step.job_id).jobdir
+    waits = f" after job {', '.join(map(str, after['jobs']))} ({after['mode']})" if after else ""
+    say(f"Sending job with identifier {step.job_id} to DPU ({plan.nproc} process"
+        f"{'es' if plan.nproc > 1 else ''} of {step.task}){waits}")
+    return step.job_id
+
+
+__all__ = ["Step", "edges", "find_done", "inputs", "key", "matches", "order", "plan_steps", "run_target",
+           "submit"]
