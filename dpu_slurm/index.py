@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .config import DPUConfig, dpu_home, fill
 from .errors import ConfigError
+from .graph import MODES
 from .store import Job
 from .transport import Transport
 
@@ -43,7 +44,8 @@ MAX_EARLIER = 1000           # earlier attempts of one card (the newest are kept
 MAX_REASON = 300             # characters of the reason of one earlier attempt (cut on write)
 MAX_ATTEMPT = 10**6
 OUTCOME_LETTERS = frozenset("NEASU")
-OPTIONAL = ("earlier",)      # fields older cards do not have
+OPTIONAL = ("earlier", "after")   # fields older cards do not have
+MAX_AFTER = 100              # jobs one card may say it waits for
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@$-]{0,255}")   # user names, also of SSSD/LDAP
 
 
@@ -71,6 +73,8 @@ class Card:
     time_limit: int
     # Each process's earlier attempts of a rerun: [index, attempt, outcome letters, reason].
     earlier: List[List[Any]] = field(default_factory=list)
+    # The jobs of the same store this one waits for (graph.py): {"jobs": [ids], "mode": "ok"}.
+    after: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -84,7 +88,8 @@ class Card:
                    options=job.options, nproc=job.nproc, ntasks=job.ntasks, created=job.created,
                    submitted=job.submitted or job.created, jobdir=job.jobdir,
                    native_ids=list(job.native_ids), chunk=int(job.dpu_options.get("chunk") or 0),
-                   time_limit=int(job.dpu_options.get("time_limit") or 0))
+                   time_limit=int(job.dpu_options.get("time_limit") or 0),
+                   after=dict(job.dpu_options.get("after") or {}))
 
     @classmethod
     def parse(cls, raw: bytes, max_nproc: int = MAX_NPROC) -> Card:
@@ -136,6 +141,7 @@ class Card:
         _int("chunk", self.chunk, 0, 10**9)
         _int("time_limit", self.time_limit, 0, 10**9)
         _earlier(self.earlier, self.nproc, self.ntasks)
+        _after(self.after)
 
     def follows(self, old: Card) -> bool:
         """Whether this card may replace `old` (a rerun rewrote it): the same job, job folder
@@ -153,8 +159,9 @@ class Card:
         """The card as JSON bytes with its format version (no `earlier` when there is none, so
         a page of an older dpu_slurm still reads it)."""
         data = {"v": CARD_VERSION, **vars(self)}
-        if not self.earlier:
-            del data["earlier"]
+        for name in OPTIONAL:
+            if not data[name]:
+                del data[name]
         return json.dumps(data).encode()
 
 
@@ -284,6 +291,17 @@ def _earlier(earlier: Any, nproc: int, ntasks: int) -> None:
             raise BadCard(f"earlier reason of process {idx} must be a text of at most {MAX_REASON} "
                           f"characters, not {_short(reason)}")
         _encodable("earlier reason", reason)
+
+
+def _after(after: Any) -> None:
+    if after == {}:
+        return
+    if not isinstance(after, dict) or set(after) != {"jobs", "mode"} or after["mode"] not in MODES \
+            or not isinstance(after["jobs"], list) or not 1 <= len(after["jobs"]) <= MAX_AFTER:
+        raise BadCard(f"after must be {{jobs: [1 to {MAX_AFTER} ids], mode: ok|any|each}}, "
+                      f"not {_short(after)}")
+    for jid in after["jobs"]:
+        _int("after job", jid, 1, 2**62)
 
 
 def _scalar(name: str, value: Any) -> None:

@@ -346,7 +346,7 @@ class Mirror:
         # clean(): text that cannot be encoded (a lone surrogate) must not fail a page.
         return Row(clean(card.key), card.job_id, clean(card.user), clean(card.sequence), options,
                    view.status, view.ok, view.counts.letters, job.nproc, view.counts.queued,
-                   view.counts.running, card.submitted, start, end)
+                   view.counts.running, card.submitted, start, end, card.after)
 
     def job(self, key: str) -> Optional[Dict[str, Any]]:
         """One job with its processes and the tail of their logs (paths masked), or None."""

@@ -29,6 +29,7 @@ class Row:
     submitted: float
     started: Optional[float]
     ended: Optional[float]
+    after: Optional[Dict[str, Any]] = None   # the jobs this one waits for (index.Card.after)
 
     def running_time(self, now: float) -> Optional[float]:
         """Seconds the job has run (until it ended), or None before it started."""
@@ -48,7 +49,13 @@ class Row:
                 "counters": dict(zip(LETTERS, self.counters, strict=True)),
                 "processes": self.processes, "queued": self.queued, "running": self.running,
                 "submitted": self.submitted, "started": self.started, "ended": self.ended,
-                "running_time": self.running_time(now)}
+                "running_time": self.running_time(now), "after": self.edges()}
+
+    def edges(self) -> List[Dict[str, Any]]:
+        """The jobs this one waits for, each with its page (the same user's store): jobid, url, mode."""
+        after, store = self.after or {}, self.key.rsplit(".", 1)[-1]
+        return [{"jobid": jid, "url": job_url(f"{self.user}/{jid}.{store}"), "mode": after["mode"]}
+                for jid in after.get("jobs", [])]
 
 
 def job_url(key: str) -> str:
