@@ -41,6 +41,7 @@ class Step:
     every: Processes                                       # all its processes, done or not
     keys: List[str]                                        # per process: its options as a key
     done: Dict[int, Tuple[int, Where]] = field(default_factory=dict)   # index -> (job, where)
+    pending: Set[int] = field(default_factory=set)  # of done: still under way in an earlier job
     missing: List[int] = field(default_factory=list)
     position: Dict[int, int] = field(default_factory=dict)          # missing index -> in new job
     needs: List[Dict[str, List[int]]] = field(default_factory=list)  # per missing: required indices
@@ -104,38 +105,57 @@ def plan_steps(session: DPUSession, catalog: Catalog, target: str,
 
 
 def find_done(session: DPUSession, step: Step, digest: str) -> None:
-    """Fill step.done from earlier jobs of this task on this DPU: same code, committed, ended N,
-    same options; their job.json gives each process's options, result.json that it committed."""
+    """Fill step.done from earlier jobs of this task on this DPU with the same code and commit
+    on: processes that ended N and committed (their result.json says so), else processes still
+    queued or running in a job none of whose processes failed (step.pending: waited for). The
+    earlier jobs' job.json gives each process's options, compared with this step's."""
     wanted = {k: i for i, k in enumerate(step.keys)}
     store = session.store
-    jobs = [j for j in store.jobs(dpu=session.dpu.name) if j.sequence == step.task and j.bundle == digest
-            and j.options.get("commit") and j.phase == Phase.SUBMITTED and j.jobdir]
-    good = {j.id: [p.idx for p in store.procs(j.id) if p.state == ProcState.DONE and set(p.outcome) == {"N"}]
-            for j in jobs}
-    jobs = [j for j in jobs if good[j.id]]
-    if not jobs:
+    usable: Dict[int, Tuple[Job, List[int], List[int]]] = {}   # job id -> (job, ended N, under way)
+    for job in store.jobs(dpu=session.dpu.name):
+        if job.sequence != step.task or job.bundle != digest or not job.options.get("commit") \
+                or job.phase != Phase.SUBMITTED or not job.jobdir:
+            continue
+        procs = store.procs(job.id)
+        ended = [p.idx for p in procs if p.state == ProcState.DONE and set(p.outcome) == {"N"}]
+        failed = len(ended) < sum(p.state == ProcState.DONE for p in procs)
+        open_ = [p.idx for p in procs if p.state != ProcState.DONE]
+        going = [] if failed or job.finished is not None else open_
+        if ended or going:
+            usable[job.id] = (job, ended, going)
+    if not usable:
         return
-    raw = session.transport.read_files([f"{j.jobdir}/job.json" for j in jobs])
-    found: Dict[int, Tuple[Job, int]] = {}
-    for job in sorted(jobs, key=lambda j: -j.id):   # the newest result of each process wins
-        data = raw.get(f"{job.jobdir}/job.json")
+    raw = session.transport.read_files([f"{job.jobdir}/job.json" for job, _, _ in usable.values()])
+    ended_at: Dict[int, List[Tuple[Job, int]]] = {}   # step index -> its N-ended twins, newest first
+    going_at: Dict[int, Tuple[Job, int]] = {}
+    for jid in sorted(usable, reverse=True):
+        job, ended, going = usable[jid]
         try:
-            doc: Any = json.loads(data) if data else {}
-            for idx in good[job.id] if isinstance(doc, dict) and doc else []:
+            doc: Any = json.loads(raw.get(f"{job.jobdir}/job.json") or b"{}")
+            for idx in ended + going if isinstance(doc, dict) and doc else []:
                 at = wanted.get(key({**doc["options"], **own_options(doc["processes"], idx)}))
-                if at is not None and at not in found:
-                    found[at] = (job, idx)
+                if at is not None and idx in ended:
+                    ended_at.setdefault(at, []).append((job, idx))
+                elif at is not None:
+                    going_at.setdefault(at, (job, idx))
         except (ValueError, KeyError, IndexError, TypeError) as exc:  # not ours to trust: not reused
-            log.warning("job %s: its job.json cannot be read (%s); its results are not reused", job.id, exc)
-    paths = {at: str(process_dir(Path(job.jobdir), idx) / RESULT) for at, (job, idx) in found.items()}
+            log.warning("job %s: its job.json cannot be read (%s); its results are not reused", jid, exc)
+    paths = {(job.id, idx): str(process_dir(Path(job.jobdir), idx) / RESULT)
+             for twins in ended_at.values() for job, idx in twins}
     results = session.transport.read_files(list(paths.values())) if paths else {}
-    for at, (job, idx) in found.items():
-        try:
-            committed = json.loads(results.get(paths[at]) or b"{}").get("committed") is True
-        except (ValueError, AttributeError):
-            committed = False
-        if committed:
+    for at, twins in ended_at.items():
+        for job, idx in twins:
+            try:
+                committed = json.loads(results.get(paths[(job.id, idx)]) or b"{}").get("committed") is True
+            except (ValueError, AttributeError):
+                committed = False
+            if committed:
+                step.done[at] = (job.id, (job.jobdir, idx))
+                break
+    for at, (job, idx) in going_at.items():
+        if at not in step.done:
             step.done[at] = (job.id, (job.jobdir, idx))
+            step.pending.add(at)
 
 
 def matches(steps: Dict[str, Step], step: Step, catalog: Catalog) -> None:
@@ -174,6 +194,9 @@ def edges(steps: Dict[str, Step], step: Step, scheduler: str) -> Optional[Dict[s
             if fresh:
                 used.add(steps[req].job_id)  # type: ignore[arg-type]  # submitted before this step
                 aligned = aligned and fresh == [k] and len(js) == 1
+            going = {steps[req].done[j][0] for j in js if j in steps[req].pending}
+            used |= going
+            aligned = aligned and not going   # an earlier job's indices are not this one's
     if not used:
         return None
     aligned = aligned and all(len(s.missing) == len(step.missing) for s in steps.values() if s.job_id in used)
@@ -199,10 +222,12 @@ def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, t
         step.missing = [i for i in range(step.plan.nproc) if i not in step.done]
         step.position = {i: k for k, i in enumerate(step.missing)}
         matches(by_name, step, catalog)   # before anything is submitted: a mismatch submits nothing
-        reused = sorted({jid for jid, _ in step.done.values()})
+        reused = sorted({jid for i, (jid, _) in step.done.items() if i not in step.pending})
+        going = sorted({step.done[i][0] for i in step.pending})
         said = f" (job {', '.join(map(str, reused))})" if reused else ""
-        say(f"{step.task}: {len(step.done)} of {step.plan.nproc} process(es) committed earlier with "
-            f"these options and code{said}; {len(step.missing)} to run")
+        said += f", {len(step.pending)} under way (job {', '.join(map(str, going))})" if going else ""
+        say(f"{step.task}: {len(step.done) - len(step.pending)} of {step.plan.nproc} process(es) committed "
+            f"earlier with these options and code{said}; {len(step.missing)} to run")
     if dry_run:
         return {s.task: None for s in steps}
     out: Dict[str, Optional[int]] = {}
@@ -217,7 +242,7 @@ def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, t
                             "once they have run: it skips what they commit)" if sent else ""),)
                 raise
     if not any(out.values()):
-        say(f"Nothing to run: every process of {target} and what it requires is committed "
+        say(f"Nothing to run: every process of {target} and what it requires is committed or under way "
             "(force=True, shell: --force, redoes them)")
     return out
 

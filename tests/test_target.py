@@ -13,7 +13,7 @@ import pytest
 from dpu_slurm.catalog import Catalog, Option, Task
 from dpu_slurm.cli import main
 from dpu_slurm.errors import CatalogError, DPUError, OptionError, SequenceError
-from dpu_slurm.target import order
+from dpu_slurm.target import edges, inputs, matches, order, plan_steps
 from tests.conftest import Session
 
 WFI = {"i": "WFI", "d": "2000-04-28"}
@@ -25,7 +25,8 @@ from dpu_slurm.catalog import Option, Task
 NAME = Option("n", "name", str, "", "one name; all of names when empty")
 NAMES = Option("ns", "names", str, "a,b,c", "the names")
 COMMIT = Option("C", "commit", bool, False, "commit the results")
-OPTS = (NAME, NAMES, COMMIT)
+SLEEP = Option("s", "sleep", float, 0.0, "seconds Make sleeps")
+OPTS = (NAME, NAMES, COMMIT, SLEEP)
 
 def per_name(o):
     return [{}] if o["name"] else [{"name": n} for n in o["names"].split(",")]
@@ -34,7 +35,7 @@ def shifted(o):
     return [{"name": n + "!"} for n in o["names"].split(",")]
 
 TASKS = [
-    Task("Make", run="tpipe.steps:make", options=OPTS, split=per_name, estimate=1),
+    Task("Make", run="tpipe.steps:make", options=OPTS, split=per_name, estimate=lambda o: 10 + o["sleep"]),
     Task("Use", run="tpipe.steps:use", options=OPTS, split=per_name, estimate=1, requires=("Make",)),
     Task("Sum", run="tpipe.steps:total", options=(NAMES, COMMIT), estimate=1, requires=("Use",)),
     Task("Odd", run="tpipe.steps:use", options=OPTS, split=shifted, estimate=1, requires=("Make",)),
@@ -43,6 +44,8 @@ TASKS = [
 
 STEPS = '''
 def make(ctx):
+    import time
+    time.sleep(ctx.options["sleep"])
     (ctx.workdir / "made.txt").write_text(ctx.options["name"].upper())
     return [{"made": ctx.options["name"]}]
 
@@ -186,6 +189,36 @@ def test_other_options_or_other_code_are_not_skipped(tree: Path, session: Sessio
     session.dpu.run_target("Make", dry_run=True)
     assert said(session)[-1].startswith("Make: 0 of 3 process(es)")
     assert ids(session) == [done]
+
+
+def test_a_target_waits_for_an_earlier_job_still_making_what_it_needs(tree: Path, session: Session) -> None:
+    earlier = session.dpu.run_target("Make", n="a", s=5)["Make"]
+    jobs = session.dpu.run_target("Use", s=5)
+    make, use = jobs["Make"], jobs["Use"]
+    assert f"Make: 0 of 3 process(es) committed earlier with these options and code, 1 under way " \
+        f"(job {earlier}); 2 to run" in said(session)
+    store = session.dpu._store
+    assert store.job(make).nproc == 2   # b and c: a is being made by the earlier job
+    assert store.job(use).dpu_options["after"] == {"jobs": sorted([earlier, make]), "mode": "ok"}
+    views = session.dpu.wait([earlier, make, use], timeout=90, interval=0.05)
+    assert [v.counts.line() for v in views] == ["1/0/0/0/0", "2/0/0/0/0", "3/0/0/0/0"], views
+    assert [o["used"] for o in objects(session, use)] == [["A"], ["B"], ["C"]]
+    assert session.dpu.run_target("Use", s=5) == {"Make": None, "Use": None}
+
+
+def test_edges_pair_processes_only_where_the_scheduler_can(tree: Path, session: Session) -> None:
+    steps = {s.task: s for s in plan_steps(session.dpu._session, session.dpu.catalog, "Use", {"ns": "a,b"})}
+    for step in steps.values():
+        step.missing = [0, 1]
+        step.position = {0: 0, 1: 1}
+        matches(steps, step, session.dpu.catalog)
+    steps["Make"].job_id, steps["Make"].jobdir = 41, "/w/jobs/41.x"
+    assert edges(steps, steps["Use"], "slurm") == {"jobs": [41], "mode": "each"}
+    assert edges(steps, steps["Use"], "pbs") == {"jobs": [41], "mode": "ok"}   # PBS has no aftercorr
+    assert inputs(steps, steps["Use"]) == [{"Make": ["/w/jobs/41.x/p/0/work"]},
+                                           {"Make": ["/w/jobs/41.x/p/1/work"]}]
+    steps["Make"].done, steps["Make"].pending = {0: (40, ("/w/jobs/40.x", 3))}, {0}
+    assert edges(steps, steps["Use"], "slurm") == {"jobs": [40, 41], "mode": "ok"}
 
 
 def test_hotpixels_target_skips_committed_ccds_and_reads_their_master_bias(session: Session) -> None:
