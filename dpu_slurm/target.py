@@ -3,7 +3,8 @@ it requires (``Task(requires=...)``), as jobs joined by ``after`` edges, submitt
 
 A process is skipped when an earlier job on this DPU ran the same task with the same options
 (``commit`` aside) from the same code bundle (its tree hash, bundle.py), ended N and committed
-its result: its result.json says so. Skipped processes are in no new job, so the new jobs'
+its result: its result.json says so; one still queued or running in such a job (none of whose
+processes failed) is waited for instead. Skipped processes are in no new job, so the new jobs'
 N/E/A/S/U count only what runs; the jobs record which earlier jobs they reuse ("uses"). Each
 process of a dependent gets the work folders of the prerequisite processes it needs (those
 whose options agree with its own on the options both declare) as ``ctx.inputs[task]``.
@@ -86,8 +87,9 @@ def plan_steps(session: DPUSession, catalog: Catalog, target: str,
         {o.long for n in names for o in catalog.tasks[n].options}
     unknown = [k for k in given if k not in declared]
     if unknown:
-        raise OptionError(f"{target}: no task of this target has option(s) {', '.join(unknown)}; "
-                          f"dpu options {', '.join(names)} (shell: dpu options TASK) list theirs")
+        raise OptionError(f"{target}: no task of this target ({', '.join(names)}) has option(s) "
+                          f"{', '.join(unknown)}; dpu.show_sequence_options(TASK) (shell: dpu options "
+                          "TASK) lists a task's options")
     longs: Dict[str, Any] = {}
     for name in names:
         for opt in catalog.tasks[name].options:
@@ -254,8 +256,8 @@ def submit(session: DPUSession, catalog: Catalog, awepipe: Path, steps: Dict[str
     plan = step.plan
     plan.processes = Processes.of_list([step.every.own(i) for i in step.missing]).with_shared(
         step.every.shared)
-    uses = sorted({jid for s in steps.values() for jid, _ in s.done.values()
-                   if s.task in catalog.tasks[step.task].requires or s is step})
+    uses = sorted({jid for s in steps.values() for i, (jid, _) in s.done.items()
+                   if (s.task in catalog.tasks[step.task].requires or s is step) and i not in s.pending})
     plan.dpu_options.update(after=after, inputs=inputs(steps, step), target=target, uses=uses)
     step.job_id = session.submit(plan, awepipe)
     step.jobdir = session.store.job(step.job_id).jobdir

@@ -120,7 +120,7 @@ def test_the_example_hotpixels_requires_bias() -> None:
 def test_bad_target_requests_are_refused_before_anything_is_submitted(tree: Path, session: Session) -> None:
     with pytest.raises(SequenceError, match="did you mean 'Sum'"):
         session.dpu.run_target("Sun")
-    with pytest.raises(OptionError, match=r"no task of this target has option\(s\) bogus"):
+    with pytest.raises(OptionError, match=r"no task of this target \(Make, Use, Sum\) has option\(s\) bogus"):
         session.dpu.run_target("Sum", bogus=1)
     with pytest.raises(OptionError, match=r"Odd process 0 .* finds no process of Make with the same option"):
         session.dpu.run_target("Odd")
@@ -200,6 +200,7 @@ def test_a_target_waits_for_an_earlier_job_still_making_what_it_needs(tree: Path
     store = session.dpu._store
     assert store.job(make).nproc == 2   # b and c: a is being made by the earlier job
     assert store.job(use).dpu_options["after"] == {"jobs": sorted([earlier, make]), "mode": "ok"}
+    assert store.job(use).dpu_options["uses"] == []   # the earlier job is an edge: it is not done yet
     views = session.dpu.wait([earlier, make, use], timeout=90, interval=0.05)
     assert [v.counts.line() for v in views] == ["1/0/0/0/0", "2/0/0/0/0", "3/0/0/0/0"], views
     assert [o["used"] for o in objects(session, use)] == [["A"], ["B"], ["C"]]
