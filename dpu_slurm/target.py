@@ -162,14 +162,20 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
 
 def matches(steps: Dict[str, Step], step: Step, catalog: Catalog) -> None:
     """step.needs: for each process to run, the processes of each required task it reads (those
-    whose options agree with its own on every option both tasks declare); none is an error."""
+    whose options agree with its own on every option both tasks declare); none is an error.
+    The required processes are grouped by those values once, so this is linear in processes."""
     step.needs = []
+    groups: Dict[Tuple[str, Tuple[str, ...]], Dict[str, List[int]]] = {}
     for index in step.missing:
         mine, need = step.every[index], {}
         for req in catalog.tasks[step.task].requires:
-            common = {o.long for o in catalog.tasks[req].options} & set(mine) - {"commit"}
-            need[req] = [j for j, opts in enumerate(steps[req].every)
-                         if all(opts.get(k) == mine[k] for k in common)]
+            common = tuple(sorted({o.long for o in catalog.tasks[req].options} & set(mine) - {"commit"}))
+            if (req, common) not in groups:
+                by: Dict[str, List[int]] = {}
+                for j, opts in enumerate(steps[req].every):
+                    by.setdefault(key({k: opts.get(k) for k in common}), []).append(j)
+                groups[(req, common)] = by
+            need[req] = groups[(req, common)].get(key({k: mine[k] for k in common}), [])
             if not need[req]:
                 raise OptionError(f"{step.task} process {index} ({key(mine)}) finds no process of "
                                   f"{req} with the same option values; give options that select both")
