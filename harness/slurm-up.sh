@@ -130,6 +130,10 @@ wait_for 10 munge_ok || { tail_logs 20 "$MUNGE_LOG"; die "munge -n | unmunge fai
 
 # ---------------------------------------------------------------- 3. slurm.conf
 CPUS=$(nproc)
+# The node offers 16 job slots per core. Oversubscription (OverSubscribe=FORCE:16) would do the
+# same but stops working once preemption is configured (jobs then share cores only under gang
+# scheduling), so the node declares the slots as CPUs and slurmd accepts it (config_overrides).
+SLOTS=$((CPUS * 16))
 MEM_MIB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
 REAL_MEM=$(( MEM_MIB * 95 / 100 ))     # a bit below what slurmd will detect
 (( REAL_MEM > 0 )) || die "could not read MemTotal"
@@ -172,6 +176,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 
 SchedulerType=sched/backfill
+SlurmdParameters=config_overrides
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
@@ -190,11 +195,11 @@ SlurmdTimeout=30
 MessageTimeout=10
 CompleteWait=0
 
-NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:16 PreemptMode=OFF
+NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$SLOTS RealMemory=$REAL_MEM State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
 PartitionName=long Nodes=$HOST Default=NO MaxTime=INFINITE State=UP PreemptMode=OFF
 # Preemption for real (issue 13): a job in "urgent" (higher tier) requeues a job of
-# "scavenger" that holds the cores it needs; the victim first gets its --signal at once
+# "scavenger" that holds the CPUs it needs (a test's victim asks for all $SLOTS); the victim first gets its --signal at once
 # (preempt_send_user_signal) and GraceTime seconds to checkpoint. debug and long are never
 # preempted, so other tests are not disturbed.
 PartitionName=scavenger Nodes=$HOST Default=NO MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10 OverSubscribe=NO
