@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
@@ -128,6 +129,41 @@ def harness(script: str) -> None:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     harness("slurm-up.sh")
+
+
+def write_slurm(folder: Path, name: str, **fields: Any) -> Path:
+    """A DPU file for the harness SLURM in folder/cfg with quick limits; `fields` override."""
+    data: Dict[str, Any] = {"name": name, "scheduler": "slurm", "workdir": str(folder / "work"),
+                            "time_factor": 1, "min_time": 60,
+                            "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
+                            "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}
+    data.update(fields)
+    (folder / "cfg").mkdir(exist_ok=True)
+    path = folder / "cfg" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def slurm_processor(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                    **fields: Any) -> Iterator[Processor]:
+    """`dpu` on the harness SLURM (home, configs and workdir under folder), printing into
+    `dpu.out`; every job it queued is cancelled afterwards, leaving the cluster empty."""
+    monkeypatch.setenv("DPU_HOME", str(folder / "home"))
+    monkeypatch.setenv("DPU_CONFIG_PATH", str(folder / "cfg"))
+    monkeypatch.chdir(folder)
+    write_slurm(folder, name, **fields)
+    out = io.StringIO()
+    proc = Processor(name, out=out, session_log=False)
+    proc.out = out  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        for job_id in proc.get_jobids():
+            natives = [n for n in proc._store.job(job_id).native_ids if n]
+            if natives:
+                subprocess.run(["scancel", *natives], check=False)
+        proc.close()
 
 
 @pytest.fixture(scope="session")

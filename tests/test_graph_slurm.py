@@ -3,39 +3,24 @@
 dependent when a prerequisite process fails, and sbatch got the dependency."""
 from __future__ import annotations
 
-import io
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-import yaml
 
 from dpu_slurm import Processor
 from dpu_slurm.worker import STATUS, process_dir
+from tests.conftest import slurm_processor
 
 pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture
 def dpu(slurm_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Processor]:
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    cfg = {"name": "gslurm", "scheduler": "slurm", "workdir": str(tmp_path / "work"), "time_factor": 1,
-           "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-           "partitions": [{"name": "debug", "max_time": 600, "max_mem": 4000}]}
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "gslurm.yaml").write_text(yaml.safe_dump(cfg))
-    proc = Processor("gslurm", out=io.StringIO(), session_log=False)
-    yield proc
-    for job_id in proc.get_jobids():   # leave the cluster empty for the next test
-        natives = [n for n in proc._store.job(job_id).native_ids if n]
-        if natives:
-            subprocess.run(["scancel", *natives], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "gslurm",
+                         partitions=[{"name": "debug", "max_time": 600, "max_mem": 4000}]) as proc:
+        yield proc
 
 
 def run(dpu: Processor, **options: Any) -> int:

@@ -3,53 +3,31 @@ by the prompt's poll, by two cron-style ``dpu status`` processes at once (one sb
 --auto giving a timed-out process twice the time in a partition that takes it."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Dict, Iterator, List
 
 import pytest
-import yaml
 
 from dpu_slurm import Processor
 from dpu_slurm.session import JobView
+from tests.conftest import slurm_processor
 
 pytestmark = pytest.mark.slurm
 
 
-def write_config(folder: Path, **extra: Any) -> None:
-    cfg: Dict[str, Any] = {
-        "name": "rslurm", "scheduler": "slurm", "workdir": str(folder / "work"), "time_factor": 1,
-        "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-        # Both exist in the harness (and take anything); the DPU file says what each is for.
-        "partitions": [{"name": "debug", "max_time": 60, "max_mem": 4000},
-                       {"name": "long", "max_time": 600, "max_mem": 4000}]}
-    cfg.update(extra)
-    (folder / "cfg").mkdir(exist_ok=True)
-    (folder / "cfg" / "rslurm.yaml").write_text(yaml.safe_dump(cfg))
+# Both exist in the harness (and take anything); the DPU file says what each is for.
+PARTITIONS = [{"name": "debug", "max_time": 60, "max_mem": 4000},
+              {"name": "long", "max_time": 600, "max_mem": 4000}]
 
 
 @pytest.fixture
 def dpu(slurm_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Processor]:
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    write_config(tmp_path)
-    out = io.StringIO()
-    proc = Processor("rslurm", out=out, session_log=False)
-    proc.out = out  # type: ignore[attr-defined]
-    yield proc
-    for job_id in proc.get_jobids():   # leave the cluster empty for the next test
-        job = proc._store.job(job_id)
-        natives = [n for n in job.native_ids if n]
-        if natives:
-            subprocess.run(["scancel", *natives], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "rslurm", partitions=PARTITIONS) as proc:
+        yield proc
 
 
 def settle(dpu: Processor, job_id: int, attempts: Dict[int, int], timeout: float = 240) -> JobView:

@@ -1,5 +1,4 @@
 """The SLURM DPU against the real single-node SLURM that harness/slurm-up.sh starts."""
-import io
 import json
 import re
 import subprocess
@@ -7,39 +6,21 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dpu_slurm import Processor
 from dpu_slurm.errors import SubmitError
+from tests.conftest import slurm_processor, write_slurm
 
 pytestmark = pytest.mark.slurm
+
+
 def write_config(folder, name="testslurm", **extra):
-    cfg = {"name": name, "scheduler": "slurm", "workdir": str(folder / "work"), "time_factor": 1,
-           "min_time": 60, "max_array_size": 400,
-           "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-           "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}
-    cfg.update(extra)
-    (folder / "cfg").mkdir(exist_ok=True)
-    (folder / "cfg" / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    write_slurm(folder, name, **{"max_array_size": 400, **extra})
 
 
 @pytest.fixture
 def dpu(slurm_cluster, tmp_path, monkeypatch):
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    write_config(tmp_path)
-    out = io.StringIO()
-    proc = Processor("testslurm", out=out, session_log=False)
-    proc.out = out
-    yield proc
-    for job_id in proc.get_jobids():  # leave the cluster empty for the next test
-        job = proc._store.job(job_id)
-        if job.native_ids:
-            subprocess.run(["scancel", *job.native_ids], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "testslurm", max_array_size=400) as proc:
+        yield proc
 
 
 def finished(dpu, job_id, timeout=120):

@@ -4,16 +4,14 @@ for all 8 behind an afterok dependency; each HotPixels process reads its own CCD
 and the graph ends N."""
 from __future__ import annotations
 
-import io
-import subprocess
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-import yaml
 
 from dpu_slurm import Processor
 from dpu_slurm.worker import RESULT, process_dir
+from tests.conftest import slurm_processor
 
 pytestmark = pytest.mark.slurm
 
@@ -23,23 +21,9 @@ CCDS = [f"ccd{n}" for n in range(50, 58)]
 
 @pytest.fixture
 def dpu(slurm_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Processor]:
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    cfg = {"name": "tslurm", "scheduler": "slurm", "workdir": str(tmp_path / "work"), "time_factor": 1,
-           "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-           "partitions": [{"name": "debug", "max_time": 600, "max_mem": 4000}]}
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "tslurm.yaml").write_text(yaml.safe_dump(cfg))
-    proc = Processor("tslurm", out=io.StringIO(), session_log=False)
-    yield proc
-    for job_id in proc.get_jobids():   # leave the cluster empty for the next test
-        natives = [n for n in proc._store.job(job_id).native_ids if n]
-        if natives:
-            subprocess.run(["scancel", *natives], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "tslurm",
+                         partitions=[{"name": "debug", "max_time": 600, "max_mem": 4000}]) as proc:
+        yield proc
 
 
 def test_a_target_run_skips_the_six_committed_ccds_and_the_graph_ends_n(

@@ -3,7 +3,6 @@
 and from the scheduler's own accounting; a process killed at its time limit gets sacct's."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import time
@@ -11,9 +10,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
 import pytest
-import yaml
 
 from dpu_slurm import Processor
+from tests.conftest import slurm_processor
 
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 PEAK = (180, 260)   # MB, for a task holding 200 MB
@@ -48,23 +47,8 @@ def peak_mb(kb: int) -> float:
 
 @pytest.fixture
 def slurm(slurm_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Processor]:
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "cfg").mkdir()
-    cfg = {"name": "acctslurm", "scheduler": "slurm", "workdir": str(tmp_path / "work"), "time_factor": 1,
-           "min_time": 60, "poll": {"min_interval": 0, "max_interval": 0, "grace": 3},
-           "partitions": [{"name": "debug", "max_time": 86400, "max_mem": 4000}]}
-    (tmp_path / "cfg" / "acctslurm.yaml").write_text(yaml.safe_dump(cfg))
-    proc = Processor("acctslurm", out=io.StringIO(), session_log=False)
-    yield proc
-    for job_id in proc.get_jobids():
-        job = proc._store.job(job_id)
-        if job.native_ids:
-            subprocess.run(["scancel", *job.native_ids], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "acctslurm") as proc:
+        yield proc
 
 
 @pytest.mark.slurm
