@@ -42,7 +42,7 @@ MAX_ROWS = 1000          # newest first; the JSON says how many there are in all
 DRAIN = 16 * MAX_BODY    # a too large body up to this size is read away before answering 413
 JOB_TIMEOUT = 20.0       # seconds a job page may take to read its files
 STATIC = {"queue.js": "text/javascript; charset=utf-8", "overview.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "common.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 JSON = "application/json; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 

@@ -2,21 +2,10 @@
 // HTML; links are the server's own /dpu/NAME/ paths.
 "use strict";
 (function () {
+  const { ago, cell } = window.dpuPage;  // common.js
   const body = document.querySelector("#dpus tbody");
   const letters = ["N", "E", "A", "S", "U"];
   const period = Math.max(1, Number(document.body.dataset.refresh) || 5) * 1000;
-  function ago(s) {
-    if (s === null || s === undefined) return "not yet (the first refresh is running)";
-    s = Math.max(0, Math.floor(s));
-    return s < 120 ? `${s} s ago` : `${Math.floor(s / 60)} min ago`;
-  }
-  function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
-  }
   function dpuRow(d) {
     const tr = document.createElement("tr");
     tr.dataset.dpu = d.dpu;

@@ -2,6 +2,7 @@
 // through textContent, never as HTML, so a job's options cannot become markup or script.
 "use strict";
 (function () {
+  const { ago, cell } = window.dpuPage;  // common.js
   const body = document.querySelector("#queue tbody");
   const form = document.getElementById("filters");
   const userSelect = document.getElementById("user");
@@ -27,18 +28,6 @@
     s %= 86400;
     const text = `${pad(Math.floor(s / 3600))}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
     return days ? `${days}d ${text}` : text;
-  }
-  function ago(s) {
-    if (s === null || s === undefined) return "not yet (the first refresh is running)";
-    s = Math.max(0, Math.floor(s));
-    return s < 120 ? `${s} s ago` : `${Math.floor(s / 60)} min ago`;
-  }
-  function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
   }
   function jobRow(job) {
     const tr = document.createElement("tr");
