@@ -166,6 +166,27 @@ def slurm_processor(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str,
         proc.close()
 
 
+SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+
+@contextmanager
+def sge_processor(make_session: Callable[..., Session], monkeypatch: pytest.MonkeyPatch, name: str,
+                  **fields: Any) -> Iterator[Processor]:
+    """`dpu` on the harness Grid Engine (scheduler: sge, qsub on the command line, chunks of 3);
+    every job it queued is deleted afterwards."""
+    for key, value in SGE_ENV.items():
+        monkeypatch.setenv(key, value)
+    made = make_session(name, **{"scheduler": "sge", "min_time": 60, "max_array_size": 3,
+                                 "poll": {"min_interval": 0, "max_interval": 0, "grace": 3}, **fields})
+    try:
+        yield made.dpu
+    finally:
+        for job_id in made.dpu.get_jobids():
+            natives = made.dpu._store.job(job_id).native_ids
+            if natives:
+                subprocess.run(["qdel", *natives], check=False, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def sge_cluster() -> None:
     harness("sge-up.sh")

@@ -31,9 +31,8 @@ from dpu_slurm.status import refresh
 from dpu_slurm.store import Job, Store
 from dpu_slurm.transport.base import Completed, Gathered
 from dpu_slurm.transport.local import LocalTransport
-from tests.conftest import Env, harness
+from tests.conftest import SGE_ENV, Env, harness
 from tests.test_pbs import BIN
-from tests.test_sge import SGE_ENV
 
 GRACE = 2
 # Steps of session.submit, in order; the first two are before any scheduler call.

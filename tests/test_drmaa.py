@@ -8,9 +8,9 @@ import pytest
 
 from dpu_slurm.errors import ConfigError
 from dpu_slurm.schedulers.drmaa import DRMAAScheduler
+from tests.conftest import SGE_ENV
 
 pytestmark = pytest.mark.sge
-SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 
 @pytest.fixture

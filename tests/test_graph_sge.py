@@ -2,28 +2,20 @@
 -hold_jid_ad pairs the tasks of two arrays, -hold_jid waits for the whole array; the process whose
 prerequisite failed ends S with the reason (the worker checks, as -hold_jid waits for any end)."""
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dpu_slurm.worker import STATUS, process_dir
+from tests.conftest import sge_processor
 
 pytestmark = pytest.mark.sge
-SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 
 @pytest.fixture
 def dpu(sge_cluster, make_session, monkeypatch):
-    for key, value in SGE_ENV.items():
-        monkeypatch.setenv(key, value)
-    made = make_session("graphsge", scheduler="sge", min_time=60, max_array_size=3,
-                        poll={"min_interval": 0, "max_interval": 0, "grace": 3})
-    yield made.dpu
-    for job_id in made.dpu.get_jobids():
-        job = made.dpu._store.job(job_id)
-        if job.native_ids:
-            subprocess.run(["qdel", *job.native_ids], check=False, capture_output=True)
+    with sge_processor(make_session, monkeypatch, "graphsge") as proc:
+        yield proc
 
 
 def record(dpu, jid, idx):

@@ -7,21 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sge_processor
+
 pytestmark = pytest.mark.sge
-SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 
 @pytest.fixture
 def dpu(sge_cluster, make_session, monkeypatch):
-    for key, value in SGE_ENV.items():
-        monkeypatch.setenv(key, value)
-    made = make_session("testsge", scheduler="sge", min_time=60, max_array_size=3,
-                        poll={"min_interval": 0, "max_interval": 0, "grace": 3})
-    yield made.dpu
-    for job_id in made.dpu.get_jobids():
-        job = made.dpu._store.job(job_id)
-        if job.native_ids:
-            subprocess.run(["qdel", *job.native_ids], check=False, capture_output=True)
+    with sge_processor(make_session, monkeypatch, "testsge") as proc:
+        yield proc
 
 
 def finished(dpu, job_id, timeout=180):

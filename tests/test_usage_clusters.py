@@ -12,9 +12,8 @@ from typing import Any, Callable, Dict, Iterator
 import pytest
 
 from dpu_slurm import Processor
-from tests.conftest import slurm_processor
+from tests.conftest import SGE_ENV, slurm_processor
 
-SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 PEAK = (180, 260)   # MB, for a task holding 200 MB
 
 
