@@ -1,0 +1,84 @@
+"""Red team of issue 13 (targets, after edges on the page, the shell's paste hint, the
+all-DPU page and dpu="auto") as a hostile second Unix user and as an unlucky crash.
+
+Each test names the attack it makes; the report of the red13 branch lists the outcomes.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from dpu_slurm.shell import Console, run_hint
+
+
+# -- 3. dpu shell's paste hint: nothing of the line runs, odd lines get a hint or nothing ---------
+def _typed(line: str) -> List[str]:
+    """What the prompt writes for one typed line (the console, not a pty: the same code path)."""
+    out = io.StringIO()
+    console = Console({})
+    console.write = out.write   # type: ignore[method-assign]
+    console.push(line)          # would raise if the hint code (or the compiler) escaped
+    console.resetbuffer()
+    return out.getvalue().splitlines()
+
+
+ODD_LINES = {
+    "hex literal too long to print": "'a', 0x" + "f" * 5000 + ")",
+    "nested too deep for the parser": "'a', " + "-" * 5000 + "1)",
+    "not chain too deep for the parser": "'a', " + "not " * 3000 + "1)",
+    "nested deeper than the compiler takes": "'a', " + "-" * 100000 + "1)",
+    "lone surrogate": "'a\udcff', i=1)",
+    "lone surrogate after the prompt": "awe> '\udcff'",
+    "NUL": "'a\x00', i=1)",
+    "unbalanced quote": "'DomeFlat, i='WFI')",
+    "huge line": "'a', i='" + "x" * 1_000_000 + "')",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_LINES))
+def test_an_odd_pasted_line_gets_a_syntax_error_and_never_a_traceback_from_the_hint(name: str) -> None:
+    """Broke (fixed): a hex literal of 5000 digits made ast.unparse raise ValueError, a deep
+    nesting RecursionError, a lone surrogate UnicodeEncodeError, each out of the hint code and
+    out of the prompt's loop (the shell ended); 100000 unary minuses made the compiler itself
+    raise MemoryError, which code.InteractiveConsole does not catch."""
+    lines = _typed(ODD_LINES[name])
+    assert lines and "Error" in lines[-1] or any("Error" in ln for ln in lines), lines
+    assert not any(ln.startswith("Traceback") for ln in lines), lines
+    assert run_hint(ODD_LINES[name]) is None
+
+
+def test_a_harmful_pasted_line_is_only_shown_never_run(tmp_path: Path) -> None:
+    """Held: the hint parses the line (ast), it never evaluates it."""
+    mark = tmp_path / "pwned"
+    harm = f"__import__('os').system('touch {mark}')"
+    for line in (f"'x', {harm})", f"'a', f'{{{harm}}}')", f"'a', (lambda: {harm})())",
+                 f"awe> {harm}", f"awe> x = {harm}", f"{harm}, 'x')"):
+        shown = _typed(line)
+        assert not any(ln.startswith("Traceback (most recent call last)") and "hint" in ln for ln in shown)
+        assert not mark.exists(), line
+    hint = run_hint(f"'x', {harm})")
+    assert hint is not None and hint.startswith("did you mean dpu.run('x', __import__")
+
+
+def test_control_characters_of_a_pasted_line_are_shown_as_escapes() -> None:
+    """Broke (fixed): a line typed with the awe> prompt was echoed verbatim in its hint, so an
+    escape sequence pasted inside it (a terminal title, a screen clear) was obeyed."""
+    line = "awe> print('\x1b]0;owned\x07\x1b[2J')"
+    hint = run_hint(line)
+    assert hint is not None and "\x1b" not in hint and "\x07" not in hint and "\\x1b" in hint
+    shown = "\n".join(_typed(line))
+    assert "did you mean" in shown and "\x1b]0;owned" not in shown
+    run = run_hint("'a\x1b[2J', i=1)")
+    assert run is not None and "\x1b" not in run
+
+
+def test_the_hint_still_helps_with_a_how_to_line() -> None:
+    assert run_hint("'DomeFlat', i='WFI', d='2000-04-28')  # comment") == (
+        "did you mean dpu.run('DomeFlat', i='WFI', d='2000-04-28')? (the HOW-TO's run lines lost "
+        "their 'dpu.run(')")
+    assert run_hint("awe> dpu.get_jobids()") == \
+        "did you mean dpu.get_jobids()? (type the line without the awe> prompt)"
