@@ -6,7 +6,6 @@ Each test names the attack it makes; the report of the red13 branch lists the ou
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import List
 
@@ -46,7 +45,7 @@ def test_an_odd_pasted_line_gets_a_syntax_error_and_never_a_traceback_from_the_h
     out of the prompt's loop (the shell ended); 100000 unary minuses made the compiler itself
     raise MemoryError, which code.InteractiveConsole does not catch."""
     lines = _typed(ODD_LINES[name])
-    assert lines and "Error" in lines[-1] or any("Error" in ln for ln in lines), lines
+    assert (lines and "Error" in lines[-1]) or any("Error" in ln for ln in lines), lines
     assert not any(ln.startswith("Traceback") for ln in lines), lines
     assert run_hint(ODD_LINES[name]) is None
 
