@@ -6,12 +6,21 @@ Each test names the attack it makes; the report of the red13 branch lists the ou
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from dpu_slurm.catalog import Catalog
+from dpu_slurm.config import discover, get_dpu, packaged
+from dpu_slurm.errors import ConfigError
+from dpu_slurm.plan import make_plan
+from dpu_slurm.session import DPUSession, open_store
 from dpu_slurm.shell import Console, run_hint
+from tests.conftest import Env
 
 
 # -- 3. dpu shell's paste hint: nothing of the line runs, odd lines get a hint or nothing ---------
@@ -81,3 +90,74 @@ def test_the_hint_still_helps_with_a_how_to_line() -> None:
         "their 'dpu.run(')")
     assert run_hint("awe> dpu.get_jobids()") == \
         "did you mean dpu.get_jobids()? (type the line without the awe> prompt)"
+
+
+# -- 4. dpu="auto" and the DPU search path: a folder mallory can write in ----------------------
+MALLORY_UID = 1003
+
+
+def _shared_configs(env: Env, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sticky world-writable folder (like /tmp or a group's scratch) on alice's search path,
+    before her own configs, as DPU_CONFIG_PATH=/shared/dpu:~/.config/dpu would be."""
+    shared = env.root / "shared-configs"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setenv("DPU_CONFIG_PATH", f"{shared}{os.pathsep}{env.config}")
+    return shared
+
+
+def _malloryfile(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    os.chown(path, MALLORY_UID, MALLORY_UID)   # as if dpumallory wrote it
+    return path
+
+
+def test_a_dpu_file_another_user_wrote_is_not_used_and_auto_never_picks_it(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broke (fixed): a DPU file mallory dropped in a folder on alice's search path was a DPU like
+    any other: dpu='auto' sent alice's run there (ties go to the first name: 'aaa'), and one
+    named like alice's DPU shadowed hers (the first match of a name wins)."""
+    env.write_dpu("testlocal")
+    shared = _shared_configs(env, monkeypatch)
+    _malloryfile(shared, "aaa", f"name: aaa\nscheduler: local\nslots: 64\nworkdir: {shared}/m\n")
+    _malloryfile(shared, "testlocal", f"name: testlocal\nscheduler: local\nworkdir: {shared}/m\n")
+    dpus, problems = discover()
+    assert "aaa" not in dpus
+    assert dpus["testlocal"].workdir == str(env.work / "testlocal")   # alice's, not mallory's
+    assert len(problems) == 2 and all("owned by dpumallory" in p for p in problems), problems
+    with pytest.raises(ConfigError, match="owned by dpumallory, not by you or root"):
+        get_dpu("aaa")
+    from dpu_slurm.routing import choose
+    choice = choose(dpus, lambda cfg: make_plan(Catalog.load(packaged("examples") / "awepipe"), cfg,
+                                                "Bias", {"i": "WFI", "d": "2000-04-28", "c": "ccd50"}),
+                    lambda name: DPUSession(dpus[name], open_store()))
+    assert choice.dpu.name != "aaa"
+
+
+def test_a_world_writable_dpu_file_is_not_used(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = env.write_dpu("open")
+    os.chmod(path, 0o666)
+    dpus, problems = discover()
+    assert "open" not in dpus and len(problems) == 1 and "writable by every user" in problems[0]
+    os.chmod(path, 0o644)
+    assert "open" in discover()[0]
+
+
+@pytest.mark.parametrize("call", ["discover()", "get_dpu('nope')", "get_dpu('zz')"])
+def test_a_fifo_on_the_search_path_does_not_hang_every_dpu_command(
+        env: Env, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """Broke (fixed): open() of a FIFO named zz.yaml waits for a writer for ever: every dpu
+    command, dpu web and dpu='auto' of whoever has the folder on the path hung."""
+    env.write_dpu("testlocal")
+    shared = _shared_configs(env, monkeypatch)
+    os.mkfifo(shared / "zz.yaml")
+    os.chown(shared / "zz.yaml", MALLORY_UID, MALLORY_UID)
+    code = (f"from dpu_slurm.config import discover, get_dpu\nfrom dpu_slurm.errors import ConfigError\n"
+            f"try:\n    print({call})\nexcept ConfigError as exc:\n    print('ConfigError', exc)\n")
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{call} hung on a FIFO on the search path")
+    assert res.returncode == 0, res.stderr
+    assert "not a regular file" in res.stdout + res.stderr, res.stdout
