@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 import pytest
 
@@ -20,7 +20,9 @@ from dpu_slurm.errors import ConfigError
 from dpu_slurm.plan import make_plan
 from dpu_slurm.session import DPUSession, open_store
 from dpu_slurm.shell import Console, run_hint
-from tests.conftest import Env
+from tests.conftest import Env, Session
+from tests.test_crash import GRACE, killed
+from tests.test_target import tree  # noqa: F401 - the fixture
 
 
 # -- 3. dpu shell's paste hint: nothing of the line runs, odd lines get a hint or nothing ---------
@@ -161,3 +163,52 @@ def test_a_fifo_on_the_search_path_does_not_hang_every_dpu_command(
         pytest.fail(f"{call} hung on a FIFO on the search path")
     assert res.returncode == 0, res.stderr
     assert "not a regular file" in res.stdout + res.stderr, res.stdout
+
+
+# -- 1. a target run killed at each step of each of its submits, then run again ---------------
+KILL_AT = ["record", "shipped", "accepted", "chunk", "stored"]
+KILLED_RUN = '''
+import os, sys
+from dpu_slurm import Processor
+from dpu_slurm.session import DPUSession
+step, nth = sys.argv[1], int(sys.argv[2])
+calls = [0]
+plain = DPUSession.submit
+def submit(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == nth:   # DPU_FAULT fires at the first step of that name: arm it for this submit
+        os.environ["DPU_FAULT"] = step
+    return plain(self, *args, **kwargs)
+DPUSession.submit = submit
+Processor("testlocal", session_log=False).run_target("Use", ns="a,b", s=0.5)
+'''
+
+
+def _ran(sess: Session, sequence: str) -> int:
+    """Processes of `sequence` that ran to N, over every job of the store."""
+    store = sess.dpu._store
+    return sum(p.outcome == "N" for j in store.jobs() if j.sequence == sequence for p in store.procs(j.id))
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["Make job", "Use job"])
+@pytest.mark.parametrize("step", KILL_AT)
+def test_a_target_run_killed_at_each_step_then_run_again_runs_each_process_once(
+        tree: Path, env: Env, make_session: Callable[..., Session], step: str, nth: int) -> None:
+    """Held: kill -9 of the submitter at each step of the first or the second job of a target,
+    then run_target again at once (within the poll grace): a job the scheduler took is adopted
+    and waited for, one it never got is submitted anew (and the first marked NOT SUBMITTED);
+    no process runs twice, none is lost, status shows the whole graph."""
+    sess = make_session(poll={"grace": GRACE})
+    res = subprocess.run([sys.executable, "-c", KILLED_RUN, step, str(nth)], cwd=env.cwd,
+                         capture_output=True, text=True, timeout=180)
+    killed(res)
+    again = sess.dpu.run_target("Use", ns="a,b", s=0.5)
+    ids = sess.dpu.get_jobids()
+    views = sess.dpu.wait(ids, timeout=120, interval=0.1)
+    assert {v.status for v in views} <= {"FINISHED", "NOT SUBMITTED"}, views
+    assert (_ran(sess, "Make"), _ran(sess, "Use")) == (2, 2), [(v.job.sequence, v.counts.line()) for v in views]
+    sess.dpu.get_status(ids)   # the half-submitted graph's status: no traceback
+    use = again["Use"] or max(j.id for j in sess.dpu._store.jobs() if j.sequence == "Use")
+    if _ran(sess, "Use") and sess.dpu._store.job(use).phase == "submitted":
+        assert sorted(o["used"] for o in sess.dpu.get_job_result(use, echo=False)) == [["A"], ["B"]]
+    assert sess.dpu.run_target("Use", ns="a,b", s=0.5) == {"Make": None, "Use": None}
