@@ -6,9 +6,11 @@ Each test names the attack it makes; the report of the red13 branch lists the ou
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, List
 
@@ -17,9 +19,13 @@ import pytest
 from dpu_slurm.catalog import Catalog
 from dpu_slurm.config import discover, get_dpu, packaged
 from dpu_slurm.errors import ConfigError
+from dpu_slurm.index import CARD_VERSION, BadCard, Card
 from dpu_slurm.plan import make_plan
 from dpu_slurm.session import DPUSession, open_store
 from dpu_slurm.shell import Console, run_hint
+from dpu_slurm.store import LETTERS
+from dpu_slurm.web.pages import html
+from dpu_slurm.web.rows import Row
 from tests.conftest import Env, Session
 from tests.test_crash import GRACE, killed
 from tests.test_target import tree  # noqa: F401 - the fixture
@@ -212,3 +218,61 @@ def test_a_target_run_killed_at_each_step_then_run_again_runs_each_process_once(
     if _ran(sess, "Use") and sess.dpu._store.job(use).phase == "submitted":
         assert sorted(o["used"] for o in sess.dpu.get_job_result(use, echo=False)) == [["A"], ["B"]]
     assert sess.dpu.run_target("Use", ns="a,b", s=0.5) == {"Make": None, "Use": None}
+
+
+# -- 2. mallory's cards with hostile after edges ---------------------------------------------------
+def _card(**extra: object) -> bytes:
+    now = time.time()
+    return json.dumps({"v": CARD_VERSION, "user": "dpumallory", "store": "feedbeef", "job_id": 7,
+                       "dpu": "testlocal", "sequence": "Bias", "options": {}, "nproc": 1, "ntasks": 1,
+                       "created": now, "submitted": now, "jobdir": "/home/dpumallory/mjobs/7.feedbeef",
+                       "native_ids": ["1"], "chunk": 1, "time_limit": 60, **extra}).encode()
+
+
+HOSTILE_AFTER = {
+    "zero id": {"jobs": [0], "mode": "ok"},
+    "negative id": {"jobs": [-3], "mode": "ok"},
+    "bool id": {"jobs": [True], "mode": "ok"},
+    "float id": {"jobs": [3.0], "mode": "ok"},
+    "string id": {"jobs": ["3"], "mode": "ok"},
+    "script id": {"jobs": ["<script>alert(1)</script>"], "mode": "ok"},
+    "bignum id": {"jobs": [10**400], "mode": "ok"},
+    "id past 2**62": {"jobs": [2**62 + 1], "mode": "ok"},
+    "nested list": {"jobs": [[3]], "mode": "ok"},
+    "null id": {"jobs": [None], "mode": "ok"},
+    "101 ids": {"jobs": list(range(1, 102)), "mode": "ok"},
+    "a million ids": {"jobs": list(range(1, 10**6)), "mode": "ok"},
+    "jobs a mapping": {"jobs": {"3": 1}, "mode": "ok"},
+    "jobs a string": {"jobs": "3,4", "mode": "ok"},
+    "script mode": {"jobs": [3], "mode": "<script>alert(1)</script>"},
+    "mode a list": {"jobs": [3], "mode": ["ok"]},
+    "no mode": {"jobs": [3]},
+    "extra key": {"jobs": [3], "mode": "ok", "href": "javascript:alert(1)"},
+    "null": None,
+    "a list": [3, 4],
+    "a number": 3,
+    "a string": "3",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_AFTER))
+def test_a_card_with_hostile_after_edges_is_refused(name: str) -> None:
+    """Held: every out-of-range edge value makes the card a BadCard (one warning on the page)."""
+    with pytest.raises(BadCard, match="after"):
+        Card.parse(_card(after=HOSTILE_AFTER[name]))
+
+
+def test_edges_of_mallorys_card_link_only_to_her_own_jobs_and_render_as_text() -> None:
+    """Held: a card's edges name job ids of its own user's store: mallory naming the ids of
+    alice's jobs (or her own id) links to /job/dpumallory/..., never to alice's pages; the
+    page shows each edge as an escaped link."""
+    card = Card.parse(_card(after={"jobs": [1, 2, 7], "mode": "each"}))
+    row = Row(card.key, card.job_id, card.user, card.sequence, {}, "QUEUED", True, (0, 0, 0, 0, 0), 1, 1, 0,
+              card.submitted, None, None, card.after)
+    edges = row.to_json(time.time())["after"]
+    assert [e["url"] for e in edges] == [f"/job/dpumallory/{j}.feedbeef" for j in (1, 2, 7)]
+    now = time.time()
+    page = html("job.html.j2", letters=LETTERS, base="/dpu/x%3Cb%3E", dpu="x<b>", now=now,
+                job=row.to_json(now), processes=[], earlier=[], logs_cut=0, usage={"measured": 0}).decode()
+    assert '<a href="/dpu/x%3Cb%3E/job/dpumallory/1.feedbeef">job 1</a> (each)' in page
+    assert "dpualice" not in page
