@@ -198,8 +198,9 @@ def _ran(sess: Session, sequence: str) -> int:
 
 @pytest.mark.parametrize("nth", [1, 2], ids=["Make job", "Use job"])
 @pytest.mark.parametrize("step", KILL_AT)
+@pytest.mark.usefixtures("tree")
 def test_a_target_run_killed_at_each_step_then_run_again_runs_each_process_once(
-        tree: Path, env: Env, make_session: Callable[..., Session], step: str, nth: int) -> None:
+        env: Env, make_session: Callable[..., Session], step: str, nth: int) -> None:
     """Held: kill -9 of the submitter at each step of the first or the second job of a target,
     then run_target again at once (within the poll grace): a job the scheduler took is adopted
     and waited for, one it never got is submitted anew (and the first marked NOT SUBMITTED);
@@ -212,7 +213,8 @@ def test_a_target_run_killed_at_each_step_then_run_again_runs_each_process_once(
     ids = sess.dpu.get_jobids()
     views = sess.dpu.wait(ids, timeout=120, interval=0.1)
     assert {v.status for v in views} <= {"FINISHED", "NOT SUBMITTED"}, views
-    assert (_ran(sess, "Make"), _ran(sess, "Use")) == (2, 2), [(v.job.sequence, v.counts.line()) for v in views]
+    ran = (_ran(sess, "Make"), _ran(sess, "Use"))
+    assert ran == (2, 2), [(v.job.sequence, v.counts.line()) for v in views]
     sess.dpu.get_status(ids)   # the half-submitted graph's status: no traceback
     use = again["Use"] or max(j.id for j in sess.dpu._store.jobs() if j.sequence == "Use")
     if _ran(sess, "Use") and sess.dpu._store.job(use).phase == "submitted":
