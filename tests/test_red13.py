@@ -36,7 +36,7 @@ def _typed(line: str) -> List[str]:
     """What the prompt writes for one typed line (the console, not a pty: the same code path)."""
     out = io.StringIO()
     console = Console({})
-    console.write = out.write   # type: ignore[method-assign]
+    console.write = out.write   # type: ignore[method-assign,assignment]
     console.push(line)          # would raise if the hint code (or the compiler) escaped
     console.resetbuffer()
     return out.getvalue().splitlines()
