@@ -25,10 +25,12 @@ from .processes import Processes
 from .session import DPUSession
 from .states import Phase, ProcState
 from .store import Job
+from .transport.owned import OwnedFile
 from .worker import RESULT, own_options, process_dir
 
 log = logging.getLogger(__name__)
 
+MAX_READ = 1 << 28             # bytes of an earlier job's job.json or result.json
 Where = Tuple[str, int]        # (job folder, process index) of a process's result
 Say = Callable[[str], None]
 
@@ -127,7 +129,8 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
             usable[job.id] = (job, ended, going)
     if not usable:
         return
-    raw = session.transport.read_files([f"{job.jobdir}/job.json" for job, _, _ in usable.values()])
+    uid = session.transport.account()[1]
+    raw = _read_own(session, uid, [(job.jobdir, "job.json") for job, _, _ in usable.values()])
     ended_at: Dict[int, List[Tuple[Job, int]]] = {}   # step index -> its N-ended twins, newest first
     going_at: Dict[int, Tuple[Job, int]] = {}
     for jid in sorted(usable, reverse=True):
@@ -144,7 +147,8 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
             log.warning("job %s: its job.json cannot be read (%s); its results are not reused", jid, exc)
     paths = {(job.id, idx): str(process_dir(Path(job.jobdir), idx) / RESULT)
              for twins in ended_at.values() for job, idx in twins}
-    results = session.transport.read_files(list(paths.values())) if paths else {}
+    results = _read_own(session, uid, [(job.jobdir, paths[(job.id, idx)][len(job.jobdir) + 1:])
+                                       for twins in ended_at.values() for job, idx in twins])
     for at, twins in ended_at.items():
         for job, idx in twins:
             try:
@@ -158,6 +162,18 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
         if at not in step.done:
             step.done[at] = (job.id, (job.jobdir, idx))
             step.pending.add(at)
+
+
+def _read_own(session: DPUSession, uid: int, files: List[Tuple[str, str]]) -> Dict[str, Optional[bytes]]:
+    """Files of earlier jobs, each only if its job folder and everything down to it is ours and
+    no symlink: a folder someone else made where an earlier job was (its workdir moved or
+    purged from a shared scratch) must not pass for that job's committed results."""
+    if not files:
+        return {}
+    got = session.transport.read_owned([OwnedFile(base, rel, uid) for base, rel in files], MAX_READ)
+    for path, why in got.refused.items():
+        log.warning("%s is not reused: %s", path, why)
+    return got.data
 
 
 def matches(steps: Dict[str, Step], step: Step, catalog: Catalog) -> None:

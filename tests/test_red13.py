@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from dpu_slurm.web.pages import html
 from dpu_slurm.web.rows import Row
 from tests.conftest import Env, Session
 from tests.test_crash import GRACE, killed
-from tests.test_target import tree  # noqa: F401 - the fixture
+from tests.test_target import WFI, tree  # noqa: F401 - the fixture
 
 
 # -- 3. dpu shell's paste hint: nothing of the line runs, odd lines get a hint or nothing ---------
@@ -278,3 +279,49 @@ def test_edges_of_mallorys_card_link_only_to_her_own_jobs_and_render_as_text() -
                 job=row.to_json(now), processes=[], earlier=[], logs_cut=0, usage={"measured": 0}).decode()
     assert '<a href="/dpu/x%3Cb%3E/job/dpumallory/1.feedbeef">job 1</a> (each)' in page
     assert "dpualice" not in page
+
+
+# -- 1. a job folder planted where one of alice's earlier jobs was -------------------------------
+def _chown_tree(root: Path, uid: int) -> None:
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, uid, uid)
+
+
+def test_a_planted_job_folder_where_an_earlier_job_was_is_not_reused(
+        env: Env, make_session: Callable[..., Session]) -> None:
+    """Broke (fixed): alice ran Bias (committed) with her workdir in a shared sticky scratch,
+    then moved her workdir and removed the old one (or the scratch purge did). Mallory, who
+    reads the job's options and folder on its card, recreates the old job folder with a
+    job.json, a result.json saying committed and a master bias of her own. alice's HotPixels
+    target skipped Bias (reused the earlier job) and its process read mallory's master bias
+    (ctx.inputs). The earlier job's files are now read only when the job folder and every file
+    below it are alice's own and no symlink."""
+    scratch = env.root / "scratch"
+    scratch.mkdir()
+    os.chmod(scratch, 0o1777)
+    first = make_session(workdir=str(scratch / "alice-dpu"))
+    bias = first.dpu.run("Bias", c="ccd50", C=1, return_jobid=True, **WFI)
+    [view] = first.dpu.wait([bias], timeout=90, interval=0.05)
+    assert view.counts.line() == "1/0/0/0/0"
+    old = Path(first.dpu._store.job(bias).jobdir)
+    keep = env.root / "copy"
+    shutil.copytree(old, keep, symlinks=True)
+    first.dpu.close()
+    shutil.rmtree(scratch / "alice-dpu")
+    # mallory: the same folder, her own files, her master bias (every pixel hot but one)
+    shutil.copytree(keep, old, symlinks=True)
+    [master] = old.glob("p/0/work/MasterBias_*.json")
+    master.write_text(json.dumps([1.0] * (len(json.loads(master.read_text())) - 1) + [1e9]))
+    _chown_tree(scratch / "alice-dpu", MALLORY_UID)
+
+    sess = make_session(workdir=str(env.work / "new"))
+    jobs = sess.dpu.run_target("HotPixels", c="ccd50", **WFI)
+    assert jobs["Bias"] is not None, "Bias was skipped: the planted job folder was reused"
+    said = "\n".join(sess.printed())
+    assert "Bias: 0 of 1 process(es) committed earlier" in said, said
+    assert sess.dpu._store.job(jobs["HotPixels"]).dpu_options.get("uses") == []
+    views = sess.dpu.wait([j for j in jobs.values() if j], timeout=120, interval=0.05)
+    assert [v.counts.line() for v in views] == ["1/0/0/0/0", "1/0/0/0/0"], views
+    logs = "\n".join(sess.dpu.get_logs(jobs["HotPixels"], echo=False))
+    assert old.name not in logs, logs
+
