@@ -325,3 +325,33 @@ def test_a_planted_job_folder_where_an_earlier_job_was_is_not_reused(
     logs = "\n".join(sess.dpu.get_logs(jobs["HotPixels"], echo=False))
     assert old.name not in logs, logs
 
+
+
+@pytest.mark.usefixtures("tree")
+def test_a_required_folder_swapped_after_planning_is_not_read_by_the_dependent(
+        env: Env, make_session: Callable[..., Session]) -> None:
+    """Broke (fixed): the same planted folder, put there after run_target checked the earlier
+    job but before the dependent ran (it waits for a new Make job): the worker handed it to
+    the task as ctx.inputs. Now the worker checks each required work folder up to its job
+    folder (a real folder of the job's user) and ends that process E saying why."""
+    scratch = env.root / "scratch"
+    scratch.mkdir()
+    os.chmod(scratch, 0o1777)
+    first = make_session(workdir=str(scratch / "alice-dpu"))
+    made = first.dpu.run("Make", n="a", C=1, s=3, return_jobid=True)
+    first.dpu.wait([made], timeout=60, interval=0.05)
+    old = Path(first.dpu._store.job(made).jobdir)
+    first.dpu.close()
+    sess = make_session(workdir=str(env.work / "new"))
+    jobs = sess.dpu.run_target("Use", s=3)   # Make b and c take 3 s; Use waits for them
+    assert sess.dpu._store.job(jobs["Use"]).dpu_options["uses"] == [made]
+    keep = env.root / "copy"
+    shutil.move(str(scratch / "alice-dpu"), str(keep))
+    shutil.copytree(keep, scratch / "alice-dpu", symlinks=True)
+    (old / "p" / "0" / "work" / "made.txt").write_text("PLANTED")
+    _chown_tree(scratch / "alice-dpu", MALLORY_UID)
+    views = sess.dpu.wait([jobs["Make"], jobs["Use"]], timeout=90, interval=0.05)
+    assert [v.counts.line() for v in views] == ["2/0/0/0/0", "2/1/0/0/0"], views
+    procs = sess.dpu._store.procs(jobs["Use"])
+    assert "a required work folder is not read" in procs[0].reason, procs[0].reason
+    assert "PLANTED" not in json.dumps(sess.dpu.get_job_result(jobs["Use"], echo=False))
