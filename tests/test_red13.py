@@ -17,6 +17,7 @@ from typing import Callable, List
 
 import pytest
 
+from dpu_slurm import Processor, cli
 from dpu_slurm.catalog import Catalog
 from dpu_slurm.config import discover, get_dpu, packaged
 from dpu_slurm.errors import ConfigError
@@ -28,7 +29,8 @@ from dpu_slurm.store import LETTERS
 from dpu_slurm.web.pages import html
 from dpu_slurm.web.rows import Row
 from tests.conftest import Env, Session
-from tests.test_crash import GRACE, killed
+from tests.test_crash import AFTER, BEFORE, GRACE, all_jobs, bulk_run, killed
+from tests.test_routing import NIGHT as ROUTING_NIGHT
 from tests.test_target import WFI, tree  # noqa: F401 - the fixture
 
 
@@ -355,3 +357,45 @@ def test_a_required_folder_swapped_after_planning_is_not_read_by_the_dependent(
     procs = sess.dpu._store.procs(jobs["Use"])
     assert "a required work folder is not read" in procs[0].reason, procs[0].reason
     assert "PLANTED" not in json.dumps(sess.dpu.get_job_result(jobs["Use"], echo=False))
+
+
+# -- 5. dpu bulk with dpu: auto, killed at each step of its first entry -------------------------
+AUTO_NIGHT = """\
+dpu: auto
+defaults: {dpu_aweversion: night, dpu_mem: 100}
+runs:
+  - {key: a, sequence: Null, options: {m: a}}
+  - {key: b, sequence: Null, options: {m: b}}
+"""
+
+
+@pytest.mark.parametrize("step", BEFORE + AFTER)
+def test_bulk_auto_killed_at_each_step_then_rerun_routes_and_submits_each_entry_once(
+        env: Env, step: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Held: the killed entry keeps the DPU its job was recorded on (adopted there, or proved
+    not submitted and submitted there again); the other entry is routed once; nothing runs twice."""
+    for name in ("one", "two"):
+        env.write_dpu(name, slots=1, awe_versions=ROUTING_NIGHT, poll={"grace": GRACE})
+    manifest = env.cwd / "auto.yaml"
+    manifest.write_text(AUTO_NIGHT, encoding="utf-8")
+    killed(bulk_run(env, manifest, f"{step}:KILL"))
+    [first] = all_jobs()
+    assert first.dpu == "one"
+    capsys.readouterr()
+    assert cli.main(["bulk", str(manifest), "--json"]) == 0
+    entries = {e["key"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert entries["a"]["dpu"] == "one" and entries["b"]["dpu"] in ("one", "two")
+    assert entries["a"]["state"] == ("submitted" if step in BEFORE else "skipped")
+    views = []
+    for name in ("one", "two"):
+        proc = Processor(name, out=io.StringIO(), session_log=False)
+        try:
+            mine = [j.id for j in all_jobs() if j.dpu == name]
+            views += proc.wait(mine, timeout=120, interval=0.2) if mine else []
+        finally:
+            proc.close()
+    done = sorted((v.job.options.get("message") or v.job.options.get("m"), v.counts.line())
+                  for v in views if v.status == "FINISHED")
+    assert [m for m, _ in done] == ["a", "b"] and all(c == "1/0/0/0/0" for _, c in done), views
+    assert sum(v.status == "NOT SUBMITTED" for v in views) == (1 if step in BEFORE else 0)
+    assert len(views) == (3 if step in BEFORE else 2)
