@@ -281,6 +281,7 @@ def test_edges_of_mallorys_card_link_only_to_her_own_jobs_and_render_as_text() -
                 job=row.to_json(now), processes=[], earlier=[], logs_cut=0, usage={"measured": 0}).decode()
     assert '<a href="/dpu/x%3Cb%3E/job/dpumallory/1.feedbeef">job 1</a> (each)' in page
     assert "dpualice" not in page
+    assert "DPU x&lt;b&gt;" in page and "x<b>" not in page
 
 
 # -- 1. a job folder planted where one of alice's earlier jobs was -------------------------------
