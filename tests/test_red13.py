@@ -400,3 +400,41 @@ def test_bulk_auto_killed_at_each_step_then_rerun_routes_and_submits_each_entry_
     assert [m for m, _ in done] == ["a", "b"] and all(c == "1/0/0/0/0" for _, c in done), views
     assert sum(v.status == "NOT SUBMITTED" for v in views) == (1 if step in BEFORE else 0)
     assert len(views) == (3 if step in BEFORE else 2)
+
+
+# -- 1. two run_target of the same target at once (two terminals, two notebooks) ---------------
+RACING_RUN = '''
+import os, sys, time
+from pathlib import Path
+from dpu_slurm import Processor, target
+here, other = Path(sys.argv[1]), Path(sys.argv[2])
+plain = target.submit
+def submit(*args, **kwargs):
+    here.touch()                     # planned: wait (at most 5 s) until the other one has too
+    end = time.monotonic() + 5
+    while not other.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    return plain(*args, **kwargs)
+target.submit = submit
+Processor("testlocal", session_log=False).run_target("Use", ns="a,b")
+'''
+
+
+@pytest.mark.usefixtures("tree")
+def test_two_run_targets_at_once_run_each_process_once(env: Env,
+                                                       make_session: Callable[..., Session]) -> None:
+    """Broke (fixed): both planned before either submitted, so both submitted Make and Use
+    for the same processes. Now one run_target at a time per DPU_HOME plans and submits
+    (flock, released if it dies); the second sees the first one's jobs under way."""
+    sess = make_session()
+    flags = [env.root / "planned-1", env.root / "planned-2"]
+    procs = [subprocess.Popen([sys.executable, "-c", RACING_RUN, str(flags[i]), str(flags[1 - i])],
+                              cwd=env.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    views = sess.dpu.wait(sess.dpu.get_jobids(), timeout=120, interval=0.1)
+    assert {v.status for v in views} == {"FINISHED"}, views
+    ran = (_ran(sess, "Make"), _ran(sess, "Use"))
+    assert ran == (2, 2), [(v.job.sequence, v.counts.line()) for v in views]
