@@ -175,6 +175,7 @@ def test_a_fifo_on_the_search_path_does_not_hang_every_dpu_command(
 
 
 # -- 1. a target run killed at each step of each of its submits, then run again ---------------
+SLACK = 300   # seconds every test job may take: a loaded machine must not make them end A
 KILL_AT = ["record", "shipped", "accepted", "chunk", "stored"]
 KILLED_RUN = '''
 import os, sys
@@ -208,7 +209,7 @@ def test_a_target_run_killed_at_each_step_then_run_again_runs_each_process_once(
     then run_target again at once (within the poll grace): a job the scheduler took is adopted
     and waited for, one it never got is submitted anew (and the first marked NOT SUBMITTED);
     no process runs twice, none is lost, status shows the whole graph."""
-    sess = make_session(poll={"grace": GRACE})
+    sess = make_session(min_time=SLACK, poll={"grace": GRACE})
     res = subprocess.run([sys.executable, "-c", KILLED_RUN, step, str(nth)], cwd=env.cwd,
                          capture_output=True, text=True, timeout=180)
     killed(res)
@@ -302,7 +303,7 @@ def test_a_planted_job_folder_where_an_earlier_job_was_is_not_reused(
     scratch = env.root / "scratch"
     scratch.mkdir()
     os.chmod(scratch, 0o1777)
-    first = make_session(workdir=str(scratch / "alice-dpu"))
+    first = make_session(min_time=SLACK, workdir=str(scratch / "alice-dpu"))
     bias = first.dpu.run("Bias", c="ccd50", C=1, return_jobid=True, **WFI)
     [view] = first.dpu.wait([bias], timeout=90, interval=0.05)
     assert view.counts.line() == "1/0/0/0/0"
@@ -317,7 +318,7 @@ def test_a_planted_job_folder_where_an_earlier_job_was_is_not_reused(
     master.write_text(json.dumps([1.0] * (len(json.loads(master.read_text())) - 1) + [1e9]))
     _chown_tree(scratch / "alice-dpu", MALLORY_UID)
 
-    sess = make_session(workdir=str(env.work / "new"))
+    sess = make_session(min_time=SLACK, workdir=str(env.work / "new"))
     jobs = sess.dpu.run_target("HotPixels", c="ccd50", **WFI)
     assert jobs["Bias"] is not None, "Bias was skipped: the planted job folder was reused"
     said = "\n".join(sess.printed())
@@ -340,12 +341,12 @@ def test_a_required_folder_swapped_after_planning_is_not_read_by_the_dependent(
     scratch = env.root / "scratch"
     scratch.mkdir()
     os.chmod(scratch, 0o1777)
-    first = make_session(workdir=str(scratch / "alice-dpu"))
+    first = make_session(min_time=SLACK, workdir=str(scratch / "alice-dpu"))
     made = first.dpu.run("Make", n="a", C=1, s=3, return_jobid=True)
     first.dpu.wait([made], timeout=60, interval=0.05)
     old = Path(first.dpu._store.job(made).jobdir)
     first.dpu.close()
-    sess = make_session(workdir=str(env.work / "new"))
+    sess = make_session(min_time=SLACK, workdir=str(env.work / "new"))
     jobs = sess.dpu.run_target("Use", s=3)   # Make b and c take 3 s; Use waits for them
     assert sess.dpu._store.job(jobs["Use"]).dpu_options["uses"] == [made]
     keep = env.root / "copy"
@@ -376,7 +377,7 @@ def test_bulk_auto_killed_at_each_step_then_rerun_routes_and_submits_each_entry_
     """Held: the killed entry keeps the DPU its job was recorded on (adopted there, or proved
     not submitted and submitted there again); the other entry is routed once; nothing runs twice."""
     for name in ("one", "two"):
-        env.write_dpu(name, slots=1, awe_versions=ROUTING_NIGHT, poll={"grace": GRACE})
+        env.write_dpu(name, slots=1, awe_versions=ROUTING_NIGHT, poll={"grace": GRACE}, min_time=SLACK)
     manifest = env.cwd / "auto.yaml"
     manifest.write_text(AUTO_NIGHT, encoding="utf-8")
     killed(bulk_run(env, manifest, f"{step}:KILL"))
@@ -426,7 +427,7 @@ def test_two_run_targets_at_once_run_each_process_once(env: Env,
     """Broke (fixed): both planned before either submitted, so both submitted Make and Use
     for the same processes. Now one run_target at a time per DPU_HOME plans and submits
     (flock, released if it dies); the second sees the first one's jobs under way."""
-    sess = make_session()
+    sess = make_session(min_time=SLACK)
     flags = [env.root / "planned-1", env.root / "planned-2"]
     procs = [subprocess.Popen([sys.executable, "-c", RACING_RUN, str(flags[i]), str(flags[1 - i])],
                               cwd=env.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
