@@ -20,12 +20,13 @@ import pytest
 from dpu_slurm import Processor, cli
 from dpu_slurm.catalog import Catalog
 from dpu_slurm.config import discover, get_dpu, packaged
-from dpu_slurm.errors import ConfigError
+from dpu_slurm.errors import ConfigError, SequenceError
 from dpu_slurm.index import CARD_VERSION, BadCard, Card
 from dpu_slurm.plan import make_plan
 from dpu_slurm.session import DPUSession, open_store
 from dpu_slurm.shell import Console, run_hint
 from dpu_slurm.store import LETTERS
+from dpu_slurm.target import order
 from dpu_slurm.web.pages import html
 from dpu_slurm.web.rows import Row
 from tests.conftest import Env, Session
@@ -439,3 +440,10 @@ def test_two_run_targets_at_once_run_each_process_once(env: Env,
     assert {v.status for v in views} == {"FINISHED"}, views
     ran = (_ran(sess, "Make"), _ran(sess, "Use"))
     assert ran == (2, 2), [(v.job.sequence, v.counts.line()) for v in views]
+
+
+def test_a_target_name_with_control_characters_is_refused_as_text() -> None:
+    """Held: an odd target name is a SequenceError that shows it escaped."""
+    with pytest.raises(SequenceError) as got:
+        order(Catalog.load(packaged("examples") / "awepipe"), "\x1b[2JBias")
+    assert "\x1b" not in str(got.value) and "did you mean 'Bias'" in str(got.value)
