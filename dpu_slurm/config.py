@@ -15,6 +15,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Set, Tuple, Ty
 
 import yaml
 
+from . import config_trust
 from .errors import ConfigError, DPUError
 from .files import atomic_write, private_dir
 from .retry_policy import Retries, yaml_on
@@ -273,10 +274,7 @@ def _declares(path: Path, name: str) -> bool:
     """Whether a (broken) DPU file is about DPU `name`: by its file name or its name line."""
     if path.stem == name:
         return True
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
+    text = config_trust.read_text(path)   # a FIFO named like a DPU file must not hang this
     return re.search(rf"^name:\s*['\"]?{re.escape(name)}['\"]?\s*(#.*)?$", text, re.M) is not None
 
 
@@ -336,6 +334,7 @@ REQUIRED = tuple(k for k in SCHEMA if k in SPEC.required)
 def load_file(path: Path) -> DPUConfig:
     """Parse and validate one DPU file; errors name the file, line, key and what is allowed."""
     path = Path(path)
+    config_trust.check_owner(path, packaged("cluster_configs"))   # another user's file is not used
     data = load_yaml(path, ConfigError, "DPU file")
     if data is None:
         raise ConfigError(f"{path}: empty; a DPU file needs at least 'name' and 'scheduler'")

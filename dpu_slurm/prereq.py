@@ -8,6 +8,8 @@ Engine's -hold_jid, the local runner, 'each'), the worker asks this before runni
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -35,4 +37,21 @@ def failed_prerequisite(job: Dict[str, Any], index: int, folder: Callable[[Path,
             letter = ended(folder(Path(pre["jobdir"]), i) / status)
             if letter != "N":
                 return f"prerequisite job {pre['job']} process {i} ended {letter}"
+    return ""
+
+
+def foreign_input(folder: Path, depth: int = 4) -> str:
+    """Why a required work folder (ctx.inputs: JOBDIR/p/i/work) must not be read, or '': it and
+    the folders up to its job folder must be real folders of this user. One that another user
+    made where an earlier job was (a moved or purged workdir) is not that job's output."""
+    me, path = os.geteuid(), folder
+    for _ in range(depth):
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            return f"{path} cannot be read ({exc.strerror})"
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != me:
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "no folder (a link or a file)"
+            return f"{path} is {kind} of uid {info.st_uid}, not a folder of this user (uid {me})"
+        path = path.parent
     return ""

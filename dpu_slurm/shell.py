@@ -9,9 +9,11 @@ from typing import Any, Dict, List, Optional
 from .config import dpu_home, get_dpu
 from .errors import DPUError
 from .processor import Processor
+from .text import printable
 
 PROMPT = "awe> "
 WELCOME = "               Welcome to the Astro-WISE Environment"
+HINT_CHARS = 2000   # a longer line is no HOW-TO line: no hint (and no parse of it)
 
 
 def banner(dpu: Processor) -> List[str]:
@@ -53,7 +55,18 @@ def interact(dpu: Processor) -> None:
 def run_hint(source: str) -> Optional[str]:
     """What a user meant by a HOW-TO line pasted as it stands there, as a hint: a run line that
     lost its ``dpu.run(`` (``'DomeFlat', i='WFI')``), or a line with the ``awe>`` prompt in it;
-    None for any other syntax error."""
+    None for any other syntax error. The line is only parsed, never run; a line the parser
+    cannot take (nested too deep, a lone surrogate, a literal too long to print) gets none."""
+    if len(source) > HINT_CHARS:
+        return None
+    try:
+        hint = _hint(source)
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
+        return None
+    return printable(hint) if hint else None
+
+
+def _hint(source: str) -> Optional[str]:
     text = source.strip()
     prompt = text.startswith("awe>")
     text = text[4:].strip() if prompt else text
@@ -86,7 +99,11 @@ class Console(code.InteractiveConsole):
     def runsource(self, source: str, filename: str = "<input>", symbol: str = "single") -> bool:
         """Compile and run one input, remembering its text for showsyntaxerror."""
         self.source = source
-        return super().runsource(source, filename, symbol)
+        try:
+            return super().runsource(source, filename, symbol)
+        except (RecursionError, MemoryError):   # from the compiler: the prompt stays
+            self.write("SyntaxError: this input is nested too deeply for Python to compile\n")
+            return False
 
     def showsyntaxerror(self, filename: Optional[str] = None, **kwargs: Any) -> None:
         """The usual SyntaxError, then the run line meant when it is a HOW-TO run line."""

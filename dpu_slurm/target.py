@@ -11,24 +11,32 @@ whose options agree with its own on the options both declare) as ``ctx.inputs[ta
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import bundle as bundles
 from .catalog import Catalog
+from .config import dpu_home
 from .errors import DPUError, OptionError
+from .files import private_dir
 from .plan import Plan, make_plan
 from .processes import Processes
 from .session import DPUSession
 from .states import Phase, ProcState
 from .store import Job
+from .transport.owned import OwnedFile
 from .worker import RESULT, own_options, process_dir
 
 log = logging.getLogger(__name__)
 
+LOCK_WAIT = 600.0              # seconds a run_target waits for another one to submit
+MAX_READ = 1 << 28             # bytes of an earlier job's job.json or result.json
 Where = Tuple[str, int]        # (job folder, process index) of a process's result
 Say = Callable[[str], None]
 
@@ -127,7 +135,8 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
             usable[job.id] = (job, ended, going)
     if not usable:
         return
-    raw = session.transport.read_files([f"{job.jobdir}/job.json" for job, _, _ in usable.values()])
+    uid = session.transport.account()[1]
+    raw = _read_own(session, uid, [(job.jobdir, "job.json") for job, _, _ in usable.values()])
     ended_at: Dict[int, List[Tuple[Job, int]]] = {}   # step index -> its N-ended twins, newest first
     going_at: Dict[int, Tuple[Job, int]] = {}
     for jid in sorted(usable, reverse=True):
@@ -144,7 +153,8 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
             log.warning("job %s: its job.json cannot be read (%s); its results are not reused", jid, exc)
     paths = {(job.id, idx): str(process_dir(Path(job.jobdir), idx) / RESULT)
              for twins in ended_at.values() for job, idx in twins}
-    results = session.transport.read_files(list(paths.values())) if paths else {}
+    results = _read_own(session, uid, [(job.jobdir, paths[(job.id, idx)][len(job.jobdir) + 1:])
+                                       for twins in ended_at.values() for job, idx in twins])
     for at, twins in ended_at.items():
         for job, idx in twins:
             try:
@@ -158,6 +168,18 @@ def find_done(session: DPUSession, step: Step, digest: str) -> None:
         if at not in step.done:
             step.done[at] = (job.id, (job.jobdir, idx))
             step.pending.add(at)
+
+
+def _read_own(session: DPUSession, uid: int, files: List[Tuple[str, str]]) -> Dict[str, Optional[bytes]]:
+    """Files of earlier jobs, each only if its job folder and everything down to it is ours and
+    no symlink: a folder someone else made where an earlier job was (its workdir moved or
+    purged from a shared scratch) must not pass for that job's committed results."""
+    if not files:
+        return {}
+    got = session.transport.read_owned([OwnedFile(base, rel, uid) for base, rel in files], MAX_READ)
+    for path, why in got.refused.items():
+        log.warning("%s is not reused: %s", path, why)
+    return got.data
 
 
 def matches(steps: Dict[str, Step], step: Step, catalog: Catalog) -> None:
@@ -219,6 +241,40 @@ def run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, t
     args = ", ".join([repr(target)] + [f"{k}={v!r}" for k, v in given.items()] +
                      [f"{k}=True" for k, v in (("force", force), ("dry_run", dry_run)) if v])
     say(f"Calling: dpu.run_target({args})")
+    if dry_run:
+        return _run_target(session, catalog, awepipe, say, target, force, dry_run, given)
+    with one_at_a_time(say):   # two at once would both plan, then both submit the same processes
+        return _run_target(session, catalog, awepipe, say, target, force, dry_run, given)
+
+
+@contextmanager
+def one_at_a_time(say: Say, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """One target run plans and submits at a time per DPU_HOME (flock: the kernel releases it
+    when a run dies); the next one then finds the first one's jobs under way and waits for them."""
+    path = dpu_home() / "target.lock"
+    private_dir(path.parent)
+    with open(path, "a") as fh:
+        deadline, told = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DPUError(f"another run_target held {path} for more than {wait:g} s; nothing "
+                                   "was submitted: run it again once that one has submitted") from None
+                if not told:
+                    say(f"Waiting for another run_target of this store to submit (lock {path})")
+                told = True
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, target: str,
+                force: bool, dry_run: bool, given: Mapping[str, Any]) -> Dict[str, Optional[int]]:
     steps = plan_steps(session, catalog, target, given)
     by_name = {s.task: s for s in steps}
     digest = bundles.tree_hash(bundles.members(awepipe))
@@ -273,5 +329,5 @@ def submit(session: DPUSession, catalog: Catalog, awepipe: Path, steps: Dict[str
     return step.job_id
 
 
-__all__ = ["Step", "edges", "find_done", "inputs", "key", "matches", "order", "plan_steps", "run_target",
-           "submit"]
+__all__ = ["Step", "edges", "find_done", "inputs", "key", "matches", "one_at_a_time", "order", "plan_steps",
+           "run_target", "submit"]

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .prereq import failed_prerequisite
+from .prereq import failed_prerequisite, foreign_input
 
 STATUS = "status.json"
 RESULT = "result.json"
@@ -254,6 +254,12 @@ class Worker:
             ctx = Context(self.job["job_id"], self.index, spec["name"], dict(options), workdir, self.log)
             needs = self.job.get("inputs")  # a target run's (target.py): per process, task -> folders
             ctx.inputs = {k: [Path(d) for d in v] for k, v in needs[self.index].items()} if needs else {}
+            folders = [d for dirs in ctx.inputs.values() for d in dirs]
+            bad = next((why for why in map(foreign_input, folders) if why), "")
+            if bad:
+                self.reason = f"task {spec['name']}: a required work folder is not read: {bad}"
+                self.log(self.reason)
+                return "E", []
             objects = func(ctx)
         except MemoryError:
             self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"

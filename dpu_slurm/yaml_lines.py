@@ -4,7 +4,9 @@ schema.py can name file:line:key.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Dict, List, Type
 
@@ -93,8 +95,10 @@ Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
 
 def load_yaml(path: Path, error: Type[DPUError], what: str = "file") -> Any:
     """Read a YAML file as UTF-8 with the Loader; every problem is `error` naming path:line."""
-    try:
-        with open(path, "rb") as fh:
+    try:  # non-blocking: a FIFO in the file's place must not hang the reader
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise error(f"{path}: not a regular file; a {what} is a plain YAML file")
             raw = fh.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror}") from None
