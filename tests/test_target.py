@@ -35,10 +35,11 @@ def shifted(o):
     return [{"name": n + "!"} for n in o["names"].split(",")]
 
 TASKS = [
-    Task("Make", run="tpipe.steps:make", options=OPTS, split=per_name, estimate=lambda o: 10 + o["sleep"]),
-    Task("Use", run="tpipe.steps:use", options=OPTS, split=per_name, estimate=1, requires=("Make",)),
-    Task("Sum", run="tpipe.steps:total", options=(NAMES, COMMIT), estimate=1, requires=("Use",)),
-    Task("Odd", run="tpipe.steps:use", options=OPTS, split=shifted, estimate=1, requires=("Make",)),
+    # Limits of a minute: on a loaded machine (load 24 seen) a 1 s limit ends a process A.
+    Task("Make", run="tpipe.steps:make", options=OPTS, split=per_name, estimate=lambda o: 60 + o["sleep"]),
+    Task("Use", run="tpipe.steps:use", options=OPTS, split=per_name, estimate=60, requires=("Make",)),
+    Task("Sum", run="tpipe.steps:total", options=(NAMES, COMMIT), estimate=60, requires=("Use",)),
+    Task("Odd", run="tpipe.steps:use", options=OPTS, split=shifted, estimate=60, requires=("Make",)),
 ]
 '''
 
