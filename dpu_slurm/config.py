@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ConfigError, DPUError
 from .files import atomic_write, private_dir
-from .retry_policy import Retries, yaml_on
+from .retry_policy import Requeue, Retries, yaml_on
 from .schema import (
     CLUSTERS,
     COMMAND,
@@ -157,6 +157,7 @@ class DPUConfig:
     poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
     web: Annotated[Dict[str, Any], As(Web)] = field(default_factory=dict)
     retries: Annotated[Dict[str, Any], As(Retries)] = field(default_factory=dict)  # retry_policy.py
+    requeue: Annotated[Dict[str, int], As(Requeue)] = field(default_factory=dict)   # requeue.py
 
     @property
     def is_remote(self) -> bool:
