@@ -190,7 +190,7 @@ def test_a_stale_lock_of_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
     assert not (tmp_path / "lock").exists()
 
 
-def test_a_fresh_lock_from_another_host_refuses_after_the_wait_and_an_old_one_is_taken(tmp_path: Path) -> None:
+def test_a_fresh_lock_from_another_host_refuses_and_an_old_one_is_taken_over(tmp_path: Path) -> None:
     (tmp_path / "lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "start": "1"}))
     with pytest.raises(LockRefused, match="already running"):
         ProcessLock(tmp_path, stale=60, heartbeat=0).acquire(wait=0)
