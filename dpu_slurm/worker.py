@@ -264,6 +264,8 @@ class Worker:
         elapsed, limit = time.time() - self.started, int(os.environ.get("DPU_TIME_LIMIT", "0") or 0)
         warn = int(os.environ.get("DPU_REQUEUE_WARN", "0") or 0)
         what = "the time limit" if limit and elapsed >= limit - warn - 60 else "preemption"
+        if self.requeue_how == "sge":  # -notify: USR1 comes before a suspend, USR2 before a kill
+            what = "a suspend" if self.warned == "SIGUSR1" else "a kill"
         why = f"{self.warned} before {what}"
         if len(self.requeues) >= self.requeue_max:
             self.reason = f"{why}; not requeued: the limit of {self.requeue_max} requeue(s) is reached"
