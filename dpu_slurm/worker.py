@@ -171,9 +171,9 @@ class Worker:
         if self.requeue_max:  # the job script asked the scheduler for a warning before the end
             for name in ("SIGUSR1", "SIGUSR2") if self.requeue_how == "sge" else ("SIGUSR1",):
                 signal.signal(getattr(signal, name), self._on_warning)
-        if self.ended:
-            self.log(f"This process already ended; run {os.environ.get('SLURM_RESTART_COUNT', '')} "
-                     "of its job by the scheduler does nothing")
+        if self.ended:  # its records stay as they are
+            print(f"dpu_slurm worker: process {self.index} already ended; this run does nothing",
+                  file=sys.stderr)
             return self._close(0)
         set_subreaper()
         skip = failed_prerequisite(self.job, self.index, process_dir, STATUS)
@@ -201,7 +201,7 @@ class Worker:
                 self.status("RUNNING")
                 self.log(f"Starting task {spec['name']}")
                 letter, objects = self._run_task(pos, spec, options)
-                self.tasks[pos] = letter
+                self.tasks[pos], self.ctx = letter, None   # a later warning is not this task's
                 results.extend(objects)
                 if letter == "N" and self.requeue_max:
                     self.checkpoints.mark_done(pos, objects, write_json)

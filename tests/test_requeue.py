@@ -134,10 +134,12 @@ def test_a_run_started_after_the_process_ended_does_nothing(tmp_path: Path) -> N
     # SLURM requeues a preempted job even when its worker ended it (the limit was reached).
     jobdir = job(tmp_path, until=5)
     assert start(tmp_path, jobdir).wait(timeout=60) == 0
-    before = status(jobdir)
-    result = (jobdir / "p" / "0" / "result.json").read_bytes()
-    assert start(tmp_path, jobdir).wait(timeout=60) == 0
-    assert status(jobdir) == before and (jobdir / "p" / "0" / "result.json").read_bytes() == result
+    pdir = jobdir / "p" / "0"
+    before = [(pdir / name).read_bytes() for name in ("status.json", "result.json", "log")]
+    again = start(tmp_path, jobdir)
+    assert again.wait(timeout=60) == 0
+    assert "already ended; this run does nothing" in (again.stderr.read() if again.stderr else "")
+    assert [(pdir / name).read_bytes() for name in ("status.json", "result.json", "log")] == before
 
 
 def test_where_the_scheduler_cannot_requeue_the_process_ends_A_with_its_checkpoint(tmp_path: Path) -> None:
