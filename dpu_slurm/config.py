@@ -107,7 +107,6 @@ class Defaults(TypedDict, total=False):
 
 class Web(TypedDict, total=False):
     """The ``web:`` section: limits of the queue page."""
-
     max_nproc: Annotated[int, bounded(1, 10_000_000)]   # the queue page: most processes a card may claim
 
 

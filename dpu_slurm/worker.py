@@ -84,8 +84,14 @@ class Context:
         self.inputs: Dict[str, List[Path]] = {}   # required task -> its processes' work folders
         self.attempt = attempt
         self.resumed = resumed
-        self.checkpoint_dir = checkpoint_dir or workdir
+        self._checkpoint_dir = checkpoint_dir or workdir
         self.checkpoint: Optional[Callable[[], Any]] = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """A folder of this task's own, kept across requeued attempts (made on first use)."""
+        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self._checkpoint_dir
 
     def on_checkpoint(self, callback: Callable[[], Any]) -> None:
         """Register what to save when the scheduler warns that this run ends (preemption, time
