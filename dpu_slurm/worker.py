@@ -201,7 +201,8 @@ class Worker:
                     results.extend(kept)
                     self.log(f"Task {spec['name']} ended N in an earlier attempt; not run again")
                     continue
-                if self.warned:
+                if self.warned:  # warned between two tasks: the next one is the one stopped
+                    self.tasks[pos] = "RUNNING"
                     raise _Warned()
                 self.tasks[pos], self.pos = "RUNNING", pos
                 self.status("RUNNING")
