@@ -365,11 +365,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args) != 2:
         print("usage: python -m dpu_slurm.worker JOBDIR INDEX", file=sys.stderr)
         return 2
+    early: List[str] = []  # a warning before the worker is ready is kept for it, not fatal
+    if os.environ.get("DPU_REQUEUE_MAX"):
+        for name in ("SIGUSR1", "SIGUSR2"):
+            signal.signal(getattr(signal, name), lambda signum, _: early.append(signal.Signals(signum).name))
     try:
         worker = Worker(Path(args[0]), int(args[1]))
     except LockRefused as exc:  # a second copy: it leaves every record alone
         print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
         return LOCKED
+    worker.warned = early[0] if early else ""
     return worker.run()
 
 

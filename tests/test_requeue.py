@@ -107,6 +107,23 @@ def test_a_warned_process_checkpoints_requeues_and_its_next_attempt_resumes(tmp_
     assert not (jobdir / "p" / "0" / "checkpoint").exists()   # ended N: nothing resumes from it
 
 
+def test_a_warning_before_the_first_task_is_kept_and_requeues(tmp_path: Path) -> None:
+    # The worker is warned while it reads job.json (made slow by a FIFO it waits on).
+    jobdir = job(tmp_path, until=5)
+    real = (jobdir / "job.json").read_bytes()
+    (jobdir / "job.json").unlink()
+    os.mkfifo(jobdir / "job.json")
+    proc = start(tmp_path, jobdir)
+    # the interpreter is up and blocked opening the FIFO
+    wait_until(lambda: b"fifo" in Path(f"/proc/{proc.pid}/wchan").read_bytes(), timeout=30)
+    proc.send_signal(signal.SIGUSR1)
+    with open(jobdir / "job.json", "wb") as fifo:
+        fifo.write(real)
+    assert proc.wait(timeout=30) == 99
+    assert status(jobdir)["requeued"] is True
+    assert [r[:2] for r in status(jobdir)["requeues"]] == [[1, "A"]]
+
+
 def test_a_task_that_ended_N_before_the_requeue_is_not_run_again(tmp_path: Path) -> None:
     tasks = [{"name": "First", "run": "ctasks:first"}, {"name": "Count", "run": "ctasks:count"}]
     jobdir = job(tmp_path, tasks, until=100)
