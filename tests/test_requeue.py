@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -114,11 +114,19 @@ def test_a_warning_before_the_first_task_is_kept_and_requeues(tmp_path: Path) ->
     (jobdir / "job.json").unlink()
     os.mkfifo(jobdir / "job.json")
     proc = start(tmp_path, jobdir)
-    # the interpreter is up and blocked opening the FIFO
-    wait_until(lambda: b"fifo" in Path(f"/proc/{proc.pid}/wchan").read_bytes(), timeout=30)
-    proc.send_signal(signal.SIGUSR1)
-    with open(jobdir / "job.json", "wb") as fifo:
-        fifo.write(real)
+    opened: List[int] = []
+
+    def reader_waits() -> bool:  # a FIFO opens for writing without blocking once a reader is there
+        try:
+            opened.append(os.open(jobdir / "job.json", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+    wait_until(reader_waits, timeout=30)
+    proc.send_signal(signal.SIGUSR1)   # the worker is blocked reading job.json
+    os.set_blocking(opened[0], True)
+    os.write(opened[0], real)
+    os.close(opened[0])
     assert proc.wait(timeout=30) == 99
     assert status(jobdir)["requeued"] is True
     assert [r[:2] for r in status(jobdir)["requeues"]] == [[1, "A"]]
