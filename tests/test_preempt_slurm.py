@@ -32,6 +32,8 @@ def dpu(slurm_cluster, tmp_path, monkeypatch):
     write_config(tmp_path, name="scav",
                  partitions=[{"name": "scavenger", "max_time": 86400, "max_mem": 4000}],
                  extra_directives=[f"--cpus-per-task={cpus}"], requeue={"max": 3, "warn": 60})
+    # A DPU whose jobs are never preempted: only their time limit warns them.
+    write_config(tmp_path, name="limited", time_factor=1, requeue={"max": 4, "warn": 60})
     out = io.StringIO()
     proc = Processor("scav", out=out, session_log=False)
     proc.out = out
@@ -95,3 +97,25 @@ def test_a_preempted_bias_resumes_from_its_checkpoint_and_ends_N_at_attempt_2(dp
     restarts = subprocess.run(["scontrol", "show", "job", job.native_ids[0]], capture_output=True,
                               text=True).stdout
     assert "Restarts=1" in restarts or not restarts, restarts   # SLURM ran it twice (when it still knows it)
+
+
+def test_a_bias_warned_before_its_time_limit_requeues_itself_and_ends_N(dpu):
+    dpu.select_dpu("limited")
+    # --time=00:02:00 and 75 s of work: SLURM warns about 60 s before the limit (its signal
+    # may come up to a minute early), so it takes two attempts or more.
+    job_id = dpu.run("Bias", i="WFI", c="ccd51", d="2000-04-28", p={"steps": 75}, C=True,
+                     dpu_time=120, dpu_mem=200, return_jobid=True)
+    job = dpu._store.job(job_id)
+    seen = []
+
+    def ended():
+        view = dpu.poll(job_id)[0]
+        seen.append(view.counts.letters)
+        return view.status == "FINISHED"
+    until(ended, "the Bias did not finish")
+    assert all(letters[2] == 0 for letters in seen) and seen[-1] == (1, 0, 0, 0, 0), seen
+    attempts = dpu._store.attempts(job_id)
+    assert len(attempts) >= 2 and attempts[-1][2] == "N", attempts
+    assert all(r[3].startswith("requeued: SIGUSR1 before the time limit") for r in attempts[:-1]), attempts
+    text = read(Path(job.jobdir) / "p" / "0" / "log")
+    assert "scontrol requeue" in text and re.search(r"Resuming from checkpoint at step [1-9]\d* of 75", text)
