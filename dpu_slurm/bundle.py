@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
              ".tox", ".venv", ".eggs", "node_modules"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".swp")
-WORKER_FILES = ("__init__.py", "worker.py", "prereq.py")
+WORKER_FILES = ("__init__.py", "worker.py", "prereq.py", "proclock.py", "reaper.py", "requeue.py")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import yaml
 from . import config_trust
 from .errors import ConfigError, DPUError
 from .files import atomic_write, private_dir
-from .retry_policy import Retries, yaml_on
+from .retry_policy import Requeue, Retries, yaml_on
 from .schema import (
     CLUSTERS,
     COMMAND,
@@ -108,7 +108,6 @@ class Defaults(TypedDict, total=False):
 
 class Web(TypedDict, total=False):
     """The ``web:`` section: limits of the queue page."""
-
     max_nproc: Annotated[int, bounded(1, 10_000_000)]   # the queue page: most processes a card may claim
 
 
@@ -158,6 +157,7 @@ class DPUConfig:
     poll: Annotated[Dict[str, float], As(Poll)] = field(default_factory=dict)
     web: Annotated[Dict[str, Any], As(Web)] = field(default_factory=dict)
     retries: Annotated[Dict[str, Any], As(Retries)] = field(default_factory=dict)  # retry_policy.py
+    requeue: Annotated[Dict[str, int], As(Requeue)] = field(default_factory=dict)   # requeue.py
 
     @property
     def is_remote(self) -> bool:

@@ -24,6 +24,15 @@ class Retries(TypedDict, total=False):
     grow_mem: Annotated[float, bounded(1, 100, "(factor)")]
 
 
+class Requeue(TypedDict, total=False):
+    """The ``requeue:`` mapping of a DPU file: a process warned of its end (preemption, time
+    limit) saves its checkpoint and is requeued up to ``max`` times (requeue.py); ``warn``:
+    seconds of warning asked of the scheduler (SLURM --signal; Grid Engine's comes from its queue)."""
+
+    max: Annotated[int, bounded(0, 100, "requeues")]
+    warn: Annotated[int, bounded(10, 3600, "seconds")]
+
+
 def yaml_on(value: Any) -> Any:
     """YAML 1.1 reads the key ``on`` as true: give it back its name, in place (keeps the line
     numbers the loader recorded), and take ``on: AU`` as the list of its letters."""

@@ -9,8 +9,8 @@ import bisect
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 from .config import DPUConfig
 from .reconcile import found_chunks, nchunks, reconcile, submitter_alive
@@ -37,6 +37,9 @@ class Record:
     tasks: List[Optional[str]]  # per task: None (not started), RUNNING, or a letter
     reason: str = ""
     usage: Optional[Figures] = None  # the worker's own figures, in its final record
+    attempt: int = 1                 # the attempt this record is of (requeue.py)
+    requeues: List[List[Any]] = field(default_factory=list)  # earlier attempts the scheduler requeued
+    requeued: bool = False           # between two attempts: the next one has not started yet
 
 
 def poll_settings(dpu: DPUConfig) -> Tuple[float, float, float]:
@@ -90,6 +93,7 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     ran_by_job: Dict[int, List[int]] = {}
     for job_id, idx in records:
         ran_by_job.setdefault(job_id, []).append(idx)
+    changed = _follow_requeues(store, records)
     open_procs = {j.id: candidates(store, j.id, opened[j.id], observed.get(j.id), ran_by_job.get(j.id, []))
                   for j in active}
 
@@ -114,7 +118,6 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     if late:
         for job_id, seen in scheduler.history(late).items():
             observed[job_id] = as_seen(observed.get(job_id)).merged(seen, keep=True)
-    changed = False
     if recorded:
         adopted, settled = reconcile(store, recorded, scheduler.names, records, now, grace, dpu.name)
         changed = settled > 0
@@ -145,6 +148,15 @@ def refresh(store: Store, scheduler: Scheduler, dpu: DPUConfig, force: bool = Fa
     return True
 
 
+def _follow_requeues(store: Store, records: Dict[Tuple[int, int], Optional[Record]]) -> bool:
+    """Requeued processes' attempts into the store (their history shows with show_attempts)."""
+    by_job: Dict[int, Dict[int, Tuple[int, List[List[Any]]]]] = {}
+    for (job_id, idx), rec in records.items():
+        if rec is not None and rec.requeues:
+            by_job.setdefault(job_id, {})[idx] = (rec.attempt, rec.requeues)
+    return sum(store.follow_requeues(job_id, seen) for job_id, seen in by_job.items()) > 0
+
+
 def candidates(store: Store, job_id: int, opened: List[int], seen: Optional[Dict[int, Observation]],
                ran: List[int]) -> List[Proc]:
     """The open processes whose state may have changed: all but those stored as plainly queued
@@ -172,10 +184,24 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
         if not isinstance(data["state"], str) or not isinstance(tasks, list) \
                 or not all(t is None or isinstance(t, str) for t in tasks) or not isinstance(reason, str):
             raise TypeError("a field of the wrong type")
-        return Record(data["state"], list(tasks), reason[:2000], worker_figures(data.get("usage")))
+        attempt, requeues = data.get("attempt", 1), data.get("requeues") or []
+        if not isinstance(attempt, int) or not 1 <= attempt <= 10_000 or not isinstance(requeues, list) \
+                or len(requeues) > 1000 or not all(_requeue_row(r) for r in requeues):
+            raise TypeError("attempt or requeues of the wrong type")
+        return Record(data["state"], list(tasks), reason[:2000], worker_figures(data.get("usage")),
+                      attempt, [[r[0], r[1][:50], r[2][:2000], r[3]] for r in requeues],
+                      data.get("requeued") is True)
     except (ValueError, KeyError, TypeError, OverflowError):
         log.warning("unreadable worker status record; ignoring it")
         return None
+
+
+def _requeue_row(row: Any) -> bool:
+    """[attempt, letters, reason, ended or None], typed (a record is a claim until checked)."""
+    return isinstance(row, list) and len(row) == 4 and isinstance(row[0], int) and 1 <= row[0] <= 10_000 \
+        and isinstance(row[1], str) and isinstance(row[2], str) \
+        and (row[3] is None or (isinstance(row[3], (int, float)) and not isinstance(row[3], bool)
+                                and 0 <= row[3] < 1e11))
 
 
 def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
@@ -190,17 +216,19 @@ def decide(obs: Optional[Observation], record: Optional[Record], ntasks: int,
         if cancelled and "A" in letters and "TIMEOUT" not in record.reason:
             return DONE, letters, "cancelled while running"
         return DONE, letters, record.reason
+    # A process the scheduler requeued (requeue.py) is queued again until its next run starts.
+    started = record is not None and not record.requeued
     if obs is not None and obs.state == ObsState.RUNNING:
         return RUNNING, "", ""
     if obs is not None and obs.state == ObsState.QUEUED:
-        return (RUNNING if record is not None else QUEUED), "", ""
+        return (RUNNING if started else QUEUED), "", ""
     if obs is None:
         if cancelled:  # the user cancelled and the scheduler dropped it: we know why
             if record is None:
                 return DONE, "S" * ntasks, "cancelled while queued"
             return DONE, _fill(record, ntasks, "A", "S"), "cancelled while running"
         if young:
-            return (RUNNING if record is not None else QUEUED), "", ""
+            return (RUNNING if started else QUEUED), "", ""
         reason = "the scheduler no longer knows this process and its worker wrote no final status"
         return DONE, _fill(record, ntasks, "U", "U"), reason
     # The scheduler says it ended, but the worker did not finish its record.

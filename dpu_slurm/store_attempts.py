@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 # Schema version 5 (store.MIGRATIONS[4] adds procs.attempt too); every statement idempotent.
 ATTEMPT_TABLES = [
@@ -84,6 +84,20 @@ class AttemptTables:
             " SELECT p.idx, p.attempt, p.outcome, p.reason, j.finished FROM procs p JOIN jobs j"
             " ON j.id=p.job_id WHERE p.job_id=? ORDER BY 1, 2", (job_id, job_id))
         return [tuple(r) for r in rows]
+
+    def follow_requeues(self, job_id: int, seen: Mapping[int, Tuple[int, Sequence[Sequence[Any]]]]) -> int:
+        """What workers wrote of processes the scheduler requeued (requeue.py), in one
+        transaction: per index, its current attempt and the earlier attempts of its chain
+        [attempt, letters, reason, ended] (kept in the history); a process row behind takes the
+        attempt. Returns how many rows moved on."""
+        moved = 0
+        with self.transaction() as db:
+            for idx, (attempt, earlier) in seen.items():
+                db.executemany("INSERT OR IGNORE INTO attempts VALUES (?, ?, ?, ?, ?, ?)",
+                               ((job_id, idx, int(a), str(o), str(r), e) for a, o, r, e in earlier))
+                moved += db.execute("UPDATE procs SET attempt=? WHERE job_id=? AND idx=? AND attempt<?",
+                                    (attempt, job_id, idx, attempt)).rowcount
+        return moved
 
     def follow_rerun(self, job_id: int, native_ids: Sequence[str], current: Dict[int, int],
                      earlier: Sequence[Sequence[Any]], time_limit: Optional[int] = None) -> int:

@@ -20,13 +20,26 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from .prereq import failed_prerequisite, foreign_input
+from .proclock import LockRefused, ProcessLock
+
+# Re-exported: the local runner and tests import these from here.
+from .reaper import (  # noqa: F401
+    PR_SET_PDEATHSIG,
+    end_descendants,
+    prctl_function,
+    proc_stat,
+    proc_table,
+    set_subreaper,
+)
+from .requeue import SGE_REQUEUE_EXIT, Checkpoints, ask_scheduler, chain, read_own, settings
 
 STATUS = "status.json"
 RESULT = "result.json"
 LOG = "log"
+LOCKED = 75   # exit status of a copy that found its process already running (EX_TEMPFAIL)
 
 
 def process_dir(jobdir: Path, index: int) -> Path:
@@ -54,87 +67,14 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
-# -- processes a task leaves behind (Linux; elsewhere these do nothing) ---------------------------
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def prctl_function() -> Optional[Callable[..., int]]:
-    """libc's prctl, loaded up front (a forked child about to exec must not load libraries)."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def set_subreaper() -> bool:
-    """Orphans below this process (daemonized, or gone with setsid) become its children, so
-    whoever ends this process can end them too."""
-    prctl = prctl_function()
-    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def proc_stat(pid: int) -> Optional[Tuple[str, int, int, int, str]]:
-    """(state, ppid, process group, session, start time) from /proc, None when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[3]), fields[19]
-
-
-def proc_table() -> Dict[int, Tuple[str, int, int, int, str]]:
-    """proc_stat of every process (empty without /proc)."""
-    out = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return {}
-    for name in names:
-        if name.isdigit():
-            row = proc_stat(int(name))
-            if row is not None:
-                out[int(name)] = row
-    return out
-
-
-def end_descendants(root: int, rounds: int = 100) -> int:
-    """SIGKILL every process below `root` (by parent links, again until none is left: a killed
-    parent's children come back to a subreaper root) and reap those that became ours."""
-    killed = 0
-    for _ in range(rounds):
-        table = proc_table()
-        below, todo = [], [root]
-        while todo:
-            parent = todo.pop()
-            kids = [pid for pid, row in table.items() if row[1] == parent]
-            below += kids
-            todo += kids
-        if not below:
-            break
-        for pid in below:
-            if table[pid][0] != "Z":
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-                except OSError:
-                    pass
-            if table[pid][1] == os.getpid():
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-        time.sleep(0.005)
-    return killed
-
-
 class Context:
-    """What a task function receives: its options, a logger and a scratch folder."""
+    """What a task function receives: its options, a logger, a scratch folder and, for
+    preemption, its checkpoint: ``resumed`` (the state saved by an earlier attempt, or None),
+    ``checkpoint_dir`` (its files kept across requeues) and ``on_checkpoint(callback)``."""
 
     def __init__(self, job_id: int, index: int, task: str, options: Dict[str, Any],
-                 workdir: Path, log: Callable[[str], None]) -> None:
+                 workdir: Path, log: Callable[[str], None], attempt: int = 1,
+                 resumed: Any = None, checkpoint_dir: Optional[Path] = None) -> None:
         self.job_id = job_id
         self.index = index
         self.task = task
@@ -142,6 +82,21 @@ class Context:
         self.workdir = workdir
         self.log = log
         self.inputs: Dict[str, List[Path]] = {}   # required task -> its processes' work folders
+        self.attempt = attempt
+        self.resumed = resumed
+        self._checkpoint_dir = checkpoint_dir or workdir
+        self.checkpoint: Optional[Callable[[], Any]] = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """A folder of this task's own, kept across requeued attempts (made on first use)."""
+        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self._checkpoint_dir
+
+    def on_checkpoint(self, callback: Callable[[], Any]) -> None:
+        """Register what to save when the scheduler warns that this run ends (preemption, time
+        limit): `callback()` returns a JSON value, given back as ``resumed`` to the next attempt."""
+        self.checkpoint = callback
 
 
 def own_options(processes: Any, index: int) -> Dict[str, Any]:
@@ -164,6 +119,10 @@ class _Killed(BaseException):
     """Raised in the task by SIGTERM: the scheduler is ending this process."""
 
 
+class _Warned(BaseException):
+    """Raised in the task by the scheduler's warning signal: this run ends soon."""
+
+
 class Worker:
     """Runs the tasks of one process of a job, writing its log, status and result records."""
 
@@ -176,6 +135,19 @@ class Worker:
         self.tasks: List[Optional[str]] = [None] * len(self.job["tasks"])
         self.reason = ""
         self.started = time.time()
+        # Held until this run ends: LockRefused (nothing touched) when another copy runs.
+        self.lock = ProcessLock(self.dir)
+        self.lock.acquire()
+        self.requeue_how, self.requeue_max = settings()
+        before = read_own(self.dir / STATUS)
+        self.attempt, self.requeues = chain(self.dir, before)
+        # SLURM requeues a preempted job even after its worker ended it: that run does nothing.
+        self.ended = bool(self.requeue_max and before and before.get("state") == "DONE")
+        self.checkpoints = Checkpoints(self.dir)
+        self.ctx: Optional[Context] = None
+        self.pos = 0
+        self.warned = ""
+        self._in_task = False
         self._log = open(self.dir / LOG, "a", encoding="utf-8", errors="backslashreplace")
 
     def log(self, message: str) -> None:
@@ -191,6 +163,7 @@ class Worker:
             "state": state, "tasks": self.tasks, "reason": self.reason,
             "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started, "ended": time.time() if state == "DONE" else None,
+            "attempt": self.attempt, "requeues": self.requeues,
             **({"usage": own_usage(self.started)} if state == "DONE" else {}),
         })
 
@@ -201,30 +174,57 @@ class Worker:
     def run(self) -> int:
         """Run the sequence's tasks in order, stop at the first that fails; the exit status (0: all N)."""
         signal.signal(signal.SIGTERM, _on_term)
+        if self.requeue_max:  # the job script asked the scheduler for a warning before the end
+            for name in ("SIGUSR1", "SIGUSR2") if self.requeue_how == "sge" else ("SIGUSR1",):
+                signal.signal(getattr(signal, name), self._on_warning)
+        if self.ended:  # its records stay as they are
+            print(f"dpu_slurm worker: process {self.index} already ended; this run does nothing",
+                  file=sys.stderr)
+            return self._close(0)
         set_subreaper()
         skip = failed_prerequisite(self.job, self.index, process_dir, STATUS)
         if skip:  # never run: a process of a job this one waits for did not end N
             self.tasks, self.reason = ["S"] * len(self.tasks), skip
             self.log(f"Process skipped: {skip}")
             self.status("DONE")
-            return 0
+            return self._close(0)
         self.status("RUNNING")
         options = self.options()
         results: List[Any] = []
         self.log(f"Job {self.job['job_id']} process {self.index} on {socket.gethostname()}: "
-                 f"{self.job['sequence']}")
+                 f"{self.job['sequence']}" + (f" (attempt {self.attempt})" if self.attempt > 1 else ""))
         try:
             for pos, spec in enumerate(self.job["tasks"]):
-                self.tasks[pos] = "RUNNING"
+                kept = self.checkpoints.done(pos) if self.requeues else None
+                if kept is not None:
+                    self.tasks[pos] = "N"
+                    results.extend(kept)
+                    self.log(f"Task {spec['name']} ended N in an earlier attempt; not run again")
+                    continue
+                if self.warned:  # warned between two tasks: the next one is the one stopped
+                    self.tasks[pos] = "RUNNING"
+                    raise _Warned()
+                self.tasks[pos], self.pos = "RUNNING", pos
                 self.status("RUNNING")
                 self.log(f"Starting task {spec['name']}")
-                letter, objects = self._run_task(spec, options)
-                self.tasks[pos] = letter
+                letter, objects = self._run_task(pos, spec, options)
+                self.tasks[pos], self.ctx = letter, None   # a later warning is not this task's
                 results.extend(objects)
+                if letter == "N" and self.requeue_max:
+                    self.checkpoints.mark_done(pos, objects, write_json)
                 if letter != "N":
                     break
         except _Killed:
+            self._save_checkpoint()
             self.reason = self.reason or _kill_reason(time.time() - self.started)
+            self._end_running("A")
+            self.log(f"Process ended: {self.reason}")
+        except _Warned:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the end comes: records first
+            self._save_checkpoint()
+            code = self._requeue()
+            if code is not None:
+                return self._close(code)
             self._end_running("A")
             self.log(f"Process ended: {self.reason}")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the records below be written whole
@@ -237,21 +237,71 @@ class Worker:
         write_json(self.dir / RESULT, {"committed": committed, "objects": results if committed else [],
                                        "count": len(results)})
         code = 0 if all(t == "N" for t in self.tasks) else 1
+        if "A" not in self.tasks:  # nothing resumes from it (an A keeps it for a rerun)
+            self.checkpoints.clear()
         self.log(f"job_status = {code}")
         self.status("DONE")
+        return self._close(code)
+
+    def _close(self, code: int) -> int:
         self._log.close()
+        self.lock.release()
         return code
+
+    def _on_warning(self, signum: int, frame: Any) -> None:
+        self.warned = signal.Signals(signum).name
+        if self._in_task:
+            raise _Warned()
+
+    def _save_checkpoint(self) -> None:
+        """The running task's state from its callback, kept for the next attempt."""
+        ctx = self.ctx
+        if ctx is None or ctx.checkpoint is None:
+            return
+        try:
+            state = ctx.checkpoint()
+            self.checkpoints.save(self.pos, state, write_json)
+            self.log(f"Checkpoint of task {ctx.task} saved")
+        except Exception as exc:  # a broken callback loses the checkpoint, never the records
+            self.log(f"Checkpoint of task {ctx.task} failed: {type(exc).__name__}: {exc}")
+
+    def _requeue(self) -> Optional[int]:
+        """After the warning: have the scheduler run the process again (the exit status to end
+        this run with), or None when it ends here A (self.reason says why)."""
+        elapsed, limit = time.time() - self.started, int(os.environ.get("DPU_TIME_LIMIT", "0") or 0)
+        warn = int(os.environ.get("DPU_REQUEUE_WARN", "0") or 0)
+        what = "the time limit" if limit and elapsed >= limit - warn - 60 else "preemption"
+        if self.requeue_how == "sge":  # -notify: USR1 comes before a suspend, USR2 before a kill
+            what = "a suspend" if self.warned == "SIGUSR1" else "a kill"
+        why = f"{self.warned} before {what}"
+        if len(self.requeues) >= self.requeue_max:
+            self.reason = f"{why}; not requeued: the limit of {self.requeue_max} requeue(s) is reached"
+            return None
+        letters = "".join("A" if t == "RUNNING" else (t or "S") for t in self.tasks)
+        earlier = [*self.requeues, [self.attempt, letters, f"requeued: {why}", time.time()]]
+        end_descendants(os.getpid())
+        write_json(self.dir / STATUS, {  # what a poll sees until the next attempt starts
+            "state": "RUNNING", "requeued": True, "tasks": [None] * len(self.tasks), "reason": "",
+            "attempt": self.attempt + 1, "requeues": earlier, "host": socket.gethostname(),
+            "pid": os.getpid(), "started": self.started, "ended": None})
+        done, note = ask_scheduler(self.requeue_how)
+        if not done:
+            self.reason = f"{why}; not requeued: {note}; its checkpoint is kept for a rerun"
+            return None
+        self.log(f"Requeued ({why}; {note}): attempt {self.attempt + 1} resumes from the checkpoint")
+        return SGE_REQUEUE_EXIT if self.requeue_how == "sge" else 0
 
     def _end_running(self, letter: str) -> None:
         self.tasks = [letter if t == "RUNNING" else t for t in self.tasks]
 
-    def _run_task(self, spec: Dict[str, str], options: Dict[str, Any]) -> tuple[str, List[Any]]:
+    def _run_task(self, pos: int, spec: Dict[str, str], options: Dict[str, Any]) -> tuple[str, List[Any]]:
         module_name, _, func_name = spec["run"].partition(":")
         workdir = self.dir / "work"
         workdir.mkdir(exist_ok=True)
         try:
             func = getattr(importlib.import_module(module_name), func_name)
-            ctx = Context(self.job["job_id"], self.index, spec["name"], dict(options), workdir, self.log)
+            ctx = Context(self.job["job_id"], self.index, spec["name"], dict(options), workdir, self.log,
+                          self.attempt, self.checkpoints.state(pos), self.checkpoints.root / f"task-{pos}")
             needs = self.job.get("inputs")  # a target run's (target.py): per process, task -> folders
             ctx.inputs = {k: [Path(d) for d in v] for k, v in needs[self.index].items()} if needs else {}
             folders = [d for dirs in ctx.inputs.values() for d in dirs]
@@ -260,7 +310,11 @@ class Worker:
                 self.reason = f"task {spec['name']}: a required work folder is not read: {bad}"
                 self.log(self.reason)
                 return "E", []
-            objects = func(ctx)
+            self.ctx, self._in_task = ctx, True
+            try:
+                objects = func(ctx)
+            finally:
+                self._in_task = False
         except MemoryError:
             self.reason = f"OUT_OF_MEMORY: task {spec['name']} exceeded the memory limit"
             self.log(self.reason)
@@ -317,7 +371,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args) != 2:
         print("usage: python -m dpu_slurm.worker JOBDIR INDEX", file=sys.stderr)
         return 2
-    return Worker(Path(args[0]), int(args[1])).run()
+    early: List[str] = []  # a warning before the worker is ready is kept for it, not fatal
+    if os.environ.get("DPU_REQUEUE_MAX"):
+        for name in ("SIGUSR1", "SIGUSR2"):
+            signal.signal(getattr(signal, name), lambda signum, _: early.append(signal.Signals(signum).name))
+    try:
+        worker = Worker(Path(args[0]), int(args[1]))
+    except LockRefused as exc:  # a second copy: it leaves every record alone
+        print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
+        return LOCKED
+    worker.warned = early[0] if early else ""
+    return worker.run()
 
 
 if __name__ == "__main__":

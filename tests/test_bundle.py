@@ -78,8 +78,8 @@ def test_vcs_folders_caches_and_bytecode_are_left_out(tmp_path: Path) -> None:
     with tarfile.open(built.path) as tar:
         names = tar.getnames()
     assert sorted(names) == sorted([f"code/{n}" for n in TREE] +
-                                   ["worker/dpu_slurm/__init__.py", "worker/dpu_slurm/prereq.py",
-                                    "worker/dpu_slurm/worker.py"])
+                                   [f"worker/dpu_slurm/{m}.py" for m in ("__init__", "prereq", "proclock",
+                                                                          "reaper", "requeue", "worker")])
 
 
 def test_the_bundle_carries_the_worker_as_it_is(tmp_path: Path) -> None:

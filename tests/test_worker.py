@@ -204,10 +204,11 @@ def test_usage_error_without_arguments(tmp_path: Path) -> None:
 
 
 def test_the_worker_imports_nothing_outside_the_standard_library() -> None:
-    # It travels alone in the bundle: only bundle.WORKER_FILES (__init__, worker, prereq) are shipped.
+    # It travels alone in the bundle: only bundle.WORKER_FILES are shipped.
     code = ("import sys; import dpu_slurm.worker; "
             "print(sorted(m for m in sys.modules if m.startswith('dpu_slurm')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['dpu_slurm', 'dpu_slurm.prereq', 'dpu_slurm.worker']"
+    shipped = ["prereq", "proclock", "reaper", "requeue", "worker"]
+    assert out.stdout.strip() == str(["dpu_slurm", *[f"dpu_slurm.{m}" for m in shipped]])
     from dpu_slurm.bundle import WORKER_FILES
-    assert set(WORKER_FILES) == {"__init__.py", "prereq.py", "worker.py"}
+    assert set(WORKER_FILES) == {"__init__.py", *[f"{m}.py" for m in shipped]}

@@ -82,6 +82,7 @@ class Scheduler(ABC):
     CANCELS_QUEUED_ONLY: ClassVar[bool] = False
     CHUNKED: ClassVar[bool] = True        # one array job per chunk of max_array_size processes
     RERUN: ClassVar[bool] = False         # can submit an explicit list of indices (rerun_context)
+    REQUEUE: ClassVar[str] = ""           # how a warned worker requeues itself here (requeue.py)
     RERUN_STALE: ClassVar[Tuple[str, ...]] = ()  # job files a rerun moves aside (the runner's own)
     # The queue page sets this: its polls cover every user's jobs, not only the caller's.
     all_users: bool = False
@@ -136,6 +137,7 @@ class Scheduler(ABC):
     def script(self, req: SubmitRequest, **extra: object) -> str:
         """One script from the template: the request's fields, the DPU config and `extra`."""
         extra.setdefault("tag", req.tag)
+        extra.setdefault("requeue_how", self.REQUEUE)
         folder = Path(getattr(sys.modules.get(type(self).__module__), "__file__", None) or ".").parent
         return render(self.template(), search=str(folder), **vars(req), dpu_config=self.dpu, **extra)
 

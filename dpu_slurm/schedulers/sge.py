@@ -119,6 +119,7 @@ class SGEScheduler(Scheduler):
     TRANSIENT = TRANSIENT
     GONE = _GONE
     RERUN = True
+    REQUEUE = "sge"
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:

@@ -102,6 +102,7 @@ class SlurmScheduler(Scheduler):
     TRANSIENT = TRANSIENT
     CANCELS_QUEUED_ONLY = True
     RERUN = True
+    REQUEUE = "slurm"
     DRMAA_INDEX_SHIFT = 1  # bulk indices start at 1, the poll counts from 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 import json
 import math
 import statistics
+import time
 
 from awepipe import synthetic
 
@@ -54,12 +55,37 @@ def read_noise(ctx):
              "date": o["date"], "read_noise": round(noise, 4)}]
 
 
+def _slow_stack(ctx, frames, steps):
+    """The median stack in `steps` steps of about a second each, the progress kept for a
+    checkpoint: a preempted run resumes at the step it reached (ctx.resumed)."""
+    columns = list(zip(*frames, strict=True))
+    per = -(-len(columns) // steps)
+    box = [getattr(ctx, "resumed", None) or {"step": 0, "stacked": []}]
+    if box[0]["step"]:
+        ctx.log(f"Resuming from checkpoint at step {box[0]['step']} of {steps}")
+    if hasattr(ctx, "on_checkpoint"):
+        ctx.on_checkpoint(lambda: box[0])  # one whole state: a step is never half saved
+    while box[0]["step"] < steps:
+        step = box[0]["step"]
+        part = [statistics.median(c) for c in columns[step * per:(step + 1) * per]]
+        time.sleep(1.0)
+        box[0] = {"step": step + 1, "stacked": box[0]["stacked"] + part}
+        if (step + 1) % 10 == 0:
+            ctx.log(f"Stacked step {step + 1} of {steps}")
+    return box[0]["stacked"]
+
+
 def master_bias(ctx):
     o = ctx.options
-    count = int((o["pars"] or {}).get("frames", 5))
+    pars = o["pars"] or {}
+    count = int(pars.get("frames", 5))
+    steps = int(pars.get("steps", 0))  # pars={"steps": 120}: a slow stack, to try preemption
     frames = _frames(ctx, count)
-    ctx.log(f"Median-stacking {count} bias frames")
-    stacked = [statistics.median(column) for column in zip(*frames, strict=True)]
+    ctx.log(f"Median-stacking {count} bias frames" + (f" in {steps} steps" if steps > 0 else ""))
+    if steps > 0:
+        stacked = _slow_stack(ctx, frames, steps)
+    else:
+        stacked = [statistics.median(column) for column in zip(*frames, strict=True)]
     mean, rms = _clipped_stats(stacked, 5.0, 5)
     path = ctx.workdir / f"MasterBias_{o['instrument']}_{o['chip']}_{o['date']}.json"
     path.write_text(json.dumps(stacked))
