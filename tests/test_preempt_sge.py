@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_graph_sge import SGE_ENV
+from tests.conftest import SGE_ENV
 
 pytestmark = pytest.mark.sge
 WAIT = 240.0

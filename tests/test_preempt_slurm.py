@@ -4,7 +4,6 @@ partition urgent preempts it. The worker, warned by SIGUSR1, saves its checkpoin
 itself; the next attempt resumes from the step it reached and the process ends N at attempt 2,
 never A. A requeued job waits for the whole node again (other tests' jobs share it): the waits
 are bounded generously, nothing asserts on time."""
-import io
 import re
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dpu_slurm import Processor
+from tests.conftest import slurm_processor
 from tests.test_slurm import write_config
 
 pytestmark = pytest.mark.slurm
@@ -21,32 +20,21 @@ WAIT = 600.0   # bound of each wait (s)
 
 @pytest.fixture
 def dpu(slurm_cluster, tmp_path, monkeypatch):
-    monkeypatch.setenv("DPU_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DPU_CONFIG_PATH", str(tmp_path / "cfg"))
-    monkeypatch.delenv("DPU_NAME", raising=False)
-    monkeypatch.delenv("AWEPIPE", raising=False)
-    monkeypatch.chdir(tmp_path)
     # The victim holds every CPU of the node, so the urgent job can start only by preempting it.
     cpus = subprocess.run(["sinfo", "-h", "-p", "scavenger", "-o", "%c"], capture_output=True, text=True,
                           check=True).stdout.split()[0]
-    write_config(tmp_path, name="scav",
-                 partitions=[{"name": "scavenger", "max_time": 86400, "max_mem": 4000}],
-                 extra_directives=[f"--cpus-per-task={cpus}"], requeue={"max": 3, "warn": 60})
     # A DPU whose jobs are never preempted: only their time limit warns them.
     write_config(tmp_path, name="limited", time_factor=1, requeue={"max": 4, "warn": 60})
-    out = io.StringIO()
-    proc = Processor("scav", out=out, session_log=False)
-    proc.out = out
-    extra = []
-    proc.extra_slurm_jobs = extra
-    yield proc
-    for job_id in proc.get_jobids():
-        job = proc._store.job(job_id)
-        if job.native_ids:
-            subprocess.run(["scancel", *job.native_ids], check=False)
-    if extra:
-        subprocess.run(["scancel", *extra], check=False)
-    proc.close()
+    with slurm_processor(tmp_path, monkeypatch, "scav",
+                         partitions=[{"name": "scavenger", "max_time": 86400, "max_mem": 4000}],
+                         extra_directives=[f"--cpus-per-task={cpus}"],
+                         requeue={"max": 3, "warn": 60}) as proc:
+        proc.extra_slurm_jobs = []  # the urgent jobs a test queues, cancelled at the end
+        try:
+            yield proc
+        finally:
+            if proc.extra_slurm_jobs:
+                subprocess.run(["scancel", *proc.extra_slurm_jobs], check=False)
 
 
 def until(cond, what):
