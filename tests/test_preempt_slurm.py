@@ -107,3 +107,34 @@ def test_a_bias_warned_before_its_time_limit_requeues_itself_and_ends_N(dpu):
     assert all(r[3].startswith("requeued: SIGUSR1 before the time limit") for r in attempts[:-1]), attempts
     text = read(Path(job.jobdir) / "p" / "0" / "log")
     assert "scontrol requeue" in text and re.search(r"Resuming from checkpoint at step [1-9]\d* of 75", text)
+
+
+def test_a_target_whose_bias_is_preempted_resumes_it_and_then_builds_the_hot_pixels(dpu, tmp_path):
+    """Issue 13's "done when" in one flow: run_target plans Bias and HotPixels as two jobs with an
+    edge, the Bias is preempted halfway and resumes from its checkpoint, HotPixels then runs on
+    its master bias, and a second run_target finds everything done."""
+    cpus = subprocess.run(["sinfo", "-h", "-p", "scavenger", "-o", "%c"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    # Limits of 15 min (min_time): a 1-minute limit would bring the warning at once.
+    write_config(tmp_path, name="scavtarget", min_time=900,
+                 partitions=[{"name": "scavenger", "max_time": 86400, "max_mem": 4000}],
+                 extra_directives=[f"--cpus-per-task={cpus}"], requeue={"max": 3, "warn": 60})
+    dpu.select_dpu("scavtarget")
+    jobs = dpu.run_target("HotPixels", i="WFI", c="ccd52", d="2000-04-28", p={"steps": 40})
+    bias, hot = jobs["Bias"], jobs["HotPixels"]
+    assert bias and hot and dpu._store.job(hot).dpu_options["after"]["jobs"] == [bias]
+    log = Path(dpu._store.job(bias).jobdir) / "p" / "0" / "log"
+    until(lambda: "Stacked step 10 of 40" in read(log), "the Bias did not get to step 10")
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "1", "-J", "dpu-test-urgent",
+                             "-o", "/dev/null", "--wrap", "sleep 5"],
+                            capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    dpu.extra_slurm_jobs.append(urgent)
+    views = dpu.wait([bias, hot], timeout=2 * WAIT, interval=1.0)
+    assert [v.counts.line() for v in views] == ["1/0/0/0/0", "1/0/0/0/0"], views
+    assert [(a, o) for _, a, o, _, _ in dpu._store.attempts(bias)] == [(1, "A"), (2, "N")]
+    assert re.search(r"Resuming from checkpoint at step \d+ of 40", read(log)), read(log)
+    hot_log = read(Path(dpu._store.job(hot).jobdir) / "p" / "0" / "log")
+    assert f"Using master bias MasterBias_WFI_ccd52_2000-04-28.json of {bias}." in hot_log, hot_log
+    before = dpu.get_jobids()
+    again = dpu.run_target("HotPixels", i="WFI", c="ccd52", d="2000-04-28", p={"steps": 40})
+    assert not any(again.values()) and dpu.get_jobids() == before   # all done: nothing submitted

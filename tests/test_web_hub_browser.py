@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import Env
-from tests.test_sge import SGE_ENV
+from tests.conftest import SGE_ENV, Env
 from tests.test_web import finished
 from tests.test_web_browser import screenshot
 from tests.test_web_hub import closed_port, hub, polled
