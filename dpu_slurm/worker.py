@@ -34,7 +34,7 @@ from .reaper import (  # noqa: F401
     proc_table,
     set_subreaper,
 )
-from .requeue import SGE_REQUEUE_EXIT, Checkpoints, ask_scheduler, chain, read_own, settings
+from .requeue import SGE_REQUEUE_EXIT, Checkpoints, ask_scheduler, chain, own_folder, read_own, settings
 
 STATUS = "status.json"
 RESULT = "result.json"
@@ -89,9 +89,10 @@ class Context:
 
     @property
     def checkpoint_dir(self) -> Path:
-        """A folder of this task's own, kept across requeued attempts (made on first use)."""
-        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return self._checkpoint_dir
+        """A folder of this task's own, kept across requeued attempts (made on first use; a
+        symlink or another user's folder there is refused, never used)."""
+        own_folder(self._checkpoint_dir.parent)
+        return own_folder(self._checkpoint_dir)
 
     def on_checkpoint(self, callback: Callable[[], Any]) -> None:
         """Register what to save when the scheduler warns that this run ends (preemption, time
@@ -211,7 +212,9 @@ class Worker:
                 self.tasks[pos], self.ctx = letter, None   # a later warning is not this task's
                 results.extend(objects)
                 if letter == "N" and self.requeue_max:
-                    self.checkpoints.mark_done(pos, objects, write_json)
+                    trouble = self.checkpoints.mark_done(pos, objects, write_json)
+                    if trouble:
+                        self.log(f"Results of task {spec['name']} not kept for a requeue: {trouble}")
                 if letter != "N":
                     break
         except _Killed:

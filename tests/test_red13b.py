@@ -1,0 +1,181 @@
+"""Red team of issue 13's preemption work (checkpoints, requeued records, the process lock, the
+``requeue`` key) as a hostile second Unix user and as an unlucky crash.
+
+dpumallory is simulated by files chowned to her uid in a process folder she could write (a
+shared scratch whose job folders are group- or world-writable); the worker runs as this user.
+Each test names its attack; the report of the red13b branch lists the outcomes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dpu_slurm.proclock import LockRefused, ProcessLock, _read
+from dpu_slurm.requeue import MAX_RECORD, Checkpoints
+from tests.test_requeue import job, start, status, warn_when_started
+
+MALLORY_UID = 1003
+
+
+def _mallory(path: Path) -> Path:
+    os.chown(path, MALLORY_UID, MALLORY_UID, follow_symlinks=False)
+    return path
+
+
+# -- 1. planted checkpoint state --------------------------------------------------------------
+def _planted(tmp_path: Path, how: str) -> Path:
+    """A checkpoint folder whose task-0.json is what mallory made of it."""
+    root = tmp_path / "p0"
+    (root / "checkpoint").mkdir(parents=True)
+    state = root / "checkpoint" / "task-0.json"
+    if how == "mallory's file":
+        state.write_text(json.dumps({"state": {"i": 999}}))
+        _mallory(state)
+    elif how == "fifo":
+        os.mkfifo(state)
+    elif how == "huge":
+        with open(state, "w") as fh:
+            fh.write('{"state": {"i": 999}, "pad": "')
+            fh.truncate(MAX_RECORD + 10)
+    elif how == "symlink to alice's other state":
+        other = tmp_path / "older.json"
+        other.write_text(json.dumps({"state": {"i": 999}}))
+        state.symlink_to(other)
+    elif how == "not an object":
+        state.write_text("[1, 2]")
+    return root
+
+
+@pytest.mark.parametrize("how", ["mallory's file", "fifo", "huge", "symlink to alice's other state",
+                                 "not an object"])
+def test_a_planted_checkpoint_state_is_never_resumed(tmp_path: Path, how: str) -> None:
+    """Held: read_own opens O_NOFOLLOW|O_NONBLOCK, checks type, owner and size."""
+    points = Checkpoints(_planted(tmp_path, how))
+    assert points.state(0) is None and points.done(0) is None
+
+
+def _mallorys_dir(tmp_path: Path) -> Path:
+    theirs = tmp_path / "mallory"
+    theirs.mkdir()
+    (theirs / "task-0.json").write_text(json.dumps({"state": {"i": 150}}))
+    (theirs / "task-0").mkdir()
+    for path in (theirs / "task-0.json", theirs / "task-0", theirs):
+        _mallory(path)
+    return theirs
+
+
+def test_a_checkpoint_folder_planted_as_a_symlink_is_never_written_or_used(tmp_path: Path) -> None:
+    """Broke (fixed): p/<idx>/checkpoint made by mallory as a symlink to her folder was
+    followed: the warned task's state was saved into her folder (she reads it, and later swaps
+    in an older file of alice's) and ctx.checkpoint_dir was her folder. Now refused."""
+    jobdir = job(tmp_path, until=200)
+    theirs = _mallorys_dir(tmp_path)
+    before = sorted(p.name for p in theirs.iterdir())
+    (jobdir / "p" / "0").mkdir(parents=True)
+    (jobdir / "p" / "0" / "checkpoint").symlink_to(theirs)
+    assert warn_when_started(start(tmp_path, jobdir), jobdir) == 99
+    assert sorted(p.name for p in theirs.iterdir()) == before   # nothing of alice's went there
+    log = (jobdir / "p" / "0" / "log").read_text()
+    assert "Checkpoint of task Count failed: PermissionError" in log and "not a folder of yours" in log
+    assert status(jobdir)["requeued"] is True   # the records are whole
+    with pytest.raises(PermissionError, match="not a folder of yours"):
+        Checkpoints(jobdir / "p" / "0").folder(0)
+    second = start(tmp_path, jobdir)
+    assert second.wait(timeout=60) == 0
+    log = (jobdir / "p" / "0" / "log").read_text()
+    assert "fresh start" in log and "resumed at step 150" not in log
+    assert "Results of task Count not kept for a requeue" in log and status(jobdir)["tasks"] == ["N"]
+    assert (jobdir / "p" / "0" / "checkpoint").is_symlink()   # clear() never follows it
+    assert sorted(p.name for p in theirs.iterdir()) == before
+
+
+def test_ctx_checkpoint_dir_refuses_another_users_folder(tmp_path: Path) -> None:
+    """Broke (fixed): ctx.checkpoint_dir was mkdir(exist_ok=True), so a task-<n> folder of
+    mallory's (or a symlink) was handed to alice's task as her own."""
+    from dpu_slurm.worker import Context
+    root = tmp_path / "p0" / "checkpoint"
+    root.mkdir(parents=True)
+    (root / "task-0").mkdir()
+    _mallory(root / "task-0")
+    ctx = Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-0")
+    with pytest.raises(PermissionError, match="not a folder of yours"):
+        ctx.checkpoint_dir
+    (root / "task-1").symlink_to(tmp_path)
+    with pytest.raises(PermissionError, match="not a folder of yours"):
+        Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-1").checkpoint_dir
+    mine = Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-2")
+    assert mine.checkpoint_dir.is_dir()
+
+
+# -- 2. the process lock ------------------------------------------------------------------------
+def _dead_lock(folder: Path) -> None:
+    """A lock left by a killed run on this host (its pid runs no more)."""
+    (folder / "lock").write_text(json.dumps({"host": os.uname().nodename, "pid": 2 ** 22 + 7,
+                                             "start": "1", "at": 1.0}))
+
+
+def test_two_copies_taking_over_one_stale_lock_never_both_hold_it(tmp_path: Path) -> None:
+    """Broke (fixed): copy B judged the stale lock, copy A took it over (unlink, O_EXCL create)
+    and the new lock got the freed inode number back (ext4 and tmpfs do so at once); B's
+    take-over compared inode numbers only, removed A's live lock and took its own: both ran."""
+    _dead_lock(tmp_path)
+    late = ProcessLock(tmp_path, heartbeat=0)
+    judged = _read(late.path)          # B reads the stale lock ...
+    assert judged is not None
+    first = ProcessLock(tmp_path, heartbeat=0)
+    first.acquire(wait=0)              # ... A takes it over meanwhile ...
+    late._take_over(judged)            # ... and B removes what it judged stale
+    assert (tmp_path / "lock").exists(), "B removed A's live lock"
+    with pytest.raises(LockRefused, match="already running"):
+        ProcessLock(tmp_path, heartbeat=0).acquire(wait=0)
+    first.release()
+    assert not (tmp_path / "lock").exists()
+
+
+@pytest.mark.parametrize("how", ["mallory's file", "fifo", "folder", "symlink to mallory's lock"])
+def test_a_planted_lock_is_refused_with_what_to_do_and_never_hangs(tmp_path: Path, how: str) -> None:
+    """Held: a lock that is not a regular file of this user's is refused (LockRefused, exit 75
+    from the worker, records untouched) with the hint to remove it; a FIFO never blocks."""
+    lock = tmp_path / "lock"
+    if how == "mallory's file":
+        lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "start": "1"}))
+        _mallory(lock)
+    elif how == "fifo":
+        os.mkfifo(lock)
+    elif how == "folder":
+        lock.mkdir()
+    else:
+        theirs = tmp_path / "theirs"
+        theirs.write_text("{}")
+        _mallory(theirs)
+        lock.symlink_to(theirs)
+    with pytest.raises(LockRefused, match="remove it"):
+        ProcessLock(tmp_path, heartbeat=0).acquire(wait=0)
+
+
+def test_a_worker_refused_by_a_planted_lock_leaves_the_records_alone(tmp_path: Path) -> None:
+    """Held: exit 75 and not one record written (mallory's lock keeps alice's process from
+    running but cannot make it run twice or change what it recorded)."""
+    jobdir = job(tmp_path, until=5)
+    pdir = jobdir / "p" / "0"
+    pdir.mkdir(parents=True)
+    (pdir / "lock").write_text("{}")
+    _mallory(pdir / "lock")
+    proc = start(tmp_path, jobdir)
+    assert proc.wait(timeout=60) == 75
+    assert "remove it and run again" in (proc.stderr.read() if proc.stderr else "")
+    assert sorted(p.name for p in pdir.iterdir()) == ["lock"]
+
+
+def test_a_lock_of_a_live_unrelated_process_with_another_start_time_is_taken_over(tmp_path: Path) -> None:
+    """Held: the pid of a live process (here pid 1) that started at another time than the lock
+    says is a reused pid, not the holder."""
+    (tmp_path / "lock").write_text(json.dumps({"host": os.uname().nodename, "pid": 1, "start": "12345678901",
+                                               "at": 1.0}))
+    lock = ProcessLock(tmp_path, heartbeat=0)
+    lock.acquire(wait=0)
+    assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+    lock.release()
