@@ -102,10 +102,10 @@ def test_ctx_checkpoint_dir_refuses_another_users_folder(tmp_path: Path) -> None
     _mallory(root / "task-0")
     ctx = Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-0")
     with pytest.raises(PermissionError, match="not a folder of yours"):
-        ctx.checkpoint_dir
+        _ = ctx.checkpoint_dir
     (root / "task-1").symlink_to(tmp_path)
     with pytest.raises(PermissionError, match="not a folder of yours"):
-        Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-1").checkpoint_dir
+        _ = Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-1").checkpoint_dir
     mine = Context(1, 0, "T", {}, tmp_path, lambda _: None, checkpoint_dir=root / "task-2")
     assert mine.checkpoint_dir.is_dir()
 
