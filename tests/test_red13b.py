@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dpu_slurm.proclock import LockRefused, ProcessLock, _read
 from dpu_slurm.requeue import MAX_RECORD, Checkpoints
-from tests.test_requeue import job, start, status, warn_when_started
+from dpu_slurm.schedulers.base import Observation
+from dpu_slurm.states import ObsState, ProcState
+from dpu_slurm.status import _parse, decide
+from tests.conftest import REPO, wait_until
+from tests.test_requeue import job, progress, start, status, warn_when_started
 
 MALLORY_UID = 1003
 
@@ -179,3 +186,76 @@ def test_a_lock_of_a_live_unrelated_process_with_another_start_time_is_taken_ove
     lock.acquire(wait=0)
     assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+# -- 4. kill -9 at each step of the warning: checkpoint, requeued record, scheduler call -----
+# Each patch ends the worker (SIGKILL) at one step; the steps run in this order.
+KILLS = {
+    "while writing the checkpoint (temp file written, not yet renamed)": """
+real = os.replace
+def replace(src, dst, *a, **k):
+    if str(dst).endswith("task-0.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+os.replace = replace
+""",
+    "after the checkpoint, before the requeued record": """
+def boom(self):
+    os.kill(os.getpid(), signal.SIGKILL)
+worker.Worker._requeue = boom
+""",
+    "while writing the requeued record (temp file written, not yet renamed)": """
+real = os.replace
+def replace(src, dst, *a, **k):
+    if str(dst).endswith("status.json") and b'"requeued": true' in open(src, "rb").read():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+os.replace = replace
+""",
+    "after the requeued record, before asking the scheduler": """
+def boom(how):
+    os.kill(os.getpid(), signal.SIGKILL)
+worker.ask_scheduler = boom
+""",
+}
+
+
+def _start_patched(tmp_path: Path, jobdir: Path, patch: str) -> subprocess.Popen[str]:
+    code = "import os, signal, sys\nfrom dpu_slurm import worker\n" + patch + \
+        f"\nsys.exit(worker.main([{str(jobdir)!r}, '0']))\n"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path / "lib")]),
+               DPU_REQUEUE="sge", DPU_REQUEUE_MAX="3")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("step", sorted(KILLS))
+def test_a_worker_killed_at_each_step_of_a_requeue_leaves_records_a_poll_and_the_next_attempt_read(
+        tmp_path: Path, step: str) -> None:
+    """Held: every record stays whole (temp file, then rename), a poll never shows the process
+    both requeued and ended N, and the next run (the scheduler requeues a killed run) ends N at
+    attempt 2 with one earlier attempt, resuming from the checkpoint when it was saved."""
+    jobdir = job(tmp_path, until=150)
+    proc = _start_patched(tmp_path, jobdir, KILLS[step])
+    wait_until(lambda: progress(jobdir) >= 3, timeout=30)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    pdir = jobdir / "p" / "0"
+    raw = (pdir / "status.json").read_bytes()
+    record = _parse(raw)
+    assert record is not None and record.state != "DONE", raw
+    for obs in (None, Observation(ObsState.QUEUED, ""), Observation(ObsState.ENDED, "A", "killed")):
+        state, letters, _ = decide(obs, record, 1, young=obs is None)
+        assert "N" not in letters and (state != ProcState.DONE or letters == "A"), (obs, state, letters)
+    saved = pdir / "checkpoint" / "task-0.json"
+    kept = json.loads(saved.read_text())["state"]["i"] if saved.exists() else None
+    assert (kept is None) == step.startswith("while writing the checkpoint")
+    again = start(tmp_path, jobdir)
+    assert again.wait(timeout=60) == 0, again.stderr.read() if again.stderr else ""
+    final = status(jobdir)
+    assert final["state"] == "DONE" and final["tasks"] == ["N"] and final["attempt"] == 2
+    assert [r[:2] for r in final["requeues"]] == [[1, "A"]]
+    log = (pdir / "log").read_text()
+    assert (f"resumed at step {kept}" in log) if kept is not None else ("fresh start" in log.split("attempt 2")[-1])
+    assert json.loads((pdir / "result.json").read_text())["objects"] == [{"i": 150, "attempt": 2}]
+    assert not [p.name for p in pdir.rglob(".*.tmp")] or step.startswith("while writing")
