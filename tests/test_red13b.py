@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
@@ -20,7 +21,8 @@ from dpu_slurm.proclock import LockRefused, ProcessLock, _read
 from dpu_slurm.requeue import MAX_RECORD, Checkpoints
 from dpu_slurm.schedulers.base import Observation
 from dpu_slurm.states import ObsState, ProcState
-from dpu_slurm.status import _parse, decide
+from dpu_slurm.status import _follow_requeues, _parse, decide
+from dpu_slurm.store import Store
 from tests.conftest import REPO, wait_until
 from tests.test_requeue import job, progress, start, status, warn_when_started
 
@@ -260,3 +262,61 @@ def test_a_worker_killed_at_each_step_of_a_requeue_leaves_records_a_poll_and_the
     assert f"resumed at step {kept}" in second if kept is not None else "fresh start" in second
     assert json.loads((pdir / "result.json").read_text())["objects"] == [{"i": 150, "attempt": 2}]
     assert not [p.name for p in pdir.rglob(".*.tmp")] or step.startswith("while writing")
+
+
+# -- 3. a hostile requeued record: the poll refuses it or keeps it bounded and clean -----------
+def _rec(**fields: Any) -> bytes:
+    return json.dumps({"state": "RUNNING", "tasks": [None], "reason": "", "requeued": True,
+                       **fields}).encode()
+
+
+REFUSED: Dict[str, Dict[str, Any]] = {
+    "attempt huge": {"attempt": 10 ** 30},
+    "attempt negative": {"attempt": -3},
+    "attempt float": {"attempt": 2.0},
+    "attempt true": {"attempt": True, "requeues": []},
+    "row attempt true": {"attempt": 2, "requeues": [[True, "A", "x", None]]},
+    "thousands of rows": {"attempt": 5000, "requeues": [[a, "A", "x", None] for a in range(1, 4000)]},
+    "row after the current attempt": {"attempt": 3, "requeues": [[7, "A", "x", 1.0]]},
+    "row of the current attempt": {"attempt": 2, "requeues": [[2, "N", "x", 1.0]]},
+    "rows out of order": {"attempt": 4, "requeues": [[2, "A", "x", None], [1, "A", "x", None]]},
+    "duplicate rows": {"attempt": 3, "requeues": [[1, "A", "a", None], [1, "N", "b", None]]},
+    "letters not letters": {"attempt": 2, "requeues": [[1, "\x1b[2J", "x", None]]},
+    "ended NaN": {"attempt": 2, "requeues": [[1, "A", "x", float("nan")]]},
+    "ended negative": {"attempt": 2, "requeues": [[1, "A", "x", -1.0]]},
+    "row a mapping": {"attempt": 2, "requeues": [{"attempt": 1}]},
+    "nested deep": {"attempt": 2, "requeues": [[[[[[1]]]]]]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_hostile_requeued_record_is_refused_and_the_store_keeps_no_garbage(
+        tmp_path: Path, name: str) -> None:
+    """Broke (fixed): an attempt 7 row of a process at attempt 3, a row of the current attempt
+    (an 'N' history row for a running attempt), duplicate or unordered rows, JSON true as an
+    attempt and escape sequences as letters all went into the store's history."""
+    assert _parse(_rec(**REFUSED[name])) is None
+    store = Store(tmp_path / "s.db")
+    job_id = store.record("d", "alice", "Bias", {}, {}, 1, 1)
+    assert _follow_requeues(store, {(job_id, 0): _parse(_rec(**REFUSED[name]))}) is False
+    assert store.attempts(job_id) == [(0, 1, "", "", None)]
+
+
+def test_a_requeued_record_with_escape_sequences_in_its_reason_is_stored_as_text(tmp_path: Path) -> None:
+    """Broke (fixed): the reason of a requeue row reached the history (dpu status --attempts)
+    with its control characters, obeyed by the terminal."""
+    rec = _parse(_rec(attempt=2, requeues=[[1, "A", "requeued\x1b]0;owned\x07\x1b[2J", 1.0]]))
+    assert rec is not None
+    store = Store(tmp_path / "s.db")
+    job_id = store.record("d", "alice", "Bias", {}, {}, 1, 1)
+    assert _follow_requeues(store, {(job_id, 0): rec}) is True
+    reasons = [r[3] for r in store.attempts(job_id)]
+    assert not any("\x1b" in r or "\x07" in r for r in reasons) and any("\\x1b" in r for r in reasons)
+    assert store.attempt_numbers(job_id) == {0: 2}
+
+
+def test_the_longest_allowed_chain_is_kept_bounded(tmp_path: Path) -> None:
+    """Held: 1000 earlier attempts, each with a 5000-character reason, are kept cut to 2000 characters."""
+    rows = [[a, "A" * 200, "r" * 5000, None] for a in range(1, 1001)]
+    rec = _parse(_rec(attempt=1001, requeues=rows))
+    assert rec is not None and all(len(r[1]) <= 50 and len(r[2]) <= 2000 for r in rec.requeues)
