@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
+from dpu_slurm.config import load_file
+from dpu_slurm.errors import ConfigError, DPUError
 from dpu_slurm.proclock import LockRefused, ProcessLock, _read
 from dpu_slurm.requeue import MAX_RECORD, Checkpoints
+from dpu_slurm.schedulers import for_dpu
 from dpu_slurm.schedulers.base import Observation
 from dpu_slurm.states import ObsState, ProcState
 from dpu_slurm.status import _follow_requeues, _parse, decide
 from dpu_slurm.store import Store
+from dpu_slurm.transport.local import LocalTransport
 from tests.conftest import REPO, wait_until
+from tests.test_golden import request
 from tests.test_requeue import job, progress, start, status, warn_when_started
+from tests.test_requeue_golden import config as golden_config
 
 MALLORY_UID = 1003
 
@@ -320,3 +328,53 @@ def test_the_longest_allowed_chain_is_kept_bounded(tmp_path: Path) -> None:
     rows = [[a, "A" * 200, "r" * 5000, None] for a in range(1, 1001)]
     rec = _parse(_rec(attempt=1001, requeues=rows))
     assert rec is not None and all(len(r[1]) <= 50 and len(r[2]) <= 2000 for r in rec.requeues)
+
+
+# -- 5. the requeue key -------------------------------------------------------------------------
+BAD_REQUEUE = {
+    "{max: -1}": "requeue.max: -1 is out of range",
+    "{max: 101}": "requeue.max: 101 is out of range",
+    "{max: 100000000000000000000000}": "requeue.max: 100000000000000000000000 is out of range",
+    "{max: '3'}": "requeue.max: must be an integer, got '3'",
+    "{max: 3.5}": "requeue.max: must be an integer",
+    "{max: true}": "requeue.max: must be an integer",
+    "{max: .nan}": "requeue.max: must be an integer",
+    "{max: 1e3}": "requeue.max: must be an integer",
+    "{max: [1]}": "requeue.max: must be an integer",
+    "{max: 2, warn: .inf}": "requeue.warn: must be an integer",
+    "{max: 2, warn: 3601}": "requeue.warn: 3601 is out of range",
+    "{max: 2, warn: -5}": "requeue.warn: -5 is out of range",
+    "{max: 2, often: 1}": "unknown key",
+    "3": "requeue: must be a mapping",
+    "'yes'": "requeue: must be a mapping",
+    "[1, 2]": "requeue: must be a mapping",
+}
+
+
+@pytest.mark.parametrize("value", sorted(BAD_REQUEUE))
+def test_a_bad_requeue_value_is_a_config_error_with_file_and_line(tmp_path: Path, value: str) -> None:
+    """Held: each bad value is a ConfigError naming the file and the line."""
+    path = tmp_path / "q.yaml"
+    path.write_text(f"name: q\nscheduler: slurm\nworkdir: {tmp_path}/w\nrequeue: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_file(path)
+    assert str(caught.value).startswith(f"{path}:4:") and BAD_REQUEUE[value] in str(caught.value)
+
+
+def test_a_bad_requeue_value_on_its_own_line_is_named_by_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "q.yaml"
+    path.write_text(f"name: q\nscheduler: slurm\nworkdir: {tmp_path}/w\nrequeue:\n  max: 2\n  warn: 5\n")
+    with pytest.raises(ConfigError, match=r"q\.yaml:6: requeue\.warn: 5 is out of range"):
+        load_file(path)
+
+
+@pytest.mark.xfail(strict=True, reason="red13b: requeue.warn is not compared with the job's time "
+                   "limit; SLURM sends the warning at once, and each attempt requeues without work")
+def test_a_warning_longer_than_the_time_limit_is_refused_or_shortened() -> None:
+    cfg = replace(golden_config("slurm"), requeue={"max": 2, "warn": 3600})
+    try:
+        text = next(iter(for_dpu(cfg, LocalTransport()).scripts(request(cfg)).values()))
+    except DPUError:
+        return   # refused with a clear error: fine
+    found = re.search(r"--signal=B:USR1@(\d+)", text)
+    assert found is not None and int(found.group(1)) < request(cfg).time_limit
