@@ -137,7 +137,12 @@ class Checkpoints:
         return data.get("state") if data else None
 
     def save(self, pos: int, state: Any, write: Any) -> None:
-        """Keep a task's state (`write`: the worker's atomic JSON writer)."""
+        """Keep a task's state (`write`: the worker's atomic JSON writer). A state the next
+        attempt could not read back (over MAX_RECORD) is refused here, not lost silently there."""
+        size = len(json.dumps({"state": state}))
+        if size > MAX_RECORD:
+            raise ValueError(f"the state is {size} bytes, over the {MAX_RECORD} kept; keep large "
+                             "state as files in ctx.checkpoint_dir and return their names")
         write(own_folder(self.root) / f"task-{pos}.json", {"state": state})
 
     def done(self, pos: int) -> Optional[List[Any]]:

@@ -189,7 +189,8 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
         if not _count(attempt) or not 1 <= attempt <= 10_000 or not isinstance(requeues, list) \
                 or len(requeues) > 1000 or not all(_requeue_row(r) for r in requeues) \
                 or [r[0] for r in requeues] != sorted({r[0] for r in requeues}) \
-                or (requeues and requeues[-1][0] >= attempt):
+                or (requeues and requeues[-1][0] >= attempt) \
+                or (data.get("requeued") is True and data["state"] == DONE):
             # earlier attempts come once each, in order, before this one (red13b: an attempt 7
             # of a process at attempt 3 went to the history)
             raise TypeError("attempt or requeues of the wrong type")

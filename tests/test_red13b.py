@@ -29,6 +29,7 @@ from dpu_slurm.states import ObsState, ProcState
 from dpu_slurm.status import _follow_requeues, _parse, decide
 from dpu_slurm.store import Store
 from dpu_slurm.transport.local import LocalTransport
+from dpu_slurm.worker import write_json
 from tests.conftest import REPO, wait_until
 from tests.test_golden import request
 from tests.test_requeue import job, progress, start, status, warn_when_started
@@ -51,6 +52,9 @@ def _planted(tmp_path: Path, how: str) -> Path:
     if how == "mallory's file":
         state.write_text(json.dumps({"state": {"i": 999}}))
         _mallory(state)
+        done = root / "checkpoint" / "task-0.done.json"   # "task 0 ended N: skip it"
+        done.write_text(json.dumps({"objects": [{"forged": True}]}))
+        _mallory(done)
     elif how == "fifo":
         os.mkfifo(state)
     elif how == "huge":
@@ -72,6 +76,18 @@ def test_a_planted_checkpoint_state_is_never_resumed(tmp_path: Path, how: str) -
     """Held: read_own opens O_NOFOLLOW|O_NONBLOCK, checks type, owner and size."""
     points = Checkpoints(_planted(tmp_path, how))
     assert points.state(0) is None and points.done(0) is None
+
+
+def test_a_checkpoint_too_big_to_read_back_is_refused_when_saved_not_lost_on_resume(tmp_path: Path) -> None:
+    """Broke (fixed): a state over MAX_RECORD was saved ("Checkpoint ... saved" in the log),
+    then read back as None: the next attempt started afresh without a word."""
+    points = Checkpoints(tmp_path)
+    with pytest.raises(ValueError, match=r"keep large state as files in ctx\.checkpoint_dir"):
+        points.save(0, "x" * (MAX_RECORD + 1), write_json)
+    assert points.state(0) is None and not (tmp_path / "checkpoint" / "task-0.json").exists()
+    big = "y" * (MAX_RECORD - 100)
+    points.save(0, big, write_json)
+    assert points.state(0) == big
 
 
 def _mallorys_dir(tmp_path: Path) -> Path:
@@ -294,6 +310,8 @@ REFUSED: Dict[str, Dict[str, Any]] = {
     "ended negative": {"attempt": 2, "requeues": [[1, "A", "x", -1.0]]},
     "row a mapping": {"attempt": 2, "requeues": [{"attempt": 1}]},
     "nested deep": {"attempt": 2, "requeues": [[[[[[1]]]]]]},
+    "requeued and ended N": {"state": "DONE", "tasks": ["N"], "attempt": 2,
+                             "requeues": [[1, "A", "x", None]]},
 }
 
 
@@ -304,6 +322,8 @@ def test_a_hostile_requeued_record_is_refused_and_the_store_keeps_no_garbage(
     (an 'N' history row for a running attempt), duplicate or unordered rows, JSON true as an
     attempt and escape sequences as letters all went into the store's history."""
     assert _parse(_rec(**REFUSED[name])) is None
+    if "state" in REFUSED[name]:   # the same record without requeued: true is fine
+        assert _parse(_rec(**{**REFUSED[name], "requeued": False})) is not None
     store = Store(tmp_path / "s.db")
     job_id = store.record("d", "alice", "Bias", {}, {}, 1, 1)
     assert _follow_requeues(store, {(job_id, 0): _parse(_rec(**REFUSED[name]))}) is False
