@@ -132,7 +132,7 @@ class Worker:
         self.index = index
         self.job = json.loads((self.jobdir / "job.json").read_text(encoding="utf-8"))
         self.dir = process_dir(self.jobdir, index)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        own_folder(own_folder(self.dir.parent) / self.dir.name)   # never a planted link (red13b)
         self.tasks: List[Optional[str]] = [None] * len(self.job["tasks"])
         self.reason = ""
         self.started = time.time()
@@ -383,6 +383,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except LockRefused as exc:  # a second copy: it leaves every record alone
         print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
         return LOCKED
+    except PermissionError as exc:  # its process folder is a symlink or another user's
+        print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
+        return 1
     worker.warned = early[0] if early else ""
     return worker.run()
 

@@ -398,3 +398,23 @@ def test_a_warning_longer_than_the_time_limit_is_refused_or_shortened() -> None:
         return   # refused with a clear error: fine
     found = re.search(r"--signal=B:USR1@(\d+)", text)
     assert found is not None and int(found.group(1)) < request(cfg).time_limit
+
+
+@pytest.mark.parametrize("what", ["p/0", "p"])
+def test_a_process_folder_planted_as_a_link_to_mallorys_folder_is_refused(tmp_path: Path, what: str) -> None:
+    """Broke (fixed): the worker made p/<idx> with mkdir(exist_ok=True), so a link to a folder
+    of mallory's (made before alice's first run where she could write) became the process
+    folder: she could delete alice's lock (a second copy ran) and swap her records and
+    checkpoints for older ones. Now the worker refuses it and writes nothing there."""
+    jobdir = job(tmp_path, until=5)
+    theirs = tmp_path / "mallory"
+    theirs.mkdir()
+    _mallory(theirs)
+    (jobdir / "p").mkdir()
+    if what == "p":
+        (jobdir / "p").rmdir()
+    (jobdir / what).symlink_to(theirs)
+    proc = start(tmp_path, jobdir)
+    assert proc.wait(timeout=60) == 1
+    assert "not a folder of yours" in (proc.stderr.read() if proc.stderr else "")
+    assert list(theirs.iterdir()) == []
