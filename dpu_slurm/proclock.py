@@ -55,13 +55,14 @@ def _read(path: Path) -> Optional[Dict[str, Any]]:
         raw = os.read(fd, MAX_BYTES)
     finally:
         os.close(fd)
+    same = (st.st_ino, st.st_ctime_ns, st.st_size, raw)
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not an object")
     except ValueError:
         data = {}   # a holder killed while writing it: judged by its age alone
-    return {**data, "_ino": st.st_ino, "_mtime": st.st_mtime}
+    return {**data, "_same": same, "_mtime": st.st_mtime}
 
 
 def holder_alive(data: Dict[str, Any], now: float, stale: float) -> bool:
@@ -112,13 +113,21 @@ class ProcessLock:
             threading.Thread(target=self._beat, name="dpu-lock", daemon=True).start()
 
     def _take_over(self, data: Dict[str, Any]) -> None:
-        # Removed only if it is still the very file judged stale (another copy may have taken
-        # it over meanwhile: its fresh lock has another inode).
+        # Removed only if it is still the very file judged stale: another copy may have taken
+        # it over meanwhile, and its fresh lock often gets the freed inode number back, so the
+        # inode alone cannot tell (red13b); its change time and contents differ.
         try:
-            if os.stat(self.path, follow_symlinks=False).st_ino == data["_ino"]:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if (st.st_ino, st.st_ctime_ns, st.st_size, os.read(fd, MAX_BYTES)) == data["_same"]:
                 os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:
             pass
+        finally:
+            os.close(fd)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):

@@ -106,6 +106,20 @@ def ask_scheduler(how: str) -> Tuple[bool, str]:
     return True, f"scontrol requeue {target}"
 
 
+def own_folder(path: Path) -> Path:
+    """`path` as a folder of this user's, made when missing (its parent must exist): never a
+    symlink or another user's folder, whose files a task would read as its own state."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(f"{path} is not a folder of yours (a symlink or another user's); "
+                              "remove it and run again")
+    return path
+
+
 class Checkpoints:
     """One process's checkpoint folder: each task's saved state and the results of the tasks
     that ended N in an earlier attempt of the chain (not run again)."""
@@ -115,9 +129,7 @@ class Checkpoints:
 
     def folder(self, pos: int) -> Path:
         """The task's own folder for files it wants to keep across requeues."""
-        path = self.root / f"task-{pos}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return own_folder(own_folder(self.root) / f"task-{pos}")
 
     def state(self, pos: int) -> Any:
         """What the task's checkpoint callback returned last time (None: start afresh)."""
@@ -125,9 +137,13 @@ class Checkpoints:
         return data.get("state") if data else None
 
     def save(self, pos: int, state: Any, write: Any) -> None:
-        """Keep a task's state (`write`: the worker's atomic JSON writer)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        write(self.root / f"task-{pos}.json", {"state": state})
+        """Keep a task's state (`write`: the worker's atomic JSON writer). A state the next
+        attempt could not read back (over MAX_RECORD) is refused here, not lost silently there."""
+        size = len(json.dumps({"state": state}))
+        if size > MAX_RECORD:
+            raise ValueError(f"the state is {size} bytes, over the {MAX_RECORD} kept; keep large "
+                             "state as files in ctx.checkpoint_dir and return their names")
+        write(own_folder(self.root) / f"task-{pos}.json", {"state": state})
 
     def done(self, pos: int) -> Optional[List[Any]]:
         """The results of task `pos` when it ended N in an earlier attempt, else None."""
@@ -135,10 +151,14 @@ class Checkpoints:
         objects = data.get("objects") if data else None
         return objects if isinstance(objects, list) else None
 
-    def mark_done(self, pos: int, objects: List[Any], write: Any) -> None:
-        """Keep an N task's results so a requeued attempt does not run it again."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        write(self.root / f"task-{pos}.done.json", {"objects": objects})
+    def mark_done(self, pos: int, objects: List[Any], write: Any) -> str:
+        """Keep an N task's results so a requeued attempt does not run it again; what went
+        wrong, in words ('' when kept: a planted folder only costs the rerun of the task)."""
+        try:
+            write(own_folder(self.root) / f"task-{pos}.done.json", {"objects": objects})
+        except OSError as exc:
+            return str(exc)
+        return ""
 
     def clear(self) -> None:
         """Forget every checkpoint (the process ended and nothing resumes from it)."""

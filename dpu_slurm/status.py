@@ -19,6 +19,7 @@ from .schedulers.base import ENDED, Observation, Scheduler
 from .schedulers.ranges import as_seen
 from .states import JobStatus, ObsState, Phase, ProcState
 from .store import Job, Proc, Store
+from .text import printable
 from .transport.base import Records
 from .usage import record_usage, worker_figures
 from .worker import STATUS
@@ -185,21 +186,31 @@ def _parse(raw: Optional[bytes]) -> Optional[Record]:
                 or not all(t is None or isinstance(t, str) for t in tasks) or not isinstance(reason, str):
             raise TypeError("a field of the wrong type")
         attempt, requeues = data.get("attempt", 1), data.get("requeues") or []
-        if not isinstance(attempt, int) or not 1 <= attempt <= 10_000 or not isinstance(requeues, list) \
-                or len(requeues) > 1000 or not all(_requeue_row(r) for r in requeues):
+        if not _count(attempt) or not 1 <= attempt <= 10_000 or not isinstance(requeues, list) \
+                or len(requeues) > 1000 or not all(_requeue_row(r) for r in requeues) \
+                or [r[0] for r in requeues] != sorted({r[0] for r in requeues}) \
+                or (requeues and requeues[-1][0] >= attempt) \
+                or (data.get("requeued") is True and data["state"] == DONE):
+            # earlier attempts come once each, in order, before this one (red13b: an attempt 7
+            # of a process at attempt 3 went to the history)
             raise TypeError("attempt or requeues of the wrong type")
         return Record(data["state"], list(tasks), reason[:2000], worker_figures(data.get("usage")),
-                      attempt, [[r[0], r[1][:50], r[2][:2000], r[3]] for r in requeues],
+                      attempt, [[r[0], r[1][:50], printable(r[2], 2000), r[3]] for r in requeues],
                       data.get("requeued") is True)
     except (ValueError, KeyError, TypeError, OverflowError):
         log.warning("unreadable worker status record; ignoring it")
         return None
 
 
+def _count(value: Any) -> bool:
+    """An int that is not a bool (JSON true would pass as attempt 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _requeue_row(row: Any) -> bool:
     """[attempt, letters, reason, ended or None], typed (a record is a claim until checked)."""
-    return isinstance(row, list) and len(row) == 4 and isinstance(row[0], int) and 1 <= row[0] <= 10_000 \
-        and isinstance(row[1], str) and isinstance(row[2], str) \
+    return isinstance(row, list) and len(row) == 4 and _count(row[0]) and 1 <= row[0] <= 10_000 \
+        and isinstance(row[1], str) and set(row[1]) <= set("NEASU") and isinstance(row[2], str) \
         and (row[3] is None or (isinstance(row[3], (int, float)) and not isinstance(row[3], bool)
                                 and 0 <= row[3] < 1e11))
 

@@ -34,7 +34,7 @@ from .reaper import (  # noqa: F401
     proc_table,
     set_subreaper,
 )
-from .requeue import SGE_REQUEUE_EXIT, Checkpoints, ask_scheduler, chain, read_own, settings
+from .requeue import SGE_REQUEUE_EXIT, Checkpoints, ask_scheduler, chain, own_folder, read_own, settings
 
 STATUS = "status.json"
 RESULT = "result.json"
@@ -89,9 +89,10 @@ class Context:
 
     @property
     def checkpoint_dir(self) -> Path:
-        """A folder of this task's own, kept across requeued attempts (made on first use)."""
-        self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return self._checkpoint_dir
+        """A folder of this task's own, kept across requeued attempts (made on first use; a
+        symlink or another user's folder there is refused, never used)."""
+        own_folder(self._checkpoint_dir.parent)
+        return own_folder(self._checkpoint_dir)
 
     def on_checkpoint(self, callback: Callable[[], Any]) -> None:
         """Register what to save when the scheduler warns that this run ends (preemption, time
@@ -131,7 +132,7 @@ class Worker:
         self.index = index
         self.job = json.loads((self.jobdir / "job.json").read_text(encoding="utf-8"))
         self.dir = process_dir(self.jobdir, index)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        own_folder(own_folder(self.dir.parent) / self.dir.name)   # never a planted link (red13b)
         self.tasks: List[Optional[str]] = [None] * len(self.job["tasks"])
         self.reason = ""
         self.started = time.time()
@@ -211,7 +212,9 @@ class Worker:
                 self.tasks[pos], self.ctx = letter, None   # a later warning is not this task's
                 results.extend(objects)
                 if letter == "N" and self.requeue_max:
-                    self.checkpoints.mark_done(pos, objects, write_json)
+                    trouble = self.checkpoints.mark_done(pos, objects, write_json)
+                    if trouble:
+                        self.log(f"Results of task {spec['name']} not kept for a requeue: {trouble}")
                 if letter != "N":
                     break
         except _Killed:
@@ -380,6 +383,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except LockRefused as exc:  # a second copy: it leaves every record alone
         print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
         return LOCKED
+    except PermissionError as exc:  # its process folder is a symlink or another user's
+        print(f"dpu_slurm worker: not run: {exc}", file=sys.stderr)
+        return 1
     worker.warned = early[0] if early else ""
     return worker.run()
 
