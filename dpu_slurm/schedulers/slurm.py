@@ -115,14 +115,22 @@ class SlurmScheduler(Scheduler):
 
     # -- submit ---------------------------------------------------------------------------
     def script_context(self, req: SubmitRequest, k: int, offset: int, count: int) -> Dict[str, Any]:
-        """The chunk's --array range (with throttle) and --time."""
+        """The chunk's --array range (with throttle), --time and the warning's lead."""
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
-        return {"array": f"0-{count - 1}{throttle}", "time": hms(req.time_limit)}
+        return {"array": f"0-{count - 1}{throttle}", "time": hms(req.time_limit),
+                "warn": self.warn(req.time_limit)}
 
     def rerun_context(self, req: SubmitRequest, offset: int, ids: List[int]) -> Dict[str, Any]:
         """--array as a list of the rerun's indices (runs compacted to ranges) and --time."""
         throttle = f"%{self.dpu.array_throttle}" if self.dpu.array_throttle else ""
-        return {"array": compact(ids) + throttle, "time": hms(req.time_limit)}
+        return {"array": compact(ids) + throttle, "time": hms(req.time_limit),
+                "warn": self.warn(req.time_limit)}
+
+    def warn(self, time_limit: int) -> int:
+        """Seconds of warning asked before the limit (requeue.warn): at most half the limit. A
+        lead as long as the limit would warn at the start, and every attempt would requeue
+        itself without doing any work until requeue.max was spent."""
+        return max(1, min(int(self.dpu.requeue.get("warn", 90)), time_limit // 2))
 
     def submit_argv(self, req: SubmitRequest, name: str, text: str) -> List[str]:
         """sbatch --parsable of the chunk's script in the job folder."""
