@@ -8,7 +8,6 @@ shows a manifest and a crontab line.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from . import routing
 from .catalog import Catalog
 from .config import default_dpu_name, dpu_home, get_dpu
 from .errors import DPUError
-from .files import private_dir
+from .files import held_lock
 from .manifest import Entry, load
 from .plan import make_plan
 from .session import DPUSession, awepipe_path, open_store, render_scripts
@@ -74,26 +73,13 @@ def _config_or_error(name: str) -> Any:
 @contextmanager
 def bulk_lock(timeout: float, say: IO[str]) -> Iterator[None]:
     """One dpu bulk at a time per DPU_HOME (flock: released by the kernel if a run dies)."""
-    path = dpu_home() / "bulk.lock"
-    private_dir(path.parent)  # DPU_HOME: 0700, like the store in it
-    with open(path, "a") as fh:
-        deadline, told = time.monotonic() + timeout, False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Locked(f"another dpu bulk held {path} for more than {timeout:g} s; "
-                                 "nothing was submitted (raise --lock-timeout)") from None
-                if not told:
-                    print(f"waiting for another dpu bulk run to finish (lock {path})", file=say, flush=True)
-                told = True
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    path = dpu_home() / "bulk.lock"   # in DPU_HOME: 0700, like the store in it
+    with held_lock(path, timeout,
+                   lambda: print(f"waiting for another dpu bulk run to finish (lock {path})", file=say,
+                                 flush=True),
+                   lambda: Locked(f"another dpu bulk held {path} for more than {timeout:g} s; "
+                                  "nothing was submitted (raise --lock-timeout)")):
+        yield
 
 
 def _mark(store: Store, e: Entry, manifest: str, state: str, attempt: bool = False) -> None:

@@ -1,11 +1,15 @@
 """Private folders and files (DPU_HOME and the store) and writes that replace a file whole."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .errors import StoreError
 
@@ -88,3 +92,29 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE, durable: boo
         except OSError:
             pass
         raise
+
+
+@contextmanager
+def held_lock(path: Path, timeout: float, waiting: Callable[[], None],
+              too_long: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (in a private folder) for the block. The kernel releases
+    it when the holder dies, so a killed run never leaves it held. `waiting` is called once when
+    another holder makes us wait; after `timeout` seconds `too_long()` is raised."""
+    private_dir(path.parent)
+    with open(path, "a") as fh:
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise too_long() from None
+                if not told:
+                    waiting()
+                told = True
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -11,10 +11,8 @@ whose options agree with its own on the options both declare) as ``ctx.inputs[ta
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from . import bundle as bundles
 from .catalog import Catalog
 from .config import dpu_home
 from .errors import DPUError, OptionError
-from .files import private_dir
+from .files import held_lock
 from .plan import Plan, make_plan
 from .processes import Processes
 from .session import DPUSession
@@ -252,25 +250,11 @@ def one_at_a_time(say: Say, wait: float = LOCK_WAIT) -> Iterator[None]:
     """One target run plans and submits at a time per DPU_HOME (flock: the kernel releases it
     when a run dies); the next one then finds the first one's jobs under way and waits for them."""
     path = dpu_home() / "target.lock"
-    private_dir(path.parent)
-    with open(path, "a") as fh:
-        deadline, told = time.monotonic() + wait, False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DPUError(f"another run_target held {path} for more than {wait:g} s; nothing "
-                                   "was submitted: run it again once that one has submitted") from None
-                if not told:
-                    say(f"Waiting for another run_target of this store to submit (lock {path})")
-                told = True
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with held_lock(path, wait,
+                   lambda: say(f"Waiting for another run_target of this store to submit (lock {path})"),
+                   lambda: DPUError(f"another run_target held {path} for more than {wait:g} s; nothing "
+                                    "was submitted: run it again once that one has submitted")):
+        yield
 
 
 def _run_target(session: DPUSession, catalog: Catalog, awepipe: Path, say: Say, target: str,
