@@ -120,6 +120,23 @@ def wait_until(cond: Callable[[], bool], timeout: float = 20.0, step: float = 0.
         time.sleep(step)
 
 
+def until(cond: Callable[[], bool], what: str, wait: float = 240.0, step: float = 0.5) -> None:
+    """Poll `cond` until true; fail saying `what` did not happen within `wait` seconds (a bound on
+    a real service's pace, never a figure the test checks)."""
+    end = time.monotonic() + wait
+    while not cond():
+        assert time.monotonic() < end, f"{what}: not within {wait:g} s"
+        time.sleep(step)
+
+
+def text_of(path: Path) -> str:
+    """A file's text, or "" while it does not exist (a log a job has not written yet)."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 # -- real services and what is asked of them ----------------------------------------------------
 def harness(script: str) -> None:
     """Bring a real service up with its harness script (idempotent: a no-op when it runs)."""

@@ -3,11 +3,12 @@ warning signal, so a task ended by the scheduler (SIGTERM) saves its checkpoint 
 ends A with it kept; the DPU's retries policy reruns it and the new attempt resumes from it."""
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import text_of
+from tests.conftest import until as shared_until
 from tests.test_pbs import torque_wrappers  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.pbs
@@ -28,17 +29,7 @@ def dpu(torque_wrappers, make_session):  # noqa: F811 - the fixture imported abo
 
 
 def until(cond, what):
-    end = time.monotonic() + WAIT
-    while not cond():
-        assert time.monotonic() < end, f"{what}: not within {WAIT:g} s"
-        time.sleep(0.5)
-
-
-def read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+    shared_until(cond, what, WAIT)
 
 
 def test_a_killed_bias_keeps_its_checkpoint_and_its_retry_resumes_from_it(dpu):
@@ -47,15 +38,15 @@ def test_a_killed_bias_keeps_its_checkpoint_and_its_retry_resumes_from_it(dpu):
     job = dpu._store.job(jid)
     assert "#PBS -r n\n" in next(Path(job.jobdir).glob("job-*.sh")).read_text()
     pdir = Path(job.jobdir) / "p" / "0"
-    until(lambda: "Stacked step 10 of 40" in read(pdir / "log"), "the Bias did not get to step 10")
+    until(lambda: "Stacked step 10 of 40" in text_of(pdir / "log"), "the Bias did not get to step 10")
     subprocess.run(["scancel", *job.native_ids], check=True)   # the scheduler ends it: SIGTERM
 
     def second_attempt_ended():
         dpu.poll(jid)
         return [(a, o) for _, a, o, _, _ in dpu._store.attempts(jid)] == [(1, "A"), (2, "N")]
     until(second_attempt_ended, "the retry did not end N")
-    first = read(pdir / "attempt-1" / "log")
+    first = text_of(pdir / "attempt-1" / "log")
     assert "Checkpoint of task Bias saved" in first
-    resumed = re.search(r"Resuming from checkpoint at step (\d+) of 40", read(pdir / "log"))
+    resumed = re.search(r"Resuming from checkpoint at step (\d+) of 40", text_of(pdir / "log"))
     assert resumed and int(resumed.group(1)) >= 10
     assert not (pdir / "checkpoint").exists()   # ended N: nothing resumes from it any more

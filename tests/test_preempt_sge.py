@@ -3,12 +3,12 @@ gets -notify and -r y; a suspended task is warned by SIGUSR1, saves its checkpoi
 Grid Engine requeues it (Rq), and the next attempt resumes from its checkpoint and ends N."""
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SGE_ENV
+from tests.conftest import SGE_ENV, text_of
+from tests.conftest import until as shared_until
 
 pytestmark = pytest.mark.sge
 WAIT = 240.0
@@ -29,17 +29,7 @@ def dpu(sge_cluster, make_session, monkeypatch):
 
 
 def until(cond, what):
-    end = time.monotonic() + WAIT
-    while not cond():
-        assert time.monotonic() < end, f"{what}: not within {WAIT:g} s"
-        time.sleep(0.5)
-
-
-def read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+    shared_until(cond, what, WAIT)
 
 
 def test_a_suspended_bias_exits_99_is_requeued_and_resumes_from_its_checkpoint(dpu):
@@ -49,7 +39,7 @@ def test_a_suspended_bias_exits_99_is_requeued_and_resumes_from_its_checkpoint(d
     script = next(Path(job.jobdir).glob("job-*.sh")).read_text()
     assert "#$ -notify\n" in script and "#$ -r y\n" in script
     log = Path(job.jobdir) / "p" / "0" / "log"
-    until(lambda: "Stacked step 10 of 40" in read(log), "the Bias did not get to step 10")
+    until(lambda: "Stacked step 10 of 40" in text_of(log), "the Bias did not get to step 10")
     subprocess.run(["qmod", "-sj", f"{job.native_ids[0]}.1"], check=True, capture_output=True)
     seen = []
 
@@ -59,7 +49,7 @@ def test_a_suspended_bias_exits_99_is_requeued_and_resumes_from_its_checkpoint(d
         return view.status == "FINISHED"
     until(ended, "the requeued Bias did not finish")
     assert all(letters[2] == 0 for letters in seen) and seen[-1] == (1, 0, 0, 0, 0), seen
-    text = read(log)
+    text = text_of(log)
     assert "SIGUSR1 before a suspend; exit status 99" in text
     resumed = re.search(r"Resuming from checkpoint at step (\d+) of 40", text)
     assert resumed and int(resumed.group(1)) >= 10, text

@@ -6,12 +6,12 @@ never A. A requeued job waits for the whole node again (other tests' jobs share 
 are bounded generously, nothing asserts on time."""
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import slurm_processor
+from tests.conftest import slurm_processor, text_of
+from tests.conftest import until as shared_until
 from tests.test_slurm import write_config
 
 pytestmark = pytest.mark.slurm
@@ -38,17 +38,7 @@ def dpu(slurm_cluster, tmp_path, monkeypatch):
 
 
 def until(cond, what):
-    end = time.monotonic() + WAIT
-    while not cond():
-        assert time.monotonic() < end, f"{what}: not within {WAIT:g} s"
-        time.sleep(0.5)
-
-
-def read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+    shared_until(cond, what, WAIT)
 
 
 def test_a_preempted_bias_resumes_from_its_checkpoint_and_ends_N_at_attempt_2(dpu):
@@ -56,7 +46,7 @@ def test_a_preempted_bias_resumes_from_its_checkpoint_and_ends_N_at_attempt_2(dp
                      dpu_time=900, dpu_mem=200, return_jobid=True)
     job = dpu._store.job(job_id)
     log = Path(job.jobdir) / "p" / "0" / "log"
-    until(lambda: "Stacked step 10 of 40" in read(log), "the Bias did not get to step 10")
+    until(lambda: "Stacked step 10 of 40" in text_of(log), "the Bias did not get to step 10")
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "1", "-J", "dpu-test-urgent",
                              "-o", "/dev/null", "--wrap", "sleep 5"],
                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
@@ -70,7 +60,7 @@ def test_a_preempted_bias_resumes_from_its_checkpoint_and_ends_N_at_attempt_2(dp
     # Queued or running between the attempts, never counted A.
     assert all(letters[2] == 0 for _, letters in seen), seen
     assert seen[-1][1] == (1, 0, 0, 0, 0)
-    text = read(log)
+    text = text_of(log)
     assert "SIGUSR1 before preemption" in text and "scontrol requeue" in text
     resumed = re.search(r"Resuming from checkpoint at step (\d+) of 40", text)
     assert resumed and int(resumed.group(1)) >= 10, text
@@ -105,7 +95,7 @@ def test_a_bias_warned_before_its_time_limit_requeues_itself_and_ends_N(dpu):
     attempts = dpu._store.attempts(job_id)
     assert len(attempts) >= 2 and attempts[-1][2] == "N", attempts
     assert all(r[3].startswith("requeued: SIGUSR1 before the time limit") for r in attempts[:-1]), attempts
-    text = read(Path(job.jobdir) / "p" / "0" / "log")
+    text = text_of(Path(job.jobdir) / "p" / "0" / "log")
     assert "scontrol requeue" in text and re.search(r"Resuming from checkpoint at step [1-9]\d* of 75", text)
 
 
@@ -124,7 +114,7 @@ def test_a_target_whose_bias_is_preempted_resumes_it_and_then_builds_the_hot_pix
     bias, hot = jobs["Bias"], jobs["HotPixels"]
     assert bias and hot and dpu._store.job(hot).dpu_options["after"]["jobs"] == [bias]
     log = Path(dpu._store.job(bias).jobdir) / "p" / "0" / "log"
-    until(lambda: "Stacked step 10 of 40" in read(log), "the Bias did not get to step 10")
+    until(lambda: "Stacked step 10 of 40" in text_of(log), "the Bias did not get to step 10")
     urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", "1", "-J", "dpu-test-urgent",
                              "-o", "/dev/null", "--wrap", "sleep 5"],
                             capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
@@ -132,8 +122,8 @@ def test_a_target_whose_bias_is_preempted_resumes_it_and_then_builds_the_hot_pix
     views = dpu.wait([bias, hot], timeout=2 * WAIT, interval=1.0)
     assert [v.counts.line() for v in views] == ["1/0/0/0/0", "1/0/0/0/0"], views
     assert [(a, o) for _, a, o, _, _ in dpu._store.attempts(bias)] == [(1, "A"), (2, "N")]
-    assert re.search(r"Resuming from checkpoint at step \d+ of 40", read(log)), read(log)
-    hot_log = read(Path(dpu._store.job(hot).jobdir) / "p" / "0" / "log")
+    assert re.search(r"Resuming from checkpoint at step \d+ of 40", text_of(log)), text_of(log)
+    hot_log = text_of(Path(dpu._store.job(hot).jobdir) / "p" / "0" / "log")
     assert f"Using master bias MasterBias_WFI_ccd52_2000-04-28.json of {bias}." in hot_log, hot_log
     before = dpu.get_jobids()
     again = dpu.run_target("HotPixels", i="WFI", c="ccd52", d="2000-04-28", p={"steps": 40})
