@@ -150,7 +150,7 @@ fi
 
 gen_slurm_conf() {
     cat <<EOF
-# Written by $HERE/slurm-up.sh (test harness). Overwritten on every run.
+# Written by harness/slurm-up.sh of dpu_slurm (test harness). Overwritten on every run.
 ClusterName=$CLUSTER
 # Explicit loopback addresses: all traffic stays on 127.0.0.1 whatever the host name resolves to.
 SlurmctldHost=$HOST(127.0.0.1)
@@ -258,7 +258,7 @@ write_dbd_conf() {
     install -d -m 0755 "$DBD_DIR" "$LOG_DIR" /etc/slurm
     tmp=$(mktemp)
     cat >"$tmp" <<EOF
-# Written by $HERE/slurm-up.sh (test harness). Overwritten on every run.
+# Written by harness/slurm-up.sh of dpu_slurm (test harness). Overwritten on every run.
 AuthType=auth/munge
 DbdHost=localhost
 DbdPort=6819
