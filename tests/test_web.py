@@ -160,7 +160,8 @@ def test_job_text_is_escaped_and_only_our_script_may_run(session: Session) -> No
     assert headers["X-Content-Type-Options"] == "nosniff"
     for html in (page, job_page):
         assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;&lt;img src=x" in html
-        assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/queue.js">'] * (html is page)
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/common.js">',
+                                                        '<script src="/static/queue.js">'] * (html is page)
         assert "<img" not in html
     assert f"Job {jid} of " in job_page
 
